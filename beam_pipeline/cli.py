@@ -1,0 +1,110 @@
+"""The ``ndcl`` command line.
+
+    ndcl dedup --input PATTERN [PATTERN ...] --output DIR [--config configs/X.yaml]
+               [--threshold T --num-perm N --ngram N --bands B --rows R --verify MODE
+                --keep POLICY --seed S ...] [Beam pipeline options]
+
+Unrecognised ``--flags`` are passed to Beam as pipeline options (``--direct_num_workers=2
+--direct_running_mode=multi_processing``, ``--runner``, ...). The run ends with a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from beam_pipeline.config import ConfigError, load_dedup_config
+
+LOG = logging.getLogger("ndcl")
+
+# CLI flag → DedupConfig field; flags left unset do not override the YAML.
+DEDUP_FLAGS: dict[str, tuple[str, type]] = {
+    "--threshold": ("threshold", float),
+    "--num-perm": ("num_perm", int),
+    "--ngram": ("ngram", int),
+    "--bands": ("bands", int),
+    "--rows": ("rows", int),
+    "--verify": ("verify", str),
+    "--keep": ("keep", str),
+    "--seed": ("seed", int),
+    "--max-doc-bytes": ("max_doc_bytes", int),
+    "--max-bucket-size": ("max_bucket_size", int),
+    "--cc-max-rounds": ("cc_max_rounds", int),
+    "--batch-size": ("batch_size", int),
+    "--shuffle-partitions": ("shuffle_partitions", int),
+}
+
+
+def add_dedup_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATTERN",
+                        help="input files: paths, globs or gs:// patterns (JSON lines, "
+                             "optionally .gz, or .parquet)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--config", help="YAML preset (configs/*.yaml); flags override it")
+    for flag, (dest, kind) in DEDUP_FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, default=None)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="ndcl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dedup = commands.add_parser("dedup", help="near-duplicate removal (ND) only")
+    add_dedup_flags(dedup)
+    return parser.parse_known_args(argv)
+
+
+def print_summary(summary: dict[str, Any], output: str) -> None:
+    rows = [
+        ("read", summary["read"]),
+        ("kept", summary["kept"]),
+        ("duplicates", summary["duplicates"]),
+        ("  exact", summary["duplicates_exact"]),
+        ("  near", summary["duplicates_near"]),
+        ("rejected", summary["rejected"]),
+        ("bands x rows", f"{summary['bands']} x {summary['rows']}"),
+        ("cc rounds", f"{summary['cc_rounds']} (max {summary['cc_max_rounds']})"),
+        ("wall seconds", f"{summary['wall_seconds']:.1f}"),
+    ]
+    for stage, secs in summary["stage_seconds"].items():
+        rows.append((f"  {stage} s", f"{secs:.2f}"))
+    width = max(len(name) for name, _ in rows)
+    print(f"\nNDCL summary ({output})")
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}")
+    if summary["rejected"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in summary["rejected_by_reason"].items())
+        print(f"  rejected by reason: {reasons}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Beam logs every string type hint it cannot resolve at INFO; only its warnings matter here.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    unknown = [a for a in beam_args if not a.startswith("--")]
+    if unknown:
+        print(f"ndcl: error: unexpected argument(s) {unknown}", file=sys.stderr)
+        return 2
+    overrides = {dest: getattr(args, dest) for dest, _ in DEDUP_FLAGS.values()}
+    try:
+        cfg = load_dedup_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"ndcl: config error: {exc}", file=sys.stderr)
+        return 2
+    from beam_pipeline.run import run_dedup
+
+    try:
+        result = run_dedup(args.input, args.output, cfg, beam_args)
+    except FileNotFoundError as exc:
+        print(f"ndcl: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(result.summary, result.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

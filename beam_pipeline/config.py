@@ -1,0 +1,171 @@
+"""Configuration of the near-duplicate (ND) engine: a frozen dataclass loaded from YAML.
+
+Presets live in ``configs/*.yaml``. A YAML file holds a ``dedup:`` mapping whose keys are the
+field names of :class:`DedupConfig`; unknown keys are errors (a misspelt ``treshold`` must not
+silently fall back to a default). Command-line flags override the YAML.
+
+Run ``python -m beam_pipeline.config configs/local.yaml`` to print a resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VERIFY_MODES = ("none", "signature", "exact")
+KEEP_POLICIES = ("smallest_id", "longest", "first")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Parameters of the near-duplicate engine.
+
+    ``seed`` drives every hash (token xxhash, MinHash permutations, band hashes, shuffle
+    partitions); it must be the same on all workers, and it is, because the config is part of
+    the pipeline graph rather than read on workers.
+    """
+
+    threshold: float = 0.7
+    num_perm: int = 256
+    ngram: int = 5
+    bands: int | None = None
+    rows: int | None = None
+    seed: int = 1
+    verify: str = "exact"
+    keep: str = "smallest_id"
+    # Documents longer than this (bytes of the raw input line) are rejected as ``too_large``.
+    max_doc_bytes: int = 10_000_000
+    # Buckets with more members than this are cut to their first ``max_bucket_size`` members.
+    max_bucket_size: int = 5_000
+    # Rounds of large-star/small-star unrolled in the graph; the job fails if not converged.
+    cc_max_rounds: int = 16
+    # Lines per document batch, the unit that moves through the graph.
+    batch_size: int = 4096
+    # Number of keys used by the batched shuffles (band buckets, graph edges).
+    shuffle_partitions: int = 32
+    # Weights of false positives / negatives when b and r are derived from the threshold.
+    fp_weight: float = 0.5
+    fn_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the config, to tell runs with equal parameters apart."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate(cfg: DedupConfig) -> None:
+    """Raise :class:`ConfigError` for any value outside its domain."""
+    if not 0.0 < cfg.threshold <= 1.0:
+        raise ConfigError(f"threshold must be in (0, 1], got {cfg.threshold}")
+    if cfg.num_perm < 2:
+        raise ConfigError(f"num_perm must be >= 2, got {cfg.num_perm}")
+    if cfg.ngram < 1:
+        raise ConfigError(f"ngram must be >= 1, got {cfg.ngram}")
+    if (cfg.bands is None) != (cfg.rows is None):
+        raise ConfigError("bands and rows must be given together (or neither)")
+    if cfg.bands is not None and cfg.rows is not None:
+        if cfg.bands < 1 or cfg.rows < 1:
+            raise ConfigError("bands and rows must be >= 1")
+        if cfg.bands * cfg.rows > cfg.num_perm:
+            raise ConfigError(
+                f"bands * rows = {cfg.bands * cfg.rows} exceeds num_perm = {cfg.num_perm}"
+            )
+    if cfg.verify not in VERIFY_MODES:
+        raise ConfigError(f"verify must be one of {VERIFY_MODES}, got {cfg.verify!r}")
+    if cfg.keep not in KEEP_POLICIES:
+        raise ConfigError(f"keep must be one of {KEEP_POLICIES}, got {cfg.keep!r}")
+    for name in ("max_doc_bytes", "max_bucket_size", "cc_max_rounds", "batch_size",
+                 "shuffle_partitions"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_bucket_size < 2:
+        raise ConfigError("max_bucket_size must be >= 2")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError("seed must be in [0, 2**63)")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a YAML/CLI value against the field's declared type."""
+    field_types = {f.name: f.type for f in dataclasses.fields(DedupConfig)}
+    declared = str(field_types[name])
+    if value is None:
+        if "None" not in declared:
+            raise ConfigError(f"{name} may not be null")
+        return None
+    if declared.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif declared.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif declared.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def dedup_config_from_mapping(values: dict[str, Any], source: str = "config") -> DedupConfig:
+    """Build a :class:`DedupConfig`, rejecting unknown keys with the list of known ones."""
+    known = {f.name for f in dataclasses.fields(DedupConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown dedup key(s) {unknown}; known keys are {sorted(known)}"
+        )
+    return DedupConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a preset file; its top level may only hold known sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    allowed = {"dedup", "pipeline"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}")
+    for section in data.values():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{path}: every section must be a mapping")
+    return data
+
+
+def load_dedup_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> DedupConfig:
+    """Defaults, then the YAML file's ``dedup`` section, then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(load_yaml(path).get("dedup") or {})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    return dedup_config_from_mapping(values, source=str(path) if path else "overrides")
+
+
+if __name__ == "__main__":
+    print(json.dumps(load_dedup_config(sys.argv[1] if len(sys.argv) > 1 else None).to_dict(),
+                     indent=2))

@@ -1,0 +1,76 @@
+"""Wire the NDCL graph. ``build_dedup`` adds the near-duplicate (ND) engine to a pipeline and
+never runs it; running belongs to ``beam_pipeline.run``.
+
+Shape of the ND graph (element shapes in brackets):
+
+    ReadDocuments            files → (batch_key, DocBatch) + rejected rows
+    ComputeFeatures          → (batch_key, FeatureBatch)         shingles, MinHash, exact hash
+    RemoveExactDuplicates    → distinct feature batches + exact members (GroupByKey on hash)
+    FindCandidatePairs       → star edges (GroupByKey on LSH band hashes)
+    FetchNodes               → (partition, [NodeInfo]) for every edge endpoint
+    VerifyCandidates         → verified edges (exact Jaccard / signature / none)
+    ConnectedComponents      → (node, component) after unrolled large/small-star rounds
+    ResolveDuplicates        → (batch_key, DuplicateRow) for every removed document
+    WriteOutputs             → kept/, duplicates/, rejected/, _stats.json under staging_dir
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from beam_pipeline.config import DedupConfig
+from transforms.components import STATS_TAG as CC_STATS_TAG
+from transforms.components import ConnectedComponents
+from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
+from transforms.lsh import FindCandidatePairs, optimal_param
+from transforms.minhash import ComputeFeatures
+from transforms.read import REJECTED_TAG, ReadDocuments
+from transforms.resolve import ResolveDuplicates
+from transforms.verify import FetchNodes, VerifyCandidates
+from transforms.write import WriteOutputs
+
+
+@dataclass(frozen=True)
+class Banding:
+    bands: int
+    rows: int
+
+
+def choose_banding(cfg: DedupConfig) -> Banding:
+    """Explicit ``bands``/``rows`` from the config, else the optimum for the threshold."""
+    if cfg.bands is not None and cfg.rows is not None:
+        return Banding(cfg.bands, cfg.rows)
+    bands, rows = optimal_param(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
+    return Banding(bands, rows)
+
+
+def build_dedup(
+    pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str], staging_dir: str
+) -> Banding:
+    """Add the ND graph reading ``files`` and writing under ``staging_dir``; returns b and r."""
+    banding = choose_banding(cfg)
+    parts = cfg.shuffle_partitions
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
+    doc_batches = read.batches
+    features = doc_batches | "ComputeFeatures" >> ComputeFeatures(
+        cfg.ngram, cfg.num_perm, cfg.seed, keep_shingles=cfg.verify == "exact")
+    exact = features.features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
+        cfg.keep, cfg.batch_size, parts)
+    distinct = exact["distinct"]
+    candidates = distinct | "FindCandidatePairs" >> FindCandidatePairs(
+        banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size)
+    partition_to_nodes = candidates.edges | "FetchNodes" >> FetchNodes(
+        distinct, cfg.batch_size, parts, cfg.seed)
+    verified = candidates.edges | "VerifyCandidates" >> VerifyCandidates(
+        partition_to_nodes, cfg.verify, cfg.threshold, parts, cfg.seed)
+    components = verified.edges | "ConnectedComponents" >> ConnectedComponents(
+        cfg.cc_max_rounds, parts, cfg.seed)
+    duplicate_rows = components["labels"] | "ResolveDuplicates" >> ResolveDuplicates(
+        partition_to_nodes, exact[EXACT_DUPLICATES_TAG], cfg.keep, cfg.verify,
+        cfg.batch_size, parts, cfg.seed)
+    stats = [features.stats, candidates.stats, verified.stats, components[CC_STATS_TAG]]
+    _ = doc_batches | "WriteOutputs" >> WriteOutputs(
+        staging_dir, duplicate_rows, read[REJECTED_TAG], stats)
+    return banding

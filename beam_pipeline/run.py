@@ -1,0 +1,186 @@
+"""Run the ND job: match inputs, build the graph, run it, check the accounting, commit OUT.
+
+Output is written to a staging directory beside OUT (``OUT.ndcl-staging``) and only moved to
+OUT after the job succeeded and ``read = kept + duplicates + rejected`` was checked, with
+``summary.json`` and an ``_SUCCESS`` marker written last. A crashed run therefore leaves at
+most a staging directory (removed by the next run), never a half-written OUT; an existing OUT
+is replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipeline.config import DedupConfig
+from beam_pipeline.pipeline import build_dedup
+from transforms.lsh import detection_probability
+from transforms.read import match_inputs
+
+LOG = logging.getLogger("ndcl")
+
+
+class AccountingError(RuntimeError):
+    """The outputs do not account for every input record."""
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    output: str
+    metrics: dict[str, int] = field(default_factory=dict)
+
+
+def staging_path(output: str) -> str:
+    return output.rstrip("/") + ".ndcl-staging"
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def remove_tree(path: str) -> None:
+    if _is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    if FileSystems.exists(path):
+        FileSystems.delete([path.rstrip("/") + "/"])
+
+
+def commit_output(staging: str, output: str) -> None:
+    """Replace ``output`` by ``staging``; on local disk this is a directory rename."""
+    remove_tree(output)
+    if _is_local(output):
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        os.replace(staging, output)
+        return
+    files = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
+    FileSystems.rename(files, [output.rstrip("/") + f[len(staging.rstrip("/")):] for f in files])
+    remove_tree(staging)
+
+
+def write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def make_pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "direct"):
+        # Plain DirectRunner tries the Prism runner first, which downloads a binary; machines
+        # without internet fail there. The FnApiRunner is Beam's local portable runner.
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        standard.runner = FnApiRunner()
+    return options
+
+
+def collect_metrics(result: Any) -> dict[str, int]:
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace("ndcl"))["counters"]
+    except Exception as exc:  # noqa: BLE001 - metrics are informative, never fatal
+        LOG.warning("could not read pipeline metrics: %s", exc)
+        return {}
+    totals: dict[str, int] = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    return totals
+
+
+def build_summary(stats: dict[str, int], cfg: DedupConfig, bands: int, rows: int,
+                  files: list[str], metrics: dict[str, int], wall: float) -> dict[str, Any]:
+    rejected = stats.get("rejected", 0)
+    exact = stats.get("duplicates_exact", 0)
+    near = stats.get("duplicates_near", 0)
+    rounds = sorted(k for k in stats if k.startswith("cc_changed_round_"))
+    changes = [stats[k] for k in rounds]
+    used = next((i + 1 for i, n in enumerate(changes) if n == 0), len(changes))
+    return {
+        "read": stats.get("parsed", 0) + rejected,
+        "kept": stats.get("kept", 0),
+        "duplicates": exact + near,
+        "duplicates_exact": exact,
+        "duplicates_near": near,
+        "rejected": rejected,
+        "rejected_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
+                               if k.startswith("rejected:")},
+        "kept_untokenized": stats.get("kept_untokenized", 0),
+        "threshold": cfg.threshold,
+        "num_perm": cfg.num_perm,
+        "ngram": cfg.ngram,
+        "bands": bands,
+        "rows": rows,
+        "verify": cfg.verify,
+        "keep": cfg.keep,
+        "seed": cfg.seed,
+        "candidate_edges": stats.get("candidate_edges", 0),
+        "edges_verified": stats.get("edges_verified", 0),
+        "edges_rejected": stats.get("edges_rejected", 0),
+        "buckets_capped": stats.get("buckets_capped", 0),
+        "bucket_members_dropped": stats.get("bucket_members_dropped", 0),
+        "cc_rounds": used,
+        "cc_max_rounds": cfg.cc_max_rounds,
+        "cc_changed_per_round": changes[:used],
+        "input_files": len(files),
+        "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
+                          for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
+        "wall_seconds": round(wall, 3),
+        "config": cfg.to_dict(),
+        "config_hash": cfg.fingerprint(),
+    }
+
+
+def check_accounting(summary: dict[str, Any]) -> None:
+    total = summary["kept"] + summary["duplicates"] + summary["rejected"]
+    if summary["read"] != total:
+        raise AccountingError(
+            f"accounting mismatch: read={summary['read']} but kept+duplicates+rejected="
+            f"{total} (kept={summary['kept']}, duplicates={summary['duplicates']}, "
+            f"rejected={summary['rejected']}); output not committed")
+
+
+def log_banding(cfg: DedupConfig, bands: int, rows: int) -> None:
+    points = [0.5, 0.6, cfg.threshold, 0.8, 0.9]
+    probs = ", ".join(f"P({s:.2f})={float(detection_probability(s, bands, rows)):.3f}"
+                      for s in sorted(set(points)))
+    LOG.info("LSH banding: b=%d bands x r=%d rows (threshold %.2f, %d permutations); "
+             "detection probability %s", bands, rows, cfg.threshold, cfg.num_perm, probs)
+
+
+def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[str]
+              ) -> RunResult:
+    """Run the ND job end to end and commit ``output``; raises on any failure."""
+    started = time.perf_counter()
+    files = match_inputs(inputs)
+    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
+    staging = staging_path(output)
+    remove_tree(staging)
+    pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
+    banding = build_dedup(pipeline, cfg, files, staging)
+    log_banding(cfg, banding.bands, banding.rows)
+    LOG.info("running the pipeline (stages: read, features, exact, LSH, verify, components, "
+             "resolve, write)")
+    result = pipeline.run()
+    result.wait_until_finish()
+    metrics = collect_metrics(result)
+    with FileSystems.open(staging.rstrip("/") + "/_stats.json") as handle:
+        stats = json.loads(handle.read().decode())
+    summary = build_summary(stats, cfg, banding.bands, banding.rows, files, metrics,
+                            time.perf_counter() - started)
+    check_accounting(summary)
+    write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(staging.rstrip("/") + "/_SUCCESS", "")
+    commit_output(staging, output)
+    return RunResult(summary=summary, output=output, metrics=metrics)

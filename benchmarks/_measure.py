@@ -1,0 +1,125 @@
+"""Run a command and measure its wall time and the peak memory of its process tree.
+
+``run_measured`` starts the command, then every ``interval`` seconds sums the
+resident set size (RSS) of the process and all its descendants, because
+Beam's multi-processing DirectRunner runs its SDK workers as child processes.
+The peak is the largest such sum. Pages shared between processes (the Python
+interpreter, copy-on-write memory) are counted once per process, so the
+figure is an upper bound on the tree's physical memory; a child that starts
+and ends between two samples is missed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, TypedDict
+
+import psutil
+
+TAIL_CHARS = 4000
+
+
+class Measurement(TypedDict):
+    cmd: list[str]
+    returncode: int
+    wall_s: float
+    peak_rss_bytes: int
+    peak_processes: int
+    samples: int
+    stdout_tail: str
+    stderr_tail: str
+
+
+def tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """Summed RSS in bytes of ``root`` and its descendants, and how many were read."""
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0, 0
+    total = counted = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+            counted += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue  # it ended between listing and reading
+    return total, counted
+
+
+def _tail(stream: IO[bytes], chars: int = TAIL_CHARS) -> str:
+    stream.seek(0)
+    return stream.read().decode("utf-8", errors="replace")[-chars:]
+
+
+def run_measured(
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    interval: float = 0.1,
+    timeout: float | None = None,
+) -> Measurement:
+    """Run ``cmd`` to completion, sampling its process tree's RSS every ``interval`` s.
+
+    ``returncode`` is the command's exit status, or -9 when it ran past
+    ``timeout`` seconds and was killed with its descendants.
+    """
+    with (
+        tempfile.SpooledTemporaryFile(max_size=1 << 20) as out,
+        tempfile.SpooledTemporaryFile(max_size=1 << 20) as err,
+    ):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=err,
+            env=dict(env) if env is not None else None,
+        )
+        root = psutil.Process(proc.pid)
+        peak_rss = peak_processes = samples = 0
+        while proc.poll() is None:
+            rss, processes = tree_rss(root)
+            peak_rss = max(peak_rss, rss)
+            peak_processes = max(peak_processes, processes)
+            samples += 1
+            if timeout is not None and time.perf_counter() - start > timeout:
+                _kill_tree(root)
+                proc.wait()
+                break
+            try:
+                proc.wait(timeout=interval)
+            except subprocess.TimeoutExpired:
+                pass
+        wall = time.perf_counter() - start
+        return Measurement(
+            cmd=list(cmd),
+            returncode=proc.returncode,
+            wall_s=wall,
+            peak_rss_bytes=peak_rss,
+            peak_processes=peak_processes,
+            samples=samples,
+            stdout_tail=_tail(out),
+            stderr_tail=_tail(err),
+        )
+
+
+def _kill_tree(root: psutil.Process) -> None:
+    try:
+        processes = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+def median(values: Iterable[float]) -> float:
+    """Median of ``values``; raises ``ValueError`` when there are none."""
+    values = list(values)
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))

@@ -1,0 +1,493 @@
+"""Throughput and memory of ``ndcl dedup`` against a plain datasketch baseline.
+
+What it measures: for one shard (``blogs.00000.json.gz``) and for all four
+shards (``blogs.0000[0-3].json.gz``) it runs, in the same invocation and
+alternating repeat by repeat, the single-process datasketch baseline
+(``benchmarks/datasketch_baseline.py``) and ``ndcl dedup``, each as a
+subprocess measured by ``benchmarks/_measure.run_measured`` (wall time of the
+whole command, interpreter start included, and the peak summed RSS of its
+process tree, Beam's worker processes included). The input files are read
+once beforehand so that both systems find them in the page cache.
+
+Reported per system and dataset (medians over ``--repeats``, peak RSS the
+largest over the repeats, since its target is a ceiling):
+
+- docs: records read (NDCL ``summary.json["read"]``; datasketch ``docs``);
+- wall s, docs/s = docs / wall s, and docs/s per core, where NDCL uses
+  ``--workers`` cores and datasketch one;
+- signature docs/s per core: NDCL ``read / stage_seconds["compute_features"]``.
+  Stage seconds are DoFn time summed over the workers, so they are already
+  core-seconds and are not divided by the workers again. Datasketch:
+  ``signature_docs_per_s`` (tokenising, shingling and MinHash on one core;
+  ``compute_features`` also computes exact-match hashes, so the ratio is, if
+  anything, conservative for NDCL);
+- peak RSS and duplicates found.
+
+Then the NDCL/datasketch ratios against the targets: end-to-end docs/s at
+least 1.5x, signature docs/s per core at least 2x, and NDCL's peak RSS at most
+3 GiB on all four shards, each marked PASS or MISS. The exit status is 0 even
+on a MISS (this is a report), 1 when a run failed, and 0 with "skipped" when
+the data is absent.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/nd_throughput.py                 # both datasets, 3 repeats, 2 workers
+    .venv/bin/python benchmarks/nd_throughput.py --only one --repeats 1 --workers 1 --json /tmp/nd.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+try:
+    from benchmarks._measure import Measurement, median, run_measured
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from _measure import Measurement, median, run_measured  # type: ignore[no-redef]
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data" / "blogs"
+BASELINE_SCRIPT = BENCH_DIR / "datasketch_baseline.py"
+
+DATASETS: dict[str, list[str]] = {
+    "one": ["blogs.00000.json.gz"],
+    "all": [f"blogs.0000{shard}.json.gz" for shard in range(4)],
+}
+
+TARGET_END_TO_END_RATIO = 1.5
+TARGET_SIGNATURE_PER_CORE_RATIO = 2.0
+TARGET_PEAK_RSS_GIB_ALL = 3.0
+
+GIB = 1 << 30
+
+
+class RunFailed(Exception):
+    """A measured command exited non-zero or left no readable result."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder of blogs.0000N.json.gz",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per system and dataset; medians reported",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="NDCL worker processes (multi_processing DirectRunner); 1 = in-memory default runner",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("one", "all", "both"),
+        default="both",
+        help="which dataset(s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="scratch folder for outputs (default: a temporary one, removed)",
+    )
+    parser.add_argument("--json", type=Path, help="save the results here")
+    parser.add_argument(
+        "--ndcl",
+        type=Path,
+        help="the ndcl executable (default: beside this Python, then PATH)",
+    )
+    parser.add_argument("--threshold", type=float, default=0.7)
+    parser.add_argument("--num-perm", type=int, default=256)
+    parser.add_argument("--ngram", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.workers < 1:
+        parser.error("--repeats and --workers must be at least 1")
+    return args
+
+
+def find_ndcl(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit if explicit.exists() else None
+    beside_python = Path(sys.executable).parent / "ndcl"
+    if beside_python.exists():
+        return beside_python
+    on_path = shutil.which("ndcl")
+    return Path(on_path) if on_path else None
+
+
+def param_args(args: argparse.Namespace) -> list[str]:
+    return [
+        "--threshold",
+        str(args.threshold),
+        "--num-perm",
+        str(args.num_perm),
+        "--ngram",
+        str(args.ngram),
+    ]
+
+
+def baseline_command(
+    files: Sequence[Path], result_json: Path, args: argparse.Namespace
+) -> list[str]:
+    return [
+        sys.executable,
+        str(BASELINE_SCRIPT),
+        *map(str, files),
+        "--json",
+        str(result_json),
+        *param_args(args),
+    ]
+
+
+def ndcl_command(
+    ndcl: Path, files: Sequence[Path], output: Path, args: argparse.Namespace
+) -> list[str]:
+    cmd = [
+        str(ndcl),
+        "dedup",
+        "--input",
+        *map(str, files),
+        "--output",
+        str(output),
+        *param_args(args),
+    ]
+    if args.workers > 1:
+        cmd += [
+            f"--direct_num_workers={args.workers}",
+            "--direct_running_mode=multi_processing",
+        ]
+    return cmd
+
+
+def measure(cmd: list[str], result_path: Path) -> tuple[Measurement, dict[str, Any]]:
+    """Run ``cmd`` and load the JSON it leaves at ``result_path``."""
+    measurement = run_measured(cmd)
+    if measurement["returncode"] != 0:
+        raise RunFailed(
+            f"exit status {measurement['returncode']}: {' '.join(cmd)}\n{measurement['stderr_tail'][-2000:]}"
+        )
+    try:
+        return measurement, json.loads(result_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunFailed(
+            f"no readable result at {result_path} ({error}): {' '.join(cmd)}"
+        ) from error
+
+
+def baseline_run(
+    files: Sequence[Path], scratch: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    result_json = scratch / "datasketch.json"
+    measurement, result = measure(
+        baseline_command(files, result_json, args), result_json
+    )
+    return {
+        "measurement": measurement,
+        "result": result,
+        "docs": result["docs"],
+        "duplicates": result["duplicates"],
+        "signature_docs_per_s_per_core": result["signature_docs_per_s"],
+    }
+
+
+def ndcl_run(
+    ndcl: Path, files: Sequence[Path], scratch: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    output = scratch / "ndcl"
+    measurement, summary = measure(
+        ndcl_command(ndcl, files, output, args), output / "summary.json"
+    )
+    features_s = summary["stage_seconds"]["compute_features"]
+    notes = []
+    if features_s > summary["wall_seconds"] * args.workers:
+        notes.append(
+            "compute_features seconds exceed wall seconds x workers: check how stage_seconds are summed"
+        )
+    return {
+        "measurement": measurement,
+        "result": summary,
+        "docs": summary["read"],
+        "duplicates": summary["duplicates"],
+        # Summed DoFn seconds over all workers are core-seconds: docs per core-second already.
+        "signature_docs_per_s_per_core": summary["read"] / features_s
+        if features_s > 0
+        else 0.0,
+        "notes": notes,
+    }
+
+
+def summarise(runs: list[dict[str, Any]], cores: int) -> dict[str, Any]:
+    """Medians over the runs of one system on one dataset."""
+    docs = runs[-1]["docs"]
+    wall = median(run["measurement"]["wall_s"] for run in runs)
+    docs_per_s = docs / wall if wall > 0 else 0.0
+    duplicates = sorted({run["duplicates"] for run in runs})
+    return {
+        "runs": len(runs),
+        "cores": cores,
+        "docs": docs,
+        "wall_s": wall,
+        "docs_per_s": docs_per_s,
+        "docs_per_s_per_core": docs_per_s / cores,
+        "signature_docs_per_s_per_core": median(
+            run["signature_docs_per_s_per_core"] for run in runs
+        ),
+        "peak_rss_gib": max(run["measurement"]["peak_rss_bytes"] for run in runs) / GIB,
+        "duplicates": duplicates[0] if len(duplicates) == 1 else duplicates,
+    }
+
+
+def ratio(ndcl: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
+    return ndcl[key] / baseline[key] if baseline.get(key) else None
+
+
+def compare(
+    dataset: str, ndcl: dict[str, Any], baseline: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """NDCL/datasketch ratios, each with its target where there is one."""
+    rows: list[dict[str, Any]] = [
+        {
+            "metric": "end-to-end docs/s",
+            "value": ratio(ndcl, baseline, "docs_per_s"),
+            "target": TARGET_END_TO_END_RATIO,
+            "kind": "ratio_min",
+        },
+        {
+            "metric": "end-to-end docs/s per core",
+            "value": ratio(ndcl, baseline, "docs_per_s_per_core"),
+            "target": None,
+            "kind": "ratio_min",
+        },
+        {
+            "metric": "signature docs/s per core",
+            "value": ratio(ndcl, baseline, "signature_docs_per_s_per_core"),
+            "target": TARGET_SIGNATURE_PER_CORE_RATIO,
+            "kind": "ratio_min",
+        },
+    ]
+    if dataset == "all":
+        rows.append(
+            {
+                "metric": "NDCL peak RSS GiB",
+                "value": ndcl["peak_rss_gib"],
+                "target": TARGET_PEAK_RSS_GIB_ALL,
+                "kind": "max",
+            }
+        )
+    for row in rows:
+        if row["target"] is None or row["value"] is None:
+            row["verdict"] = "-"
+        elif row["kind"] == "max":
+            row["verdict"] = "PASS" if row["value"] <= row["target"] else "MISS"
+        else:
+            row["verdict"] = "PASS" if row["value"] >= row["target"] else "MISS"
+    return rows
+
+
+def warm_page_cache(files: Sequence[Path]) -> None:
+    for path in files:
+        with path.open("rb") as stream:
+            while stream.read(1 << 24):
+                pass
+
+
+def benchmark_dataset(
+    dataset: str,
+    files: list[Path],
+    scratch: Path,
+    ndcl: Path | None,
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], list[str]]:
+    """All repeats of both systems on one dataset; returns results and failures."""
+    warm_page_cache(files)
+    runs: dict[str, list[dict[str, Any]]] = {"datasketch": [], "ndcl": []}
+    failed: dict[str, str] = {}
+    if ndcl is None:
+        failed["ndcl"] = "executable not found (pass --ndcl, or install the package)"
+    for repeat in range(args.repeats):
+        for system in ("datasketch", "ndcl"):
+            if system in failed:
+                continue  # it failed once already: do not repeat it
+            run_dir = scratch / dataset / f"{system}-{repeat}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a reused --out
+            run_dir.mkdir(parents=True)
+            try:
+                if ndcl is not None and system == "ndcl":
+                    run = ndcl_run(ndcl, files, run_dir, args)
+                else:
+                    run = baseline_run(files, run_dir, args)
+            except RunFailed as error:
+                failed[system] = str(error)
+                continue
+            except (KeyError, TypeError) as error:
+                failed[system] = f"unexpected result: {error!r}"
+                continue
+            runs[system].append(run)
+            measurement = run["measurement"]
+            print(
+                f"[{dataset}] {system} run {repeat + 1}/{args.repeats}: {measurement['wall_s']:.1f} s, "
+                f"peak RSS {measurement['peak_rss_bytes'] / GIB:.2f} GiB, docs {run['docs']}, "
+                f"duplicates {run['duplicates']}",
+                file=sys.stderr,
+                flush=True,
+            )
+    cores = {"datasketch": 1, "ndcl": args.workers}
+    summaries = {
+        system: summarise(done, cores[system]) for system, done in runs.items() if done
+    }
+    result: dict[str, Any] = {
+        "files": [str(path) for path in files],
+        "summary": summaries,
+        "runs": runs,
+    }
+    if "ndcl" in summaries and "datasketch" in summaries:
+        result["comparison"] = compare(
+            dataset, summaries["ndcl"], summaries["datasketch"]
+        )
+    return result, [
+        f"[{dataset}] {system}: {reason}" for system, reason in failed.items()
+    ]
+
+
+def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
+    header = (
+        f"{'dataset':<8}{'system':<12}{'cores':>6}{'docs':>9}{'wall s':>9}{'docs/s':>10}"
+        f"{'docs/s/core':>13}{'sig docs/s/core':>17}{'peak GiB':>10}{'duplicates':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for dataset, result in results.items():
+        for system, row in result["summary"].items():
+            lines.append(
+                f"{dataset:<8}{system:<12}{row['cores']:>6}{row['docs']:>9}{row['wall_s']:>9.1f}"
+                f"{row['docs_per_s']:>10.0f}{row['docs_per_s_per_core']:>13.0f}"
+                f"{row['signature_docs_per_s_per_core']:>17.0f}{row['peak_rss_gib']:>10.2f}"
+                f"{row['duplicates']!s:>12}"
+            )
+    lines += [
+        "",
+        f"NDCL ({workers} worker{'s' if workers > 1 else ''}) / datasketch (1 core):",
+    ]
+    for dataset, result in results.items():
+        if "comparison" not in result:
+            lines.append(f"  {dataset:<6}no comparison: a system has no successful run")
+        for row in result.get("comparison", []):
+            value = (
+                "n/a"
+                if row["value"] is None
+                else (
+                    f"{row['value']:.2f} GiB"
+                    if row["kind"] == "max"
+                    else f"{row['value']:.2f}x"
+                )
+            )
+            target = (
+                ""
+                if row["target"] is None
+                else (
+                    f"<= {row['target']:.1f} GiB"
+                    if row["kind"] == "max"
+                    else f">= {row['target']:.1f}x"
+                )
+            )
+            lines.append(
+                f"  {dataset:<6}{row['metric']:<30}{value:>10}   target {target or '-':<12}{row['verdict']}"
+            )
+    lines.append(
+        "(medians of the runs; peak RSS is the largest over the runs, summed over the process tree; "
+        "signature docs/s per core for NDCL = read / summed compute_features seconds)"
+    )
+    return "\n".join(lines)
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_dir = args.data_dir.resolve()
+    wanted = ("one", "all") if args.only == "both" else (args.only,)
+    datasets = {name: [data_dir / file for file in DATASETS[name]] for name in wanted}
+    missing = sorted(
+        {
+            str(path)
+            for files in datasets.values()
+            for path in files
+            if not path.is_file()
+        }
+    )
+    if missing:
+        reason = f"data not found under {data_dir}: {', '.join(Path(path).name for path in missing)}"
+        print(f"skipped: {reason}")
+        write_json(args.json, {"skipped": reason})
+        return 0
+
+    ndcl = find_ndcl(args.ndcl)
+    cpus = os.cpu_count() or 1
+    if args.workers > cpus:
+        print(
+            f"warning: {args.workers} workers on {cpus} CPUs; per-core figures will be pessimistic",
+            file=sys.stderr,
+        )
+    scratch = args.out or Path(tempfile.mkdtemp(prefix="nd_throughput_"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    try:
+        for name, files in datasets.items():
+            results[name], dataset_failures = benchmark_dataset(
+                name, files, scratch, ndcl, args
+            )
+            failures += dataset_failures
+    finally:
+        if args.out is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    print(format_report(results, args.workers))
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    write_json(
+        args.json,
+        {
+            "config": {
+                "data_dir": str(data_dir),
+                "repeats": args.repeats,
+                "workers": args.workers,
+                "cpu_count": cpus,
+                "ndcl": str(ndcl) if ndcl else None,
+                "params": {
+                    "threshold": args.threshold,
+                    "num_perm": args.num_perm,
+                    "ngram": args.ngram,
+                },
+                "targets": {
+                    "end_to_end_docs_per_s_ratio_min": TARGET_END_TO_END_RATIO,
+                    "signature_docs_per_s_per_core_ratio_min": TARGET_SIGNATURE_PER_CORE_RATIO,
+                    "peak_rss_gib_all_shards_max": TARGET_PEAK_RSS_GIB_ALL,
+                },
+            },
+            "datasets": results,
+            "failures": failures,
+        },
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Package NDCL. Dataflow workers install the same file through ``--setup_file``."""
+
+from setuptools import find_packages, setup
+
+# One place for dependency pins: Beam 2.77 wants numpy < 2.5 and its DataFrame API and
+# ReadFromCsv break with pandas 3.x (the dataframe extra wants pandas < 2.4).
+BEAM_VERSION = "2.77.0"
+REQUIRES = [
+    f"apache-beam[gcp]=={BEAM_VERSION}",
+    "numpy>=2.0,<2.5",
+    "pandas>=2.2,<2.4",
+    "pyarrow>=16,<26",
+    "jax>=0.4.30",
+    "scikit-learn>=1.4",
+    "sqlalchemy>=2.0,<3",
+    "xxhash>=3.4",
+    "ray[default]>=2.40",
+    "google-cloud-storage>=2.14",
+    "pyyaml>=6",
+    "psutil>=5.9",
+]
+
+setup(
+    name="ndcl",
+    version="0.1.0",
+    description="Near-duplicate detection and clustering of text corpora on Apache Beam",
+    python_requires=">=3.10",
+    packages=find_packages(include=["beam_pipeline*", "transforms*", "runners*"]),
+    install_requires=REQUIRES,
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "datasketch==2.0.0"]},
+    entry_points={"console_scripts": ["ndcl = beam_pipeline.cli:main"]},
+    package_data={"": ["*.yaml"]},
+)

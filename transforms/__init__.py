@@ -1,0 +1,1 @@
+"""Beam PTransforms and DoFns of NDCL: one composite transform per module."""

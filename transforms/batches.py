@@ -1,0 +1,159 @@
+"""Element shapes shared by the transforms, and the document uid scheme.
+
+NDCL moves documents through the graph in *batches* (a few thousand consecutive lines of one
+input file) rather than one element per document: Beam's Python runner pays a few microseconds
+per element per shuffle, so per-document elements would cost more than the MinHash maths itself.
+
+Every document gets an internal 64-bit ``uid``: ``file_index << 40 | line_number``, where
+``file_index`` is the position of its file in the sorted, de-duplicated list of input files
+(fixed when the graph is built) and ``line_number`` is 1-based. The uid is deterministic, unique
+per input record, orders documents in input order, and tells which batch a document lives in,
+so decisions about a document can be routed back to its batch without a lookup table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import xxhash
+
+T = TypeVar("T")
+
+LINE_BITS = 40
+LINE_MASK = (1 << LINE_BITS) - 1
+
+
+def make_uid(file_index: int, line_number: int) -> int:
+    """The uid of the record at ``line_number`` (1-based) of input file ``file_index``."""
+    return (file_index << LINE_BITS) | line_number
+
+
+def batch_key_of(uid: int, batch_size: int) -> int:
+    """Key of the batch holding ``uid``: its file index and the block of ``batch_size`` lines."""
+    return ((uid >> LINE_BITS) << LINE_BITS) | ((uid & LINE_MASK) // batch_size)
+
+
+def batch_keys_of(uids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Vectorised :func:`batch_key_of` for an int64 array of uids."""
+    uids = uids.astype(np.int64, copy=False)
+    return ((uids >> LINE_BITS) << LINE_BITS) | ((uids & LINE_MASK) // batch_size)
+
+
+def partition_of(values: np.ndarray, num_partitions: int, seed: int) -> np.ndarray:
+    """Shuffle partition of each int64 value, from a seeded mix (never Python's salted hash)."""
+    mixed = splitmix64(values.astype(np.uint64) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    return (mixed % np.uint64(num_partitions)).astype(np.int64)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser: a bijective 64-bit mix, vectorised over a uint64 array."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def stable_hash64(text: str, seed: int) -> int:
+    """Seeded 64-bit xxhash of a string, identical in every process."""
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8"), seed=seed)
+
+
+@dataclass
+class DocBatch:
+    """Consecutive parsed records of one input file (``records`` keep every input field)."""
+
+    batch_key: int
+    uids: np.ndarray  # int64[m]
+    ids: list[str]
+    records: list[dict[str, Any]]
+
+
+@dataclass
+class FeatureBatch:
+    """What the near-duplicate stages need of a batch: no text, only hashes.
+
+    ``signatures`` holds one MinHash row per document; documents with no token have no row in
+    any array here (they are kept without comparison, see ``transforms.minhash``).
+    ``shingle_offsets``/``shingles`` hold each document's sorted unique shingle hashes, only when
+    exact verification is on.
+    """
+
+    batch_key: int
+    uids: np.ndarray  # int64[m]
+    ids: list[str]
+    norm_lengths: np.ndarray  # int64[m], length of the normalised text
+    exact_hashes: np.ndarray  # uint64[m, 2], xxh3-128 of the normalised text
+    signatures: np.ndarray  # uint32[m, num_perm]
+    shingle_offsets: np.ndarray | None = None  # int64[m + 1]
+    shingles: np.ndarray | None = None  # uint64[total]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def shingles_of(self, row: int) -> np.ndarray:
+        assert self.shingle_offsets is not None and self.shingles is not None
+        return self.shingles[self.shingle_offsets[row] : self.shingle_offsets[row + 1]]
+
+    def select(self, rows: np.ndarray) -> FeatureBatch:
+        """The sub-batch made of ``rows`` (sorted row indices)."""
+        offsets = shingles = None
+        if self.shingle_offsets is not None and self.shingles is not None:
+            parts = [self.shingles_of(int(r)) for r in rows]
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            shingles = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+        return FeatureBatch(
+            batch_key=self.batch_key,
+            uids=self.uids[rows],
+            ids=[self.ids[int(r)] for r in rows],
+            norm_lengths=self.norm_lengths[rows],
+            exact_hashes=self.exact_hashes[rows],
+            signatures=self.signatures[rows],
+            shingle_offsets=offsets,
+            shingles=shingles,
+        )
+
+
+@dataclass
+class NodeInfo:
+    """What later stages need about one document that takes part in a duplicate graph."""
+
+    uid: int
+    id: str
+    norm_length: int
+    signature: np.ndarray  # uint32[num_perm]
+    shingles: np.ndarray | None = None  # sorted unique uint64, exact verification only
+
+
+def timed(items: Iterable[T], counter: Any) -> Iterator[T]:
+    """Yield from ``items``, adding to ``counter`` the milliseconds spent producing them.
+
+    Time spent by fused downstream steps while an item is being consumed is not counted, so
+    each stage reports its own work only.
+    """
+    total = 0.0
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            total += time.perf_counter() - start
+            break
+        total += time.perf_counter() - start
+        yield item
+    counter.inc(int(round(total * 1000)))
+
+
+def stage_counter(stage: str) -> Any:
+    """Beam counter of a stage's processing milliseconds (summed over workers)."""
+    import apache_beam as beam
+
+    return beam.metrics.Metrics.counter("ndcl", f"msecs_{stage}")

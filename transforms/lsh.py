@@ -1,0 +1,188 @@
+"""LSH banding of MinHash signatures and candidate edges from band buckets.
+
+Choosing b and r: for a signature of ``num_perm`` values split into ``b`` bands of ``r`` rows,
+two documents of Jaccard similarity ``s`` share at least one band with probability
+``P(s) = 1 - (1 - s**r)**b`` (the S-curve). Given the threshold ``t`` we pick the ``(b, r)`` with
+``b * r <= num_perm`` that minimises ``w_fp * ∫_0^t P(s) ds + w_fn * ∫_t^1 (1 - P(s)) ds``: the
+weighted false-positive and false-negative areas (the classic ``optimal_param`` integration).
+
+Grouping: a band key is ``(band index, hash of the band's r values)``. Rather than one shuffle
+element per (document, band), each feature batch emits one numpy array of band keys per shuffle
+partition; a partition sorts its arrays and finds the buckets (runs of equal keys) in numpy.
+It is still a GroupByKey on the band hashes, with the per-element cost paid per array.
+
+Edges: every bucket member is linked to the bucket's smallest uid (a star), never all pairs.
+A bucket larger than ``max_bucket_size`` keeps only its first ``max_bucket_size`` members (by
+uid); such buckets and the members left out are counted as ``buckets_capped`` and
+``bucket_members_dropped`` (those members may still be linked through their other bands).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.batches import FeatureBatch, splitmix64
+
+LOG = logging.getLogger(__name__)
+
+
+def detection_probability(similarity: float | np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Probability that two documents of this Jaccard similarity share a band."""
+    s = np.asarray(similarity, dtype=np.float64)
+    return 1.0 - (1.0 - s**rows) ** bands
+
+
+def _area(f_values: np.ndarray, grid: np.ndarray) -> float:
+    return float(np.trapezoid(f_values, grid)) if len(grid) > 1 else 0.0
+
+
+def optimal_param(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
+    """``(bands, rows)`` minimising the weighted false-positive and false-negative areas."""
+    lower = np.linspace(0.0, threshold, 1001)
+    upper = np.linspace(threshold, 1.0, 1001)
+    best: tuple[float, int, int] | None = None
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = _area(detection_probability(lower, bands, rows), lower)
+            fn = _area(1.0 - detection_probability(upper, bands, rows), upper)
+            error = fp * fp_weight + fn * fn_weight
+            if best is None or error < best[0] - 1e-15:
+                best = (error, bands, rows)
+    assert best is not None
+    return best[1], best[2]
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:
+    """``uint64[docs, bands]``: a seeded hash of each band's ``rows`` signature values."""
+    docs = signatures.shape[0]
+    out = np.empty((docs, bands), dtype=np.uint64)
+    for band in range(bands):
+        acc = np.full(docs, splitmix64(np.array([seed * 1_000_003 + band], dtype=np.uint64))[0],
+                      dtype=np.uint64)
+        for col in range(band * rows, (band + 1) * rows):
+            acc = splitmix64(acc ^ signatures[:, col].astype(np.uint64))
+        out[:, band] = acc
+    return out
+
+
+def bucket_partitions(hashes: np.ndarray, num_partitions: int) -> np.ndarray:
+    """Shuffle partition of each band hash (the hashes are already well mixed)."""
+    return (hashes % np.uint64(num_partitions)).astype(np.int64)
+
+
+def star_edges(
+    band_ids: np.ndarray, hashes: np.ndarray, uids: np.ndarray, max_bucket_size: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Star edges ``(member, centre)`` of the buckets in these band keys, deduplicated.
+
+    ``centre`` is the bucket's smallest uid; members beyond ``max_bucket_size`` are left out.
+    """
+    stats = {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 0}
+    if len(uids) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), stats
+    order = np.lexsort((uids, hashes, band_ids))
+    band_ids, hashes, uids = band_ids[order], hashes[order], uids[order]
+    new_bucket = np.ones(len(uids), dtype=bool)
+    new_bucket[1:] = (band_ids[1:] != band_ids[:-1]) | (hashes[1:] != hashes[:-1])
+    starts = np.flatnonzero(new_bucket)
+    sizes = np.diff(np.append(starts, len(uids)))
+    bucket_of = np.cumsum(new_bucket) - 1
+    position = np.arange(len(uids)) - starts[bucket_of]
+    stats["buckets_multi"] = int((sizes > 1).sum())
+    capped = sizes > max_bucket_size
+    stats["buckets_capped"] = int(capped.sum())
+    stats["bucket_members_dropped"] = int((sizes[capped] - max_bucket_size).sum())
+    take = (position > 0) & (position < max_bucket_size)
+    members = uids[take]
+    centres = uids[starts[bucket_of[take]]]
+    members, centres = unique_pairs(members, centres)
+    return members, centres, stats
+
+
+def unique_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``(left, right)`` pairs, sorted by ``(left, right)``."""
+    if len(left) == 0:
+        return left.astype(np.int64), right.astype(np.int64)
+    order = np.lexsort((right, left))
+    left, right = left[order], right[order]
+    keep = np.ones(len(left), dtype=bool)
+    keep[1:] = (left[1:] != left[:-1]) | (right[1:] != right[:-1])
+    return left[keep], right[keep]
+
+
+class EmitBandKeysFn(beam.DoFn):
+    """``(batch_key, FeatureBatch)`` → ``(partition, (band_ids, hashes, uids))`` arrays."""
+
+    def __init__(self, bands: int, rows: int, seed: int, num_partitions: int) -> None:
+        self.bands = bands
+        self.rows = rows
+        self.seed = seed
+        self.num_partitions = num_partitions
+
+    def process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
+        _, features = element
+        if len(features) == 0:
+            return
+        hashes = band_hashes(features.signatures, self.bands, self.rows, self.seed)
+        band_ids = np.broadcast_to(np.arange(self.bands, dtype=np.int32), hashes.shape)
+        uids = np.broadcast_to(features.uids[:, None], hashes.shape)
+        flat_hashes = hashes.ravel()
+        flat_bands = band_ids.ravel()
+        flat_uids = uids.ravel()
+        parts = bucket_partitions(flat_hashes, self.num_partitions)
+        order = np.argsort(parts, kind="stable")
+        bounds = np.searchsorted(parts[order], np.arange(self.num_partitions + 1))
+        for part in range(self.num_partitions):
+            sel = order[bounds[part] : bounds[part + 1]]
+            if len(sel):
+                yield part, (flat_bands[sel], flat_hashes[sel], flat_uids[sel])
+
+
+class FindStarsFn(beam.DoFn):
+    """``(partition, [band key arrays])`` → ``(members, centres)`` edge arrays + stats."""
+
+    STATS_TAG = "stats"
+
+    def __init__(self, max_bucket_size: int) -> None:
+        self.max_bucket_size = max_bucket_size
+
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[object]:
+        _, chunks = element
+        chunks = list(chunks)
+        band_ids = np.concatenate([c[0] for c in chunks])
+        hashes = np.concatenate([c[1] for c in chunks])
+        uids = np.concatenate([c[2] for c in chunks])
+        members, centres, stats = star_edges(band_ids, hashes, uids, self.max_bucket_size)
+        if stats["buckets_capped"]:
+            LOG.warning("capped %d giant bucket(s), %d member(s) left out",
+                        stats["buckets_capped"], stats["bucket_members_dropped"])
+        stats["candidate_edges"] = len(members)
+        yield beam.pvalue.TaggedOutput(self.STATS_TAG, stats)
+        if len(members):
+            yield members, centres
+
+
+class FindCandidatePairs(beam.PTransform):
+    """Feature batches → candidate star edges ``(member_uids, centre_uids)`` (arrays)."""
+
+    def __init__(self, bands: int, rows: int, seed: int, num_partitions: int,
+                 max_bucket_size: int) -> None:
+        super().__init__()
+        self.emit = EmitBandKeysFn(bands, rows, seed, num_partitions)
+        self.find = FindStarsFn(max_bucket_size)
+
+    def expand(self, features: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        # (partition, (band_ids, band_hashes, uids))
+        partition_to_band_keys = features | "EmitBandKeys" >> beam.ParDo(self.emit)
+        return (
+            partition_to_band_keys
+            | "GroupBandKeys" >> beam.GroupByKey()
+            | "LinkBucketStars" >> beam.ParDo(self.find).with_outputs(
+                FindStarsFn.STATS_TAG, main="edges")
+        )

@@ -1,0 +1,252 @@
+"""Normalise, shingle and MinHash documents, vectorised over batches with numpy.
+
+Normalisation: lowercase, then split on every character that is not a Unicode letter or digit
+(``[^\\W_]+``); the normalised text is the tokens joined by single spaces.
+
+Shingles: word n-grams. A document with ``0 < tokens < n`` is one shingle made of all its
+tokens (so short documents are still compared, as whole strings). A document with no token at
+all (empty text, or only punctuation) has nothing to compare: it is kept, never marked a
+duplicate, and counted as ``kept_untokenized`` in the summary.
+
+Hashing, all seeded with the config's ``seed`` and identical in every process:
+- each token is hashed with xxh3-64;
+- an n-gram's hash folds its token hashes in order through the SplitMix64 mixer, so it
+  depends on every token and on their order;
+- the exact-duplicate key is xxh3-128 of the normalised text;
+- ``num_perm`` universal hash permutations ``p_i(x) = (a_i * x + b_i) mod 2**64`` (``a_i`` odd,
+  so each is a bijection of 64-bit values) are applied to every shingle hash; the signature
+  keeps the top 32 bits of each minimum. ``>> 32`` is monotone, so taking it after the
+  minimum gives the same value as before it, at a fraction of the cost.
+
+Signatures are computed for a whole batch at once: the permutation matrix is laid out
+``(num_perm, shingles)`` so each document's minimum is a contiguous ``np.minimum.reduceat``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+import xxhash
+
+from transforms.batches import DocBatch, FeatureBatch, splitmix64
+
+TOKEN_RE = re.compile(r"[^\W_]+")
+# Shingles handled per permutation block: (num_perm x CHUNK) uint64 stays within the L2 cache.
+CHUNK_SHINGLES = 2048
+_MAX64 = 0xFFFFFFFFFFFFFFFF
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased Unicode letter/digit runs of ``text``."""
+    return TOKEN_RE.findall(text.lower())
+
+
+def normalised_text(tokens: list[str]) -> str:
+    return " ".join(tokens)
+
+
+def token_hashes(tokens: list[str], seed: int) -> np.ndarray:
+    """Seeded xxh3-64 of each token, as uint64."""
+    digest = xxhash.xxh3_64_intdigest
+    return np.fromiter(
+        (digest(t.encode("utf-8"), seed) for t in tokens), dtype=np.uint64, count=len(tokens)
+    )
+
+
+def _fold_seed(seed: int) -> np.uint64:
+    return np.uint64(xxhash.xxh3_64_intdigest(b"ndcl-shingle", seed))
+
+
+def shingle_hashes(hashes: np.ndarray, ngram: int, seed: int) -> np.ndarray:
+    """Hashes of the word n-grams of one document, given its token hashes (uint64).
+
+    ``0 < len < ngram`` gives one shingle of all tokens; no token gives an empty array.
+    """
+    count = len(hashes)
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64)
+    width = min(ngram, count)
+    windows = count - width + 1
+    acc = np.full(windows, _fold_seed(seed), dtype=np.uint64)
+    for j in range(width):
+        acc = splitmix64(acc ^ hashes[j : j + windows])
+    return acc
+
+
+def batch_shingle_hashes(
+    token_hash_list: list[np.ndarray], ngram: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many documents at once: ``(flat_hashes, offsets)``.
+
+    Equal to concatenating :func:`shingle_hashes` per document, but the n-gram folding runs once
+    over the concatenated token hashes; windows that cross a document boundary are dropped.
+    """
+    lengths = np.array([len(h) for h in token_hash_list], dtype=np.int64)
+    if len(lengths) == 0 or lengths.sum() == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(len(lengths) + 1, dtype=np.int64)
+    flat = np.concatenate(token_hash_list)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    total = len(flat)
+    windows = total - ngram + 1
+    long_docs = lengths >= ngram
+    if windows > 0:
+        acc = np.full(windows, _fold_seed(seed), dtype=np.uint64)
+        for j in range(ngram):
+            acc = splitmix64(acc ^ flat[j : j + windows])
+    else:
+        acc = np.zeros(0, dtype=np.uint64)
+    parts: list[np.ndarray] = []
+    counts = np.zeros(len(lengths), dtype=np.int64)
+    for i, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        if length == 0:
+            continue
+        if long_docs[i]:
+            parts.append(acc[start : start + length - ngram + 1])
+            counts[i] = length - ngram + 1
+        else:
+            parts.append(shingle_hashes(flat[start : start + length], ngram, seed))
+            counts[i] = 1
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return np.concatenate(parts), offsets
+
+
+def permutation_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(a, b)`` coefficients of the permutations, from xxhash so that they never depend
+    on a random-number generator's version; ``a`` is odd."""
+    digest = xxhash.xxh3_64_intdigest
+    a = np.array([digest(b"perm-a-%d" % i, seed) | 1 for i in range(num_perm)], dtype=np.uint64)
+    b = np.array([digest(b"perm-b-%d" % i, seed) for i in range(num_perm)], dtype=np.uint64)
+    return a, b
+
+
+def minhash_signatures(
+    flat: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> np.ndarray:
+    """MinHash signatures ``uint32[docs, num_perm]`` from flat shingle hashes and offsets.
+
+    Every document must have at least one shingle.
+    """
+    docs = len(offsets) - 1
+    num_perm = len(a)
+    out = np.empty((num_perm, docs), dtype=np.uint64)
+    a_col = a[:, None]
+    b_col = b[:, None]
+    first = 0
+    while first < docs:
+        # Take whole documents until the chunk is full (at least one document).
+        last = int(np.searchsorted(offsets, offsets[first] + CHUNK_SHINGLES, side="right")) - 1
+        last = max(last, first + 1)
+        last = min(last, docs)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        block = a_col * flat[None, lo:hi]
+        block += b_col
+        out[:, first:last] = np.minimum.reduceat(block, offsets[first:last] - lo, axis=1)
+        first = last
+    return (out.T >> np.uint64(32)).astype(np.uint32)
+
+
+def unique_per_doc(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique shingle hashes per document (for exact Jaccard)."""
+    parts = [np.unique(flat[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
+    counts = np.array([len(p) for p in parts], dtype=np.int64)
+    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    merged = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    return merged, new_offsets
+
+
+def exact_hash(norm_text: str, seed: int) -> tuple[int, int]:
+    """xxh3-128 of the normalised text as two 64-bit halves."""
+    digest = xxhash.xxh3_128_intdigest(norm_text.encode("utf-8"), seed)
+    return digest >> 64, digest & _MAX64
+
+
+def compute_features(
+    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray, keep_shingles: bool
+) -> tuple[FeatureBatch, int]:
+    """Features of the tokenised documents of ``batch`` and the number without any token."""
+    rows: list[int] = []
+    hash_list: list[np.ndarray] = []
+    norm_lengths: list[int] = []
+    exact: list[tuple[int, int]] = []
+    digest = xxhash.xxh3_64_intdigest
+    cache: dict[str, int] = {}
+    for row, record in enumerate(batch.records):
+        tokens = tokenize(record["text"])
+        if not tokens:
+            continue
+        norm = normalised_text(tokens)
+        rows.append(row)
+        norm_lengths.append(len(norm))
+        exact.append(exact_hash(norm, seed))
+        hashes = []
+        for token in tokens:
+            value = cache.get(token)
+            if value is None:
+                value = cache[token] = digest(token.encode("utf-8"), seed)
+            hashes.append(value)
+        hash_list.append(np.array(hashes, dtype=np.uint64))
+    flat, offsets = batch_shingle_hashes(hash_list, ngram, seed)
+    if rows:
+        signatures = minhash_signatures(flat, offsets, a, b)
+    else:
+        signatures = np.zeros((0, len(a)), dtype=np.uint32)
+    shingle_offsets = shingles = None
+    if keep_shingles:
+        shingles, shingle_offsets = unique_per_doc(flat, offsets)
+    row_index = np.array(rows, dtype=np.int64)
+    features = FeatureBatch(
+        batch_key=batch.batch_key,
+        uids=batch.uids[row_index] if rows else np.zeros(0, dtype=np.int64),
+        ids=[batch.ids[r] for r in rows],
+        norm_lengths=np.array(norm_lengths, dtype=np.int64),
+        exact_hashes=np.array(exact, dtype=np.uint64).reshape(-1, 2),
+        signatures=signatures,
+        shingle_offsets=shingle_offsets,
+        shingles=shingles,
+    )
+    return features, len(batch.records) - len(rows)
+
+
+class ComputeFeaturesFn(beam.DoFn):
+    """``(batch_key, DocBatch)`` → ``(batch_key, FeatureBatch)``; counts untokenised docs."""
+
+    STATS_TAG = "stats"
+
+    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool) -> None:
+        self.ngram = ngram
+        self.num_perm = num_perm
+        self.seed = seed
+        self.keep_shingles = keep_shingles
+        self.msecs = beam.metrics.Metrics.counter("ndcl", "msecs_compute_features")
+
+    def setup(self) -> None:
+        self.a, self.b = permutation_params(self.num_perm, self.seed)
+
+    def process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
+        key, batch = element
+        start = time.perf_counter()
+        features, untokenized = compute_features(
+            batch, self.ngram, self.seed, self.a, self.b, self.keep_shingles
+        )
+        self.msecs.inc(int((time.perf_counter() - start) * 1000))
+        yield key, features
+        yield beam.pvalue.TaggedOutput(
+            self.STATS_TAG, {"read_batches": 1, "kept_untokenized": untokenized}
+        )
+
+
+class ComputeFeatures(beam.PTransform):
+    """Document batches → feature batches (signatures, exact keys) and a stats output."""
+
+    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool) -> None:
+        super().__init__()
+        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, keep_shingles)
+
+    def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_outputs(
+            ComputeFeaturesFn.STATS_TAG, main="features"
+        )

@@ -1,0 +1,208 @@
+"""Candidate verification: drop candidate edges whose similarity is below the threshold.
+
+``--verify`` modes:
+- ``exact`` (default): true Jaccard of the two shingle sets, so precision is exact;
+- ``signature``: fraction of equal MinHash values over the full signature (an estimate);
+- ``none``: keep every candidate edge (the plain LSH behaviour).
+
+Candidate edges only touch a small part of the corpus, so the features of their endpoints are
+fetched once (one CoGroupByKey of the requested uids with the feature batches) into
+:class:`NodeInfo` records keyed by a shuffle partition of the uid; the edges then meet the
+node records of their centre and of their member in two small partition joins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.batches import FeatureBatch, NodeInfo, batch_keys_of, partition_of
+
+
+def jaccard(left: np.ndarray, right: np.ndarray) -> float:
+    """Jaccard similarity of two sorted unique hash arrays."""
+    if len(left) == 0 and len(right) == 0:
+        return 1.0
+    common = len(np.intersect1d(left, right, assume_unique=True))
+    return common / (len(left) + len(right) - common)
+
+
+def signature_similarity(left: np.ndarray, right: np.ndarray) -> float:
+    """Fraction of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
+    return float(np.count_nonzero(left == right)) / len(left)
+
+
+def similarity(mode: str, left: NodeInfo, right: NodeInfo) -> float:
+    """Similarity used by ``mode``; ``none`` still reports the signature estimate."""
+    if mode == "exact":
+        assert left.shingles is not None and right.shingles is not None
+        return jaccard(left.shingles, right.shingles)
+    return signature_similarity(left.signature, right.signature)
+
+
+class RequestNodesFn(beam.DoFn):
+    """Edge arrays → ``(batch_key, uids)`` of every endpoint, so features can be fetched."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        uids = np.unique(np.concatenate(edges))
+        keys = batch_keys_of(uids, self.batch_size)
+        for key in np.unique(keys).tolist():
+            yield key, uids[keys == key]
+
+
+class ExtractNodesFn(beam.DoFn):
+    """Feature batch + requested uids → ``(partition, NodeInfo)`` for each requested uid."""
+
+    def __init__(self, num_partitions: int, seed: int) -> None:
+        self.num_partitions = num_partitions
+        self.seed = seed
+
+    def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
+        _, grouped = element
+        requested = [arr for arr in grouped["requested"]]
+        if not requested:
+            return
+        wanted = np.unique(np.concatenate(requested))
+        for features in grouped["features"]:
+            rows = np.flatnonzero(np.isin(features.uids, wanted))
+            nodes = [node_info(features, int(r)) for r in rows]
+            parts = partition_of(features.uids[rows], self.num_partitions, self.seed)
+            for part in np.unique(parts).tolist():
+                yield part, [n for n, p in zip(nodes, parts.tolist()) if p == part]
+
+
+def node_info(features: FeatureBatch, row: int) -> NodeInfo:
+    return NodeInfo(
+        uid=int(features.uids[row]),
+        id=features.ids[row],
+        norm_length=int(features.norm_lengths[row]),
+        signature=features.signatures[row].copy(),
+        shingles=features.shingles_of(row).copy() if features.shingles is not None else None,
+    )
+
+
+class KeyEdgesFn(beam.DoFn):
+    """Edge arrays → ``(partition of one endpoint, edge arrays)``."""
+
+    def __init__(self, by_column: int, num_partitions: int, seed: int) -> None:
+        self.by_column = by_column
+        self.num_partitions = num_partitions
+        self.seed = seed
+
+    def process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
+        parts = partition_of(edges[self.by_column], self.num_partitions, self.seed)
+        for part in np.unique(parts).tolist():
+            mask = parts == part
+            yield part, tuple(column[mask] if isinstance(column, np.ndarray)
+                              else [v for v, m in zip(column, mask.tolist()) if m]
+                              for column in edges)
+
+
+class AttachCentresFn(beam.DoFn):
+    """Partition join of edges (keyed by centre) with node records → edges plus centre info."""
+
+    def process(self, element: tuple[int, dict]) -> Iterator[tuple]:
+        _, grouped = element
+        chunks = list(grouped["edges"])
+        if not chunks:
+            return
+        nodes = {n.uid: n for group in grouped["nodes"] for n in group}
+        members = np.concatenate([c[0] for c in chunks])
+        centres = np.concatenate([c[1] for c in chunks])
+        # The same pair can come from several band partitions; it meets itself here.
+        order = np.lexsort((members, centres))
+        members, centres = members[order], centres[order]
+        keep = np.ones(len(members), dtype=bool)
+        keep[1:] = (members[1:] != members[:-1]) | (centres[1:] != centres[:-1])
+        members, centres = members[keep], centres[keep]
+        yield members, centres, [nodes[int(c)] for c in centres.tolist()]
+
+
+class VerifyEdgesFn(beam.DoFn):
+    """Partition join of edges (keyed by member) with node records → verified edges."""
+
+    STATS_TAG = "stats"
+
+    def __init__(self, mode: str, threshold: float) -> None:
+        self.mode = mode
+        self.threshold = threshold
+
+    def process(self, element: tuple[int, dict]) -> Iterator[object]:
+        _, grouped = element
+        chunks = list(grouped["edges"])
+        if not chunks:
+            return
+        nodes = {n.uid: n for group in grouped["nodes"] for n in group}
+        kept_members, kept_centres, sims = [], [], []
+        checked = 0
+        for members, centres, centre_nodes in chunks:
+            for member, centre, centre_node in zip(members.tolist(), centres.tolist(),
+                                                   centre_nodes):
+                checked += 1
+                sim = similarity(self.mode, nodes[member], centre_node)
+                if self.mode == "none" or sim >= self.threshold:
+                    kept_members.append(member)
+                    kept_centres.append(centre)
+                    sims.append(sim)
+        yield beam.pvalue.TaggedOutput(self.STATS_TAG, {
+            "edges_checked": checked, "edges_verified": len(kept_members),
+            "edges_rejected": checked - len(kept_members)})
+        if kept_members:
+            yield (np.array(kept_members, dtype=np.int64), np.array(kept_centres, dtype=np.int64),
+                   np.array(sims, dtype=np.float64))
+
+
+class FetchNodes(beam.PTransform):
+    """Edge arrays + feature batches → ``(partition, [NodeInfo])`` for every endpoint."""
+
+    def __init__(self, features: beam.PCollection, batch_size: int, num_partitions: int,
+                 seed: int) -> None:
+        super().__init__()
+        self.features = features
+        self.batch_size = batch_size
+        self.num_partitions = num_partitions
+        self.seed = seed
+
+    def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        batch_key_to_requested = edges | "RequestEndpoints" >> beam.ParDo(
+            RequestNodesFn(self.batch_size))
+        return (
+            {"features": self.features, "requested": batch_key_to_requested}
+            | "JoinRequestedFeatures" >> beam.CoGroupByKey()
+            | "ExtractNodeInfo" >> beam.ParDo(ExtractNodesFn(self.num_partitions, self.seed))
+        )
+
+
+class VerifyCandidates(beam.PTransform):
+    """Candidate edge arrays → verified ``(members, centres, similarities)`` + stats."""
+
+    def __init__(self, partition_to_nodes: beam.PCollection, mode: str, threshold: float,
+                 num_partitions: int, seed: int) -> None:
+        super().__init__()
+        self.nodes = partition_to_nodes
+        self.mode = mode
+        self.threshold = threshold
+        self.num_partitions = num_partitions
+        self.seed = seed
+
+    def expand(self, edges: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        partition_to_edges_by_centre = edges | "KeyByCentre" >> beam.ParDo(
+            KeyEdgesFn(1, self.num_partitions, self.seed))
+        edges_with_centres = (
+            {"edges": partition_to_edges_by_centre, "nodes": self.nodes}
+            | "JoinCentreNodes" >> beam.CoGroupByKey()
+            | "AttachCentres" >> beam.ParDo(AttachCentresFn())
+        )
+        partition_to_edges_by_member = edges_with_centres | "KeyByMember" >> beam.ParDo(
+            KeyEdgesFn(0, self.num_partitions, self.seed))
+        return (
+            {"edges": partition_to_edges_by_member, "nodes": self.nodes}
+            | "JoinMemberNodes" >> beam.CoGroupByKey()
+            | "CheckSimilarity" >> beam.ParDo(VerifyEdgesFn(self.mode, self.threshold))
+            .with_outputs(VerifyEdgesFn.STATS_TAG, main="edges")
+        )

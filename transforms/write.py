@@ -1,0 +1,246 @@
+"""Write the output contract: ``kept/`` and ``duplicates/`` Parquet, ``rejected/`` JSON lines.
+
+Each document batch meets the duplicate rows of its documents in one CoGroupByKey and is
+written as one Parquet part per directory, named after the batch key. The names are a
+function of the input, so a bundle retried by the runner overwrites its own files instead of
+adding a second copy, and outputs are identical across runners and worker counts.
+
+Columns of ``kept/``: ``id``, ``text``, ``url``, ``timestamp``, then every other input field
+in name order. A field's Parquet type is unified over the whole corpus (computed by a
+CombineGlobally, passed to the writers as a side input): strings, integers, floats and
+booleans keep their type (integers mixed with floats become floats); anything else (objects,
+lists, mixed types) is written as a JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.batches import DocBatch
+from transforms.resolve import DuplicateRow
+
+FIXED_COLUMNS = ("id", "text", "url", "timestamp")
+DUPLICATE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
+    ("similarity", pa.float64()), ("component_size", pa.int64()), ("url", pa.string()),
+])
+STATS_TAG = "stats"
+
+
+def value_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    return "json"
+
+
+def unify_types(types: set[str]) -> str:
+    """One column type for a field seen with these value types."""
+    types = types - {"null"}
+    if not types or types == {"string"}:
+        return "string"
+    if types == {"bool"}:
+        return "bool"
+    if types == {"int"}:
+        return "int"
+    if types <= {"int", "float"}:
+        return "float"
+    return "json"
+
+
+ARROW_TYPES = {"string": pa.string(), "bool": pa.bool_(), "int": pa.int64(),
+               "float": pa.float64(), "json": pa.string()}
+
+
+def kept_schema(field_types: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """``(column, unified type)`` for the kept output, fixed columns first."""
+    columns = [("id", "string"), ("text", "string")]
+    for name in ("url", "timestamp"):
+        columns.append((name, unify_types(field_types.get(name, set()))))
+    for name in sorted(set(field_types) - set(FIXED_COLUMNS)):
+        columns.append((name, unify_types(field_types[name])))
+    return columns
+
+
+def _cell(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "json" or (kind == "string" and not isinstance(value, str)):
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True,
+                                                               default=str)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def kept_table(ids: list[str], records: list[dict[str, Any]],
+               columns: list[tuple[str, str]]) -> pa.Table:
+    data: dict[str, list[Any]] = {"id": ids, "text": [r["text"] for r in records]}
+    for name, kind in columns[2:]:
+        data[name] = [_cell(r.get(name), kind) for r in records]
+    schema = pa.schema([(name, ARROW_TYPES[kind]) for name, kind in columns])
+    return pa.table(data, schema=schema)
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
+
+
+class FieldTypesFn(beam.CombineFn):
+    """Union of ``field → {value types}`` over all records (``id``/``text`` excluded)."""
+
+    def create_accumulator(self) -> dict[str, set[str]]:
+        return {}
+
+    def add_input(self, acc: dict[str, set[str]], element: tuple[int, DocBatch]
+                  ) -> dict[str, set[str]]:
+        for record in element[1].records:
+            for name, value in record.items():
+                if name not in ("id", "text"):
+                    acc.setdefault(name, set()).add(value_type(value))
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, set[str]]]) -> dict[str, set[str]]:
+        merged: dict[str, set[str]] = {}
+        for acc in accs:
+            for name, kinds in acc.items():
+                merged.setdefault(name, set()).update(kinds)
+        return merged
+
+    def extract_output(self, acc: dict[str, set[str]]) -> dict[str, set[str]]:
+        return acc
+
+
+class WriteBatchFn(beam.DoFn):
+    """One document batch + its duplicate rows → a kept part and a duplicates part."""
+
+    def __init__(self, staging_dir: str) -> None:
+        self.staging_dir = staging_dir.rstrip("/")
+        self.msecs = beam.metrics.Metrics.counter("ndcl", "msecs_write_outputs")
+
+    def process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
+                ) -> Iterator[object]:
+        key, grouped = element
+        start = time.perf_counter()
+        batches: list[DocBatch] = list(grouped["docs"])
+        rows: list[DuplicateRow] = list(grouped["duplicates"])
+        if len(batches) != 1:
+            raise RuntimeError(f"batch {key:#x}: expected one document batch, got {len(batches)}")
+        batch = batches[0]
+        removed = {row.uid: row for row in rows}
+        index = {int(uid): i for i, uid in enumerate(batch.uids.tolist())}
+        unknown = set(removed) - set(index)
+        if unknown:
+            raise RuntimeError(f"batch {key:#x}: duplicate rows for unknown uids {sorted(unknown)}")
+        keep_rows = [i for i, uid in enumerate(batch.uids.tolist()) if uid not in removed]
+        name = f"part-{key:016x}.parquet"
+        if keep_rows:
+            table = kept_table([batch.ids[i] for i in keep_rows],
+                               [batch.records[i] for i in keep_rows],
+                               kept_schema(field_types))
+            write_parquet(table, f"{self.staging_dir}/kept/{name}")
+        if rows:
+            rows.sort(key=lambda r: r.uid)
+            urls = [batch.records[index[r.uid]].get("url") for r in rows]
+            table = pa.table({
+                "id": [r.id for r in rows],
+                "duplicate_of": [r.duplicate_of for r in rows],
+                "reason": [r.reason for r in rows],
+                "similarity": [float(r.similarity) for r in rows],
+                "component_size": [int(r.component_size) for r in rows],
+                "url": [u if isinstance(u, str) or u is None else str(u) for u in urls],
+            }, schema=DUPLICATE_SCHEMA)
+            write_parquet(table, f"{self.staging_dir}/duplicates/{name}")
+        self.msecs.inc(int((time.perf_counter() - start) * 1000))
+        exact = sum(1 for r in rows if r.reason == "exact")
+        yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
+               "duplicates_near": len(rows) - exact}
+
+
+class WriteRejectedFn(beam.DoFn):
+    """All rejected rows of one source file → one JSON-lines part, in line order."""
+
+    def __init__(self, staging_dir: str) -> None:
+        self.staging_dir = staging_dir.rstrip("/")
+
+    def process(self, element: tuple[str, Iterable[dict]]) -> Iterator[dict]:
+        source, rows = element
+        rows = sorted(rows, key=lambda r: (r["line"], r["reason"]))
+        name = f"part-{xxhash.xxh3_64_hexdigest(source.encode())}.jsonl"
+        with FileSystems.create(f"{self.staging_dir}/rejected/{name}") as handle:
+            for row in rows:
+                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        stats = {"rejected": len(rows)}
+        for row in rows:
+            key = f"rejected:{row['reason']}"
+            stats[key] = stats.get(key, 0) + 1
+        yield stats
+
+
+def sum_stats(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for item in dicts:
+        for key, value in item.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+class WriteStatsFn(beam.DoFn):
+    def __init__(self, staging_dir: str) -> None:
+        self.staging_dir = staging_dir.rstrip("/")
+
+    def process(self, stats: dict[str, int]) -> Iterator[str]:
+        path = f"{self.staging_dir}/_stats.json"
+        with FileSystems.create(path) as handle:
+            handle.write(json.dumps(stats, sort_keys=True).encode())
+        yield path
+
+
+class WriteOutputs(beam.PTransform):
+    """Document batches + duplicate rows + rejected rows + stats → files under staging_dir."""
+
+    def __init__(self, staging_dir: str, duplicate_rows: beam.PCollection,
+                 rejected: beam.PCollection, stats: list[beam.PCollection]) -> None:
+        super().__init__()
+        self.staging_dir = staging_dir
+        self.duplicate_rows = duplicate_rows
+        self.rejected = rejected
+        self.stats = stats
+
+    def expand(self, doc_batches: beam.PCollection) -> beam.PCollection:
+        field_types = doc_batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
+        write_stats = (
+            {"docs": doc_batches, "duplicates": self.duplicate_rows}
+            | "JoinDuplicateRows" >> beam.CoGroupByKey()
+            | "WriteKeptAndDuplicates" >> beam.ParDo(
+                WriteBatchFn(self.staging_dir), beam.pvalue.AsSingleton(field_types))
+        )
+        rejected_stats = (
+            self.rejected
+            | "KeyRejectedBySource" >> beam.Map(lambda row: (row["source"], row))
+            | "GroupRejected" >> beam.GroupByKey()
+            | "WriteRejected" >> beam.ParDo(WriteRejectedFn(self.staging_dir))
+        )
+        return (
+            (write_stats, rejected_stats, *self.stats)
+            | "FlattenStats" >> beam.Flatten()
+            | "SumStats" >> beam.CombineGlobally(sum_stats)
+            | "WriteStats" >> beam.ParDo(WriteStatsFn(self.staging_dir))
+        )
