@@ -55,11 +55,19 @@ class DedupConfig:
     # Number of keys used by the batched shuffles (band buckets, graph edges).
     shuffle_partitions: int = 32
     # Weights of false positives / negatives when b and r are derived from the threshold.
-    fp_weight: float = 0.5
-    fn_weight: float = 0.5
+    # Unset: 0.1 / 0.9 when candidates are verified (a false positive then only costs one
+    # check, a false negative is a missed duplicate), 0.5 / 0.5 with ``verify: none``.
+    fp_weight: float | None = None
+    fn_weight: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def banding_weights(self) -> tuple[float, float]:
+        """``(fp_weight, fn_weight)`` used to derive b and r."""
+        if self.fp_weight is not None and self.fn_weight is not None:
+            return self.fp_weight, self.fn_weight
+        return (0.5, 0.5) if self.verify == "none" else (0.1, 0.9)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +105,11 @@ def validate(cfg: DedupConfig) -> None:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.max_bucket_size < 2:
         raise ConfigError("max_bucket_size must be >= 2")
+    if (cfg.fp_weight is None) != (cfg.fn_weight is None):
+        raise ConfigError("fp_weight and fn_weight must be given together (or neither)")
+    if cfg.fp_weight is not None and cfg.fn_weight is not None:
+        if cfg.fp_weight < 0 or cfg.fn_weight < 0 or cfg.fp_weight + cfg.fn_weight <= 0:
+            raise ConfigError("fp_weight and fn_weight must be >= 0 and not both 0")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError("seed must be in [0, 2**63)")
 

@@ -42,7 +42,7 @@ def choose_banding(cfg: DedupConfig) -> Banding:
     """Explicit ``bands``/``rows`` from the config, else the optimum for the threshold."""
     if cfg.bands is not None and cfg.rows is not None:
         return Banding(cfg.bands, cfg.rows)
-    bands, rows = optimal_param(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
+    bands, rows = optimal_param(cfg.threshold, cfg.num_perm, *cfg.banding_weights())
     return Banding(bands, rows)
 
 

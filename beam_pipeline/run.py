@@ -89,7 +89,7 @@ def make_pipeline_options(beam_args: list[str]) -> PipelineOptions:
 def collect_metrics(result: Any) -> dict[str, int]:
     try:
         counters = result.metrics().query(MetricsFilter().with_namespace("ndcl"))["counters"]
-    except Exception as exc:  # noqa: BLE001 - metrics are informative, never fatal
+    except Exception as exc:
         LOG.warning("could not read pipeline metrics: %s", exc)
         return {}
     totals: dict[str, int] = {}

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import partition_of
+from transforms.batches import partition_of, stage_counter, timed
 from transforms.lsh import unique_pairs
 
 STATS_TAG = "stats"
@@ -89,98 +89,86 @@ def star_labels(leaves: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np
     return unique_pairs(nodes, labels)
 
 
-class KeyDirectedFn(beam.DoFn):
-    """Undirected edge arrays → ``(partition(src), (src, dst))`` for a large or small step."""
+def keyed_for(step: str, a: np.ndarray, b: np.ndarray, num_partitions: int, seed: int
+              ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """Undirected edges → ``(partition(src), (src, dst))`` as the next step wants them:
+    both directions for large-star, ``(larger, smaller)`` for small-star."""
+    if step == "large":
+        src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+    else:
+        src, dst = np.maximum(a, b), np.minimum(a, b)
+    parts = partition_of(src, num_partitions, seed)
+    for part in np.unique(parts).tolist():
+        mask = parts == part
+        yield part, (src[mask], dst[mask])
 
-    def __init__(self, step: str, num_partitions: int, seed: int) -> None:
-        self.step = step
+
+class KeyEdgesForLargeStarFn(beam.DoFn):
+    """Undirected edge arrays → keyed directed pairs for the first large-star step."""
+
+    timer = stage_counter("components")
+
+    def __init__(self, num_partitions: int, seed: int) -> None:
         self.num_partitions = num_partitions
         self.seed = seed
 
-    def process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
-        a, b = edges[0], edges[1]
-        if self.step == "large":
-            src, dst = np.concatenate([a, b]), np.concatenate([b, a])
-        else:
-            src, dst = np.maximum(a, b), np.minimum(a, b)
-        parts = partition_of(src, self.num_partitions, self.seed)
-        for part in np.unique(parts).tolist():
-            mask = parts == part
-            yield part, (src[mask], dst[mask])
+    def process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
+        return timed(keyed_for("large", edges[0], edges[1], self.num_partitions, self.seed),
+                     self.timer)
 
 
 class StarStepFn(beam.DoFn):
-    """One large- or small-star step on a partition; passes edges through once converged."""
+    """One large- or small-star step on a partition. Its edges come out already keyed for the
+    next step (``next_step``, or plain undirected edges when ``None``). Once the previous
+    round changed nothing, edges pass straight through."""
 
-    def __init__(self, step: str) -> None:
+    timer = stage_counter("components")
+
+    def __init__(self, step: str, next_step: str | None, num_partitions: int, seed: int
+                 ) -> None:
         self.step = step
+        self.next_step = next_step
+        self.num_partitions = num_partitions
+        self.seed = seed
 
-    def process(self, element: tuple[int, Iterable[tuple]], previous_changed: int
+    def process(self, element: tuple[int, Iterable[tuple]], previous_changes: list[int]
                 ) -> Iterator[object]:
+        return timed(self._process(element, previous_changes), self.timer)
+
+    def _process(self, element: tuple[int, Iterable[tuple]], previous_changes: list[int]
+                 ) -> Iterator[object]:
         _, chunks = element
         chunks = list(chunks)
         src = np.concatenate([c[0] for c in chunks])
         dst = np.concatenate([c[1] for c in chunks])
-        if previous_changed == 0:
+        if sum(previous_changes) == 0:
             # Converged: the star forest is a fixed point, so skip the work.
-            if self.step == "large":
-                # Both directions of every edge came in; send each edge on once.
-                keep = src > dst
-                src, dst = src[keep], dst[keep]
-            if len(src):
-                yield src, dst
-            yield beam.pvalue.TaggedOutput(STATS_TAG, 0)
-            return
-        step = large_star if self.step == "large" else small_star
-        out_v, out_m, changed = step(src, dst)
-        if len(out_v):
-            yield out_v, out_m
+            keep = src > dst if self.step == "large" else np.ones(len(src), dtype=bool)
+            out_v, out_m, changed = src[keep], dst[keep], 0
+        else:
+            step = large_star if self.step == "large" else small_star
+            out_v, out_m, changed = step(src, dst)
         yield beam.pvalue.TaggedOutput(STATS_TAG, changed)
+        if not len(out_v):
+            return
+        if self.next_step is None:
+            yield out_v, out_m
+        else:
+            yield from keyed_for(self.next_step, out_v, out_m, self.num_partitions, self.seed)
 
 
 class FailIfNotConvergedFn(beam.DoFn):
     def __init__(self, max_rounds: int) -> None:
         self.max_rounds = max_rounds
 
-    def process(self, changed: int) -> Iterator[dict]:
+    def process(self, _: int, last_changes: list[int]) -> Iterator[dict]:
+        changed = sum(last_changes)
         if changed:
             raise ConvergenceError(
                 f"connected components did not converge within cc_max_rounds="
                 f"{self.max_rounds} rounds ({changed} edges still changing in the last round); "
                 f"rerun with a larger --cc-max-rounds")
         yield {"cc_converged": 1}
-
-
-class StarRound(beam.PTransform):
-    """One large-star + small-star round; outputs new edges and the round's change count."""
-
-    def __init__(self, index: int, previous_changed: beam.PCollection, num_partitions: int,
-                 seed: int) -> None:
-        super().__init__()
-        self.index = index
-        self.previous = beam.pvalue.AsSingleton(previous_changed)
-        self.num_partitions = num_partitions
-        self.seed = seed
-
-    def _step(self, edges: beam.PCollection, step: str) -> beam.pvalue.DoOutputsTuple:
-        name = f"{step.capitalize()}Star{self.index}"
-        return (
-            edges
-            | f"Key{name}" >> beam.ParDo(KeyDirectedFn(step, self.num_partitions, self.seed))
-            | f"Group{name}" >> beam.GroupByKey()
-            | f"Run{name}" >> beam.ParDo(StarStepFn(step), self.previous)
-            .with_outputs(STATS_TAG, main="edges")
-        )
-
-    def expand(self, edges: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        large = self._step(edges, "large")
-        small = self._step(large.edges, "small")
-        changed = (
-            (large[STATS_TAG], small[STATS_TAG])
-            | f"FlattenChanges{self.index}" >> beam.Flatten()
-            | f"CountChanges{self.index}" >> beam.CombineGlobally(sum)
-        )
-        return small.edges, changed
 
 
 class ConnectedComponents(beam.PTransform):
@@ -193,17 +181,34 @@ class ConnectedComponents(beam.PTransform):
         self.num_partitions = num_partitions
         self.seed = seed
 
+    def _step(self, keyed: beam.PCollection, name: str, step: str, next_step: str | None,
+              previous: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (
+            keyed
+            | f"Group{name}" >> beam.GroupByKey()
+            | f"Run{name}" >> beam.ParDo(
+                StarStepFn(step, next_step, self.num_partitions, self.seed),
+                beam.pvalue.AsList(previous)).with_outputs(STATS_TAG, main="edges")
+        )
+
     def expand(self, edges: beam.PCollection) -> dict[str, beam.PCollection]:
+        pipeline = edges.pipeline
         # Round 1 must run, whatever the side input says: seed it with "not converged".
-        changed = edges.pipeline | "StartRounds" >> beam.Create([-1])
+        changes = pipeline | "StartRounds" >> beam.Create([-1])
+        keyed = edges | "KeyForLargeStar1" >> beam.ParDo(
+            KeyEdgesForLargeStarFn(self.num_partitions, self.seed))
         round_stats = []
-        for index in range(1, self.max_rounds + 1):
-            edges, changed = edges | f"StarRound{index}" >> StarRound(
-                index, changed, self.num_partitions, self.seed)
-            round_stats.append(changed | f"ReportRound{index}" >> beam.Map(
-                lambda n, i=index: {f"cc_changed_round_{i:02d}": n}))
-        converged = changed | "CheckConvergence" >> beam.ParDo(
-            FailIfNotConvergedFn(self.max_rounds))
-        labels = edges | "LabelStars" >> beam.Map(lambda e: star_labels(e[0], e[1]))
+        for i in range(1, self.max_rounds + 1):
+            last = i == self.max_rounds
+            large = self._step(keyed, f"LargeStar{i}", "large", "small", changes)
+            small = self._step(large.edges, f"SmallStar{i}", "small",
+                               None if last else "large", changes)
+            changes = (large[STATS_TAG], small[STATS_TAG]) | f"FlattenChanges{i}" >> beam.Flatten()
+            round_stats.append(changes | f"ReportRound{i}" >> beam.Map(
+                lambda n, i=i: {f"cc_changed_round_{i:02d}": n}))
+            keyed = small.edges
+        converged = pipeline | "CheckConvergence" >> beam.Create([0]) | "FailIfNotConverged" >> (
+            beam.ParDo(FailIfNotConvergedFn(self.max_rounds), beam.pvalue.AsList(changes)))
+        labels = keyed | "LabelStars" >> beam.Map(lambda e: star_labels(e[0], e[1]))
         stats = (*round_stats, converged) | "FlattenComponentStats" >> beam.Flatten()
         return {"labels": labels, STATS_TAG: stats}

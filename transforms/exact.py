@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, batch_keys_of
+from transforms.batches import FeatureBatch, JoinByKey, batch_keys_of, stage_counter, timed
 
 EXACT_DUPLICATES_TAG = "exact_duplicates"
 
@@ -67,10 +67,15 @@ def exact_groups(
 class EmitExactKeysFn(beam.DoFn):
     """``(batch_key, FeatureBatch)`` → ``(partition, (hashes, uids, ids, norm_lengths))``."""
 
+    timer = stage_counter("exact")
+
     def __init__(self, num_partitions: int) -> None:
         self.num_partitions = num_partitions
 
     def process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
         _, features = element
         if len(features) == 0:
             return
@@ -88,11 +93,16 @@ class EmitExactKeysFn(beam.DoFn):
 class ResolveExactGroupsFn(beam.DoFn):
     """Groups equal hashes of one partition; emits removed members, keyed by their batch."""
 
+    timer = stage_counter("exact")
+
     def __init__(self, policy: str, batch_size: int) -> None:
         self.policy = policy
         self.batch_size = batch_size
 
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
         _, chunks = element
         chunks = list(chunks)
         hashes = np.concatenate([c[0] for c in chunks])
@@ -118,7 +128,12 @@ def drop_members(features: FeatureBatch, removed_uids: Iterable[int]) -> Feature
 class FilterBatchFn(beam.DoFn):
     """CoGroupByKey result → the distinct feature batch (exact duplicates dropped)."""
 
+    timer = stage_counter("exact")
+
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
         key, grouped = element
         removed = [member[0] for member in grouped["removed"]]
         for features in grouped["features"]:
@@ -145,7 +160,8 @@ class RemoveExactDuplicates(beam.PTransform):
         )
         distinct = (
             {"features": features, "removed": batch_key_to_removed}
-            | "JoinExactDecisions" >> beam.CoGroupByKey()
-            | "DropExactDuplicates" >> beam.ParDo(FilterBatchFn())
+            | "JoinExactDecisions" >> JoinByKey()
+            | "DropExactDuplicates" >> beam.ParDo(FilterBatchFn()).with_output_types(
+                tuple[int, FeatureBatch])
         )
         return {"distinct": distinct, EXACT_DUPLICATES_TAG: batch_key_to_removed}

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, splitmix64
+from transforms.batches import FeatureBatch, splitmix64, stage_counter, timed
 
 LOG = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ def unique_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.nd
 class EmitBandKeysFn(beam.DoFn):
     """``(batch_key, FeatureBatch)`` → ``(partition, (band_ids, hashes, uids))`` arrays."""
 
+    timer = stage_counter("lsh")
+
     def __init__(self, bands: int, rows: int, seed: int, num_partitions: int) -> None:
         self.bands = bands
         self.rows = rows
@@ -126,6 +128,9 @@ class EmitBandKeysFn(beam.DoFn):
         self.num_partitions = num_partitions
 
     def process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
         _, features = element
         if len(features) == 0:
             return
@@ -147,12 +152,17 @@ class EmitBandKeysFn(beam.DoFn):
 class FindStarsFn(beam.DoFn):
     """``(partition, [band key arrays])`` → ``(members, centres)`` edge arrays + stats."""
 
+    timer = stage_counter("lsh")
+
     STATS_TAG = "stats"
 
     def __init__(self, max_bucket_size: int) -> None:
         self.max_bucket_size = max_bucket_size
 
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[object]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[object]:
         _, chunks = element
         chunks = list(chunks)
         band_ids = np.concatenate([c[0] for c in chunks])

@@ -12,7 +12,7 @@ Hashing, all seeded with the config's ``seed`` and identical in every process:
 - each token is hashed with xxh3-64;
 - an n-gram's hash folds its token hashes in order through the SplitMix64 mixer, so it
   depends on every token and on their order;
-- the exact-duplicate key is xxh3-128 of the normalised text;
+- the exact-duplicate key is xxh3-128 of the normalised text (UTF-8);
 - ``num_perm`` universal hash permutations ``p_i(x) = (a_i * x + b_i) mod 2**64`` (``a_i`` odd,
   so each is a bijection of 64-bit values) are applied to every shingle hash; the signature
   keeps the top 32 bits of each minimum. ``>> 32`` is monotone, so taking it after the
@@ -24,6 +24,7 @@ Signatures are computed for a whole batch at once: the permutation matrix is lai
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ import xxhash
 from transforms.batches import DocBatch, FeatureBatch, splitmix64
 
 TOKEN_RE = re.compile(r"[^\W_]+")
+ASCII_TOKEN_RE = re.compile(rb"[a-z0-9]+")
 # Shingles handled per permutation block: (num_perm x CHUNK) uint64 stays within the L2 cache.
 CHUNK_SHINGLES = 2048
 _MAX64 = 0xFFFFFFFFFFFFFFFF
@@ -45,16 +47,26 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_RE.findall(text.lower())
 
 
+def token_bytes(text: str) -> list[bytes]:
+    """UTF-8 tokens of ``text``, equal to encoding :func:`tokenize`'s tokens.
+
+    Most web text is ASCII, where ``[^\\W_]`` is exactly ``[a-z0-9]`` after lowercasing; the bytes
+    pattern is twice as fast and hands xxhash bytes without a per-token encode.
+    """
+    if text.isascii():
+        return ASCII_TOKEN_RE.findall(text.lower().encode("ascii"))
+    return [token.encode("utf-8") for token in TOKEN_RE.findall(text.lower())]
+
+
 def normalised_text(tokens: list[str]) -> str:
     return " ".join(tokens)
 
 
-def token_hashes(tokens: list[str], seed: int) -> np.ndarray:
-    """Seeded xxh3-64 of each token, as uint64."""
-    digest = xxhash.xxh3_64_intdigest
-    return np.fromiter(
-        (digest(t.encode("utf-8"), seed) for t in tokens), dtype=np.uint64, count=len(tokens)
-    )
+def token_hashes(tokens: list[str] | list[bytes], seed: int) -> np.ndarray:
+    """Seeded xxh3-64 of each token (str tokens are UTF-8 encoded), as uint64."""
+    encoded = [t.encode("utf-8") if isinstance(t, str) else t for t in tokens]
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, encoded, itertools.repeat(seed)),
+                       dtype=np.uint64, count=len(encoded))
 
 
 def _fold_seed(seed: int) -> np.uint64:
@@ -149,54 +161,41 @@ def minhash_signatures(
     return (out.T >> np.uint64(32)).astype(np.uint32)
 
 
-def unique_per_doc(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique shingle hashes per document (for exact Jaccard)."""
-    parts = [np.unique(flat[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
-    counts = np.array([len(p) for p in parts], dtype=np.int64)
-    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    merged = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    return merged, new_offsets
-
-
-def exact_hash(norm_text: str, seed: int) -> tuple[int, int]:
-    """xxh3-128 of the normalised text as two 64-bit halves."""
-    digest = xxhash.xxh3_128_intdigest(norm_text.encode("utf-8"), seed)
+def exact_hash(norm_text: bytes, seed: int) -> tuple[int, int]:
+    """xxh3-128 of the UTF-8 normalised text as two 64-bit halves."""
+    digest = xxhash.xxh3_128_intdigest(norm_text, seed)
     return digest >> 64, digest & _MAX64
 
 
 def compute_features(
     batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray, keep_shingles: bool
 ) -> tuple[FeatureBatch, int]:
-    """Features of the tokenised documents of ``batch`` and the number without any token."""
+    """Features of the tokenised documents of ``batch`` and the number without any token.
+
+    Kept shingles are each document's raw shingle hashes (repeats included, unsorted): only
+    the few documents that reach verification need them as sets, so the sort happens there.
+    """
     rows: list[int] = []
     hash_list: list[np.ndarray] = []
     norm_lengths: list[int] = []
     exact: list[tuple[int, int]] = []
     digest = xxhash.xxh3_64_intdigest
-    cache: dict[str, int] = {}
+    seeds = itertools.repeat(seed)
     for row, record in enumerate(batch.records):
-        tokens = tokenize(record["text"])
+        tokens = token_bytes(record["text"])
         if not tokens:
             continue
-        norm = normalised_text(tokens)
+        norm = b" ".join(tokens)
         rows.append(row)
         norm_lengths.append(len(norm))
         exact.append(exact_hash(norm, seed))
-        hashes = []
-        for token in tokens:
-            value = cache.get(token)
-            if value is None:
-                value = cache[token] = digest(token.encode("utf-8"), seed)
-            hashes.append(value)
-        hash_list.append(np.array(hashes, dtype=np.uint64))
+        hash_list.append(np.fromiter(map(digest, tokens, seeds), dtype=np.uint64,
+                                     count=len(tokens)))
     flat, offsets = batch_shingle_hashes(hash_list, ngram, seed)
     if rows:
         signatures = minhash_signatures(flat, offsets, a, b)
     else:
         signatures = np.zeros((0, len(a)), dtype=np.uint32)
-    shingle_offsets = shingles = None
-    if keep_shingles:
-        shingles, shingle_offsets = unique_per_doc(flat, offsets)
     row_index = np.array(rows, dtype=np.int64)
     features = FeatureBatch(
         batch_key=batch.batch_key,
@@ -205,8 +204,8 @@ def compute_features(
         norm_lengths=np.array(norm_lengths, dtype=np.int64),
         exact_hashes=np.array(exact, dtype=np.uint64).reshape(-1, 2),
         signatures=signatures,
-        shingle_offsets=shingle_offsets,
-        shingles=shingles,
+        shingle_offsets=offsets if keep_shingles else None,
+        shingles=flat if keep_shingles else None,
     )
     return features, len(batch.records) - len(rows)
 
@@ -247,6 +246,7 @@ class ComputeFeatures(beam.PTransform):
         self.fn = ComputeFeaturesFn(ngram, num_perm, seed, keep_shingles)
 
     def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_outputs(
+        return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(
+            tuple[int, FeatureBatch]).with_outputs(
             ComputeFeaturesFn.STATS_TAG, main="features"
         )

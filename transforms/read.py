@@ -33,7 +33,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import DocBatch, batch_key_of, make_uid
+from transforms.batches import DocBatch, batch_key_of, make_uid, stage_counter, timed
 
 LOG = logging.getLogger(__name__)
 
@@ -128,8 +128,10 @@ class _BatchBuilder:
         self.uids: list[int] = []
         self.ids: list[str] = []
         self.records: list[dict[str, Any]] = []
+        self.nbytes = 0
 
-    def add(self, line: int, doc_id: str, record: dict[str, Any]) -> DocBatch | None:
+    def add(self, line: int, doc_id: str, record: dict[str, Any], nbytes: int
+            ) -> DocBatch | None:
         uid = make_uid(self.file_index, line)
         key = batch_key_of(uid, self.batch_size)
         done = None
@@ -139,6 +141,7 @@ class _BatchBuilder:
         self.uids.append(uid)
         self.ids.append(doc_id)
         self.records.append(record)
+        self.nbytes += nbytes
         return done
 
     def flush(self) -> DocBatch | None:
@@ -149,13 +152,16 @@ class _BatchBuilder:
             uids=np.array(self.uids, dtype=np.int64),
             ids=self.ids,
             records=self.records,
+            nbytes=self.nbytes,
         )
-        self.uids, self.ids, self.records = [], [], []
+        self.uids, self.ids, self.records, self.nbytes = [], [], [], 0
         return batch
 
 
 class ReadFileFn(beam.DoFn):
     """``(file_index, path)`` → ``(batch_key, DocBatch)``; rejects go to ``rejected``."""
+
+    timer = stage_counter("read")
 
     def __init__(self, max_doc_bytes: int, batch_size: int) -> None:
         self.max_doc_bytes = max_doc_bytes
@@ -163,6 +169,9 @@ class ReadFileFn(beam.DoFn):
         self.read_counter = beam.metrics.Metrics.counter("ndcl", "read")
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, str]) -> Iterator[Any]:
         file_index, path = element
         base_name = os.path.basename(path)
         builder = _BatchBuilder(file_index, self.batch_size)
@@ -172,11 +181,11 @@ class ReadFileFn(beam.DoFn):
             if isinstance(item, dict):
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
                 continue
-            line, doc_id, record = item
+            line, doc_id, record, nbytes = item
             count += 1
             if count % PROGRESS_EVERY == 0:
                 LOG.info("read %d documents from %s", count, base_name)
-            done = builder.add(line, doc_id, record)
+            done = builder.add(line, doc_id, record, nbytes)
             if done is not None:
                 yield done.batch_key, done
         done = builder.flush()
@@ -195,7 +204,7 @@ class ReadFileFn(beam.DoFn):
                     reason, detail = value
                     yield rejection(path, line, reason, raw, detail)
                 else:
-                    yield line, doc_id, value
+                    yield line, doc_id, value, len(raw)
         except (OSError, EOFError, ValueError) as exc:
             # A truncated or corrupt compressed file: keep what was read, reject the rest.
             yield rejection(path, line + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
@@ -216,7 +225,7 @@ class ReadFileFn(beam.DoFn):
                             yield rejection(path, row, reason, json.dumps(record, default=str),
                                             detail)
                         else:
-                            yield row, doc_id, value
+                            yield row, doc_id, value, len(value["text"])
         except (OSError, ValueError) as exc:
             yield rejection(path, row + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
 
@@ -231,7 +240,8 @@ def match_inputs(patterns: list[str]) -> list[str]:
         try:
             result = FileSystems.match([pattern])[0]
         except BeamIOError as exc:
-            raise FileNotFoundError(f"input pattern {pattern!r} could not be matched: {exc}")
+            raise FileNotFoundError(
+                f"input pattern {pattern!r} could not be matched: {exc}") from exc
         paths = [m.path for m in result.metadata_list]
         if not paths:
             raise FileNotFoundError(f"input pattern {pattern!r} matches no file")
@@ -256,5 +266,6 @@ class ReadDocuments(beam.PTransform):
             # Spread files over workers before the expensive read.
             | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(ReadFileFn(self.max_doc_bytes, self.batch_size))
+            .with_output_types(tuple[int, DocBatch])
             .with_outputs(REJECTED_TAG, main="batches")
         )

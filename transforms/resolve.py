@@ -22,7 +22,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import NodeInfo, batch_key_of, partition_of
+from transforms.batches import JoinByKey, NodeInfo, batch_key_of, partition_of, stage_counter, timed
 from transforms.exact import rank_key
 from transforms.verify import similarity
 
@@ -65,11 +65,16 @@ def resolve_component(members: list[NodeInfo], policy: str, mode: str) -> list[D
 class KeyLabelsFn(beam.DoFn):
     """``(nodes, labels)`` arrays → ``(partition(node), (nodes, labels))``."""
 
+    timer = stage_counter("resolve")
+
     def __init__(self, num_partitions: int, seed: int) -> None:
         self.num_partitions = num_partitions
         self.seed = seed
 
     def process(self, labels: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(labels), self.timer)
+
+    def _process(self, labels: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
         nodes, comps = labels
         parts = partition_of(nodes, self.num_partitions, self.seed)
         for part in np.unique(parts).tolist():
@@ -80,7 +85,12 @@ class KeyLabelsFn(beam.DoFn):
 class LabelNodesFn(beam.DoFn):
     """Partition join of labels with node records → ``(component label, NodeInfo)``."""
 
+    timer = stage_counter("resolve")
+
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, NodeInfo]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, NodeInfo]]:
         _, grouped = element
         nodes = {n.uid: n for group in grouped["nodes"] for n in group}
         # A star centre arrives once per partition holding one of its leaves.
@@ -92,11 +102,15 @@ class LabelNodesFn(beam.DoFn):
 
 
 class ResolveComponentFn(beam.DoFn):
+    timer = stage_counter("resolve")
     def __init__(self, policy: str, mode: str) -> None:
         self.policy = policy
         self.mode = mode
 
     def process(self, element: tuple[int, Iterable[NodeInfo]]) -> Iterator[Decision]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, Iterable[NodeInfo]]) -> Iterator[Decision]:
         _, members = element
         members = sorted(members, key=lambda n: n.uid)
         yield from resolve_component(members, self.policy, self.mode)
@@ -105,11 +119,16 @@ class ResolveComponentFn(beam.DoFn):
 class RemapExactFn(beam.DoFn):
     """Per representative uid: exact members + (optional) the representative's decision."""
 
+    timer = stage_counter("resolve")
+
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
 
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DuplicateRow]]:
-        rep_uid, grouped = element
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DuplicateRow]]:
+        _, grouped = element
         decisions = list(grouped["decision"])
         members = sorted(grouped["members"])
         if not members:
@@ -151,7 +170,7 @@ class ResolveDuplicates(beam.PTransform):
         decisions = (
             {"labels": labels | "KeyLabels" >> beam.ParDo(
                 KeyLabelsFn(self.num_partitions, self.seed)), "nodes": self.nodes}
-            | "JoinLabelNodes" >> beam.CoGroupByKey()
+            | "JoinLabelNodes" >> JoinByKey()
             | "LabelNodes" >> beam.ParDo(LabelNodesFn())
             | "GroupComponents" >> beam.GroupByKey()
             | "ChooseKept" >> beam.ParDo(ResolveComponentFn(self.policy, self.mode))
@@ -161,7 +180,7 @@ class ResolveDuplicates(beam.PTransform):
             {"decision": decisions | "KeyDecisions" >> beam.Map(lambda d: (d.uid, d)),
              "members": self.exact_members | "KeyByRepresentative" >> beam.Map(
                  lambda kv: (kv[1][2], kv[1]))}
-            | "JoinExactToComponents" >> beam.CoGroupByKey()
+            | "JoinExactToComponents" >> JoinByKey()
             | "EmitExactRows" >> beam.ParDo(RemapExactFn(self.batch_size))
         )
         return (near, exact) | "FlattenDuplicateRows" >> beam.Flatten()

@@ -18,7 +18,15 @@ from collections.abc import Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, NodeInfo, batch_keys_of, partition_of
+from transforms.batches import (
+    FeatureBatch,
+    JoinByKey,
+    NodeInfo,
+    batch_keys_of,
+    partition_of,
+    stage_counter,
+    timed,
+)
 
 
 def jaccard(left: np.ndarray, right: np.ndarray) -> float:
@@ -45,10 +53,15 @@ def similarity(mode: str, left: NodeInfo, right: NodeInfo) -> float:
 class RequestNodesFn(beam.DoFn):
     """Edge arrays → ``(batch_key, uids)`` of every endpoint, so features can be fetched."""
 
+    timer = stage_counter("verify")
+
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
 
     def process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        return timed(self._process(edges), self.timer)
+
+    def _process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         uids = np.unique(np.concatenate(edges))
         keys = batch_keys_of(uids, self.batch_size)
         for key in np.unique(keys).tolist():
@@ -58,11 +71,16 @@ class RequestNodesFn(beam.DoFn):
 class ExtractNodesFn(beam.DoFn):
     """Feature batch + requested uids → ``(partition, NodeInfo)`` for each requested uid."""
 
+    timer = stage_counter("verify")
+
     def __init__(self, num_partitions: int, seed: int) -> None:
         self.num_partitions = num_partitions
         self.seed = seed
 
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
         _, grouped = element
         requested = [arr for arr in grouped["requested"]]
         if not requested:
@@ -82,12 +100,14 @@ def node_info(features: FeatureBatch, row: int) -> NodeInfo:
         id=features.ids[row],
         norm_length=int(features.norm_lengths[row]),
         signature=features.signatures[row].copy(),
-        shingles=features.shingles_of(row).copy() if features.shingles is not None else None,
+        shingles=np.unique(features.shingles_of(row)) if features.shingles is not None else None,
     )
 
 
 class KeyEdgesFn(beam.DoFn):
     """Edge arrays → ``(partition of one endpoint, edge arrays)``."""
+
+    timer = stage_counter("verify")
 
     def __init__(self, by_column: int, num_partitions: int, seed: int) -> None:
         self.by_column = by_column
@@ -95,6 +115,9 @@ class KeyEdgesFn(beam.DoFn):
         self.seed = seed
 
     def process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(edges), self.timer)
+
+    def _process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
         parts = partition_of(edges[self.by_column], self.num_partitions, self.seed)
         for part in np.unique(parts).tolist():
             mask = parts == part
@@ -106,7 +129,12 @@ class KeyEdgesFn(beam.DoFn):
 class AttachCentresFn(beam.DoFn):
     """Partition join of edges (keyed by centre) with node records → edges plus centre info."""
 
+    timer = stage_counter("verify")
+
     def process(self, element: tuple[int, dict]) -> Iterator[tuple]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[tuple]:
         _, grouped = element
         chunks = list(grouped["edges"])
         if not chunks:
@@ -126,6 +154,8 @@ class AttachCentresFn(beam.DoFn):
 class VerifyEdgesFn(beam.DoFn):
     """Partition join of edges (keyed by member) with node records → verified edges."""
 
+    timer = stage_counter("verify")
+
     STATS_TAG = "stats"
 
     def __init__(self, mode: str, threshold: float) -> None:
@@ -133,6 +163,9 @@ class VerifyEdgesFn(beam.DoFn):
         self.threshold = threshold
 
     def process(self, element: tuple[int, dict]) -> Iterator[object]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, dict]) -> Iterator[object]:
         _, grouped = element
         chunks = list(grouped["edges"])
         if not chunks:
@@ -173,7 +206,7 @@ class FetchNodes(beam.PTransform):
             RequestNodesFn(self.batch_size))
         return (
             {"features": self.features, "requested": batch_key_to_requested}
-            | "JoinRequestedFeatures" >> beam.CoGroupByKey()
+            | "JoinRequestedFeatures" >> JoinByKey()
             | "ExtractNodeInfo" >> beam.ParDo(ExtractNodesFn(self.num_partitions, self.seed))
         )
 
@@ -195,14 +228,14 @@ class VerifyCandidates(beam.PTransform):
             KeyEdgesFn(1, self.num_partitions, self.seed))
         edges_with_centres = (
             {"edges": partition_to_edges_by_centre, "nodes": self.nodes}
-            | "JoinCentreNodes" >> beam.CoGroupByKey()
+            | "JoinCentreNodes" >> JoinByKey()
             | "AttachCentres" >> beam.ParDo(AttachCentresFn())
         )
         partition_to_edges_by_member = edges_with_centres | "KeyByMember" >> beam.ParDo(
             KeyEdgesFn(0, self.num_partitions, self.seed))
         return (
             {"edges": partition_to_edges_by_member, "nodes": self.nodes}
-            | "JoinMemberNodes" >> beam.CoGroupByKey()
+            | "JoinMemberNodes" >> JoinByKey()
             | "CheckSimilarity" >> beam.ParDo(VerifyEdgesFn(self.mode, self.threshold))
             .with_outputs(VerifyEdgesFn.STATS_TAG, main="edges")
         )

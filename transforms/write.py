@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import xxhash
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import DocBatch
+from transforms.batches import DocBatch, JoinByKey
 from transforms.resolve import DuplicateRow
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
@@ -228,7 +228,7 @@ class WriteOutputs(beam.PTransform):
         field_types = doc_batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
         write_stats = (
             {"docs": doc_batches, "duplicates": self.duplicate_rows}
-            | "JoinDuplicateRows" >> beam.CoGroupByKey()
+            | "JoinDuplicateRows" >> JoinByKey()
             | "WriteKeptAndDuplicates" >> beam.ParDo(
                 WriteBatchFn(self.staging_dir), beam.pvalue.AsSingleton(field_types))
         )
