@@ -1,0 +1,34 @@
+# NDCL developer entry points. Every target creates .venv and installs what it needs, so each
+# works on a fresh machine (Python 3.10+ with venv; see README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_INPUT := data/demo/c4-demo.00000-of-00001.json.gz
+DEMO_OUTPUT ?= demo-out
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ndcl dedup --input $(DEMO_INPUT) --output $(DEMO_OUTPUT)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/nd_throughput.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info
