@@ -1,0 +1,77 @@
+"""Small planted corpora written on the fly (no data files needed in the repo)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+WORDS = [f"w{i}" for i in range(3000)]
+
+
+def _text(rng: random.Random, length: int) -> list[str]:
+    return [rng.choice(WORDS) for _ in range(length)]
+
+
+def _edit(rng: random.Random, words: list[str], edits: int) -> list[str]:
+    words = list(words)
+    for _ in range(edits):
+        words[rng.randrange(len(words))] = rng.choice(WORDS)
+    return words
+
+
+def planted_records(seed: int = 7, clusters: int = 25, singles: int = 120) -> list[dict]:
+    """Records with planted near-duplicate clusters, exact copies, a drifting chain, short and
+    empty texts and some explicit ids, shuffled deterministically."""
+    rng = random.Random(seed)
+    records: list[dict] = []
+    for c in range(clusters):
+        base = _text(rng, rng.randint(80, 200))
+        records.append({"text": " ".join(base), "url": f"https://c{c}.example/0"})
+        for k in range(rng.randint(1, 4)):
+            if k == 0:
+                # Same tokens in other case and punctuation: an exact duplicate.
+                text = " ".join(base).upper().replace(" ", ", ")
+            else:
+                text = " ".join(_edit(rng, base, rng.randint(1, 3)))
+            records.append({"text": text, "url": f"https://c{c}.example/{k + 1}"})
+    # A chain: each step edits a few words, so the ends are far apart but linked.
+    chain = _text(rng, 120)
+    for step in range(12):
+        records.append({"text": " ".join(chain), "url": f"https://chain.example/{step}"})
+        chain = _edit(rng, chain, 2)
+    for s in range(singles):
+        records.append({"text": " ".join(_text(rng, rng.randint(20, 150))),
+                        "url": f"https://single.example/{s}"})
+    records += [
+        {"text": "", "url": "https://empty.example/1"},
+        {"text": "!!! ... ???", "url": "https://empty.example/2"},
+        {"text": "too short", "url": "https://short.example/1"},
+        {"text": "Too, SHORT!", "url": "https://short.example/2"},
+        {"id": "custom-b", "text": " ".join(base), "url": "https://ids.example/b"},
+        {"id": 12345, "text": " ".join(_edit(rng, base, 1)), "url": "https://ids.example/n"},
+    ]
+    rng.shuffle(records)
+    for i, record in enumerate(records):
+        record.setdefault("timestamp", f"2020-01-{1 + i % 28:02d}T00:00:00Z")
+    return records
+
+
+def write_corpus(directory: Path, records: list[dict], files: int = 3,
+                 gzip_every_other: bool = True) -> list[Path]:
+    """Split ``records`` over ``files`` JSON-lines files (alternating plain and gzip)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    per_file = -(-len(records) // files)
+    for f in range(files):
+        chunk = records[f * per_file : (f + 1) * per_file]
+        body = "".join(json.dumps(r) + "\n" for r in chunk).encode()
+        if gzip_every_other and f % 2 == 1:
+            path = directory / f"part-{f:02d}.json.gz"
+            path.write_bytes(gzip.compress(body, mtime=0))
+        else:
+            path = directory / f"part-{f:02d}.json"
+            path.write_bytes(body)
+        paths.append(path)
+    return paths
