@@ -28,6 +28,7 @@ DEDUP_FLAGS: dict[str, tuple[str, type]] = {
     "--rows": ("rows", int),
     "--verify": ("verify", str),
     "--keep": ("keep", str),
+    "--tokenizer": ("tokenizer", str),
     "--seed": ("seed", int),
     "--max-doc-bytes": ("max_doc_bytes", int),
     "--max-bucket-size": ("max_bucket_size", int),

@@ -43,6 +43,8 @@ class DedupConfig:
     rows: int | None = None
     seed: int = 1
     verify: str = "exact"
+    # "unicode" letter/digit tokens, or "ascii" [a-z0-9] runs only (see transforms.minhash).
+    tokenizer: str = "unicode"
     keep: str = "smallest_id"
     # Documents longer than this (bytes of the raw input line) are rejected as ``too_large``.
     max_doc_bytes: int = 10_000_000
@@ -97,6 +99,8 @@ def validate(cfg: DedupConfig) -> None:
             )
     if cfg.verify not in VERIFY_MODES:
         raise ConfigError(f"verify must be one of {VERIFY_MODES}, got {cfg.verify!r}")
+    if cfg.tokenizer not in ("unicode", "ascii"):
+        raise ConfigError(f"tokenizer must be 'unicode' or 'ascii', got {cfg.tokenizer!r}")
     if cfg.keep not in KEEP_POLICIES:
         raise ConfigError(f"keep must be one of {KEEP_POLICIES}, got {cfg.keep!r}")
     for name in ("max_doc_bytes", "max_bucket_size", "cc_max_rounds", "batch_size",

@@ -55,7 +55,8 @@ def build_dedup(
     read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
     doc_batches = read.batches
     features = doc_batches | "ComputeFeatures" >> ComputeFeatures(
-        cfg.ngram, cfg.num_perm, cfg.seed, keep_shingles=cfg.verify == "exact")
+        cfg.ngram, cfg.num_perm, cfg.seed, keep_shingles=cfg.verify == "exact",
+        tokenizer=cfg.tokenizer)
     exact = features.features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
         cfg.keep, cfg.batch_size, parts)
     distinct = exact["distinct"]

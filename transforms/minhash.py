@@ -1,7 +1,10 @@
 """Normalise, shingle and MinHash documents, vectorised over batches with numpy.
 
 Normalisation: lowercase, then split on every character that is not a Unicode letter or digit
-(``[^\\W_]+``); the normalised text is the tokens joined by single spaces.
+(``[^\\W_]+``); the normalised text is the tokens joined by single spaces. ``tokenizer: ascii``
+keeps only ``[a-z0-9]`` runs instead, which is how some reference truth files were made, but
+it reduces text in other scripts to its few ASCII words (a Persian post with one "urlLink"
+becomes a duplicate of every other "urlLink" post), so Unicode is the default.
 
 Shingles: word n-grams. A document with ``0 < tokens < n`` is one shingle made of all its
 tokens (so short documents are still compared, as whole strings). A document with no token at
@@ -37,22 +40,30 @@ from transforms.batches import DocBatch, FeatureBatch, splitmix64
 
 TOKEN_RE = re.compile(r"[^\W_]+")
 ASCII_TOKEN_RE = re.compile(rb"[a-z0-9]+")
+ASCII_STR_TOKEN_RE = re.compile(r"[a-z0-9]+")
+TOKENIZERS = ("unicode", "ascii")
 # Shingles handled per permutation block: (num_perm x CHUNK) uint64 stays within the L2 cache.
 CHUNK_SHINGLES = 2048
 _MAX64 = 0xFFFFFFFFFFFFFFFF
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercased Unicode letter/digit runs of ``text``."""
+def tokenize(text: str, tokenizer: str = "unicode") -> list[str]:
+    """Lowercased letter/digit runs of ``text``: Unicode ones, or ``[a-z0-9]`` only when
+    ``tokenizer`` is ``"ascii"``."""
+    if tokenizer == "ascii":
+        return ASCII_STR_TOKEN_RE.findall(text.lower())
     return TOKEN_RE.findall(text.lower())
 
 
-def token_bytes(text: str) -> list[bytes]:
+def token_bytes(text: str, tokenizer: str = "unicode") -> list[bytes]:
     """UTF-8 tokens of ``text``, equal to encoding :func:`tokenize`'s tokens.
 
     Most web text is ASCII, where ``[^\\W_]`` is exactly ``[a-z0-9]`` after lowercasing; the bytes
     pattern is twice as fast and hands xxhash bytes without a per-token encode.
     """
+    if tokenizer == "ascii":
+        # Bytes >= 0x80 never match, so this skips every non-ASCII character.
+        return ASCII_TOKEN_RE.findall(text.lower().encode("utf-8", errors="surrogatepass"))
     if text.isascii():
         return ASCII_TOKEN_RE.findall(text.lower().encode("ascii"))
     return [token.encode("utf-8") for token in TOKEN_RE.findall(text.lower())]
@@ -168,7 +179,8 @@ def exact_hash(norm_text: bytes, seed: int) -> tuple[int, int]:
 
 
 def compute_features(
-    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray, keep_shingles: bool
+    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray, keep_shingles: bool,
+    tokenizer: str = "unicode",
 ) -> tuple[FeatureBatch, int]:
     """Features of the tokenised documents of ``batch`` and the number without any token.
 
@@ -182,7 +194,7 @@ def compute_features(
     digest = xxhash.xxh3_64_intdigest
     seeds = itertools.repeat(seed)
     for row, record in enumerate(batch.records):
-        tokens = token_bytes(record["text"])
+        tokens = token_bytes(record["text"], tokenizer)
         if not tokens:
             continue
         norm = b" ".join(tokens)
@@ -215,7 +227,9 @@ class ComputeFeaturesFn(beam.DoFn):
 
     STATS_TAG = "stats"
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool) -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool,
+                 tokenizer: str = "unicode") -> None:
+        self.tokenizer = tokenizer
         self.ngram = ngram
         self.num_perm = num_perm
         self.seed = seed
@@ -229,7 +243,7 @@ class ComputeFeaturesFn(beam.DoFn):
         key, batch = element
         start = time.perf_counter()
         features, untokenized = compute_features(
-            batch, self.ngram, self.seed, self.a, self.b, self.keep_shingles
+            batch, self.ngram, self.seed, self.a, self.b, self.keep_shingles, self.tokenizer
         )
         self.msecs.inc(int((time.perf_counter() - start) * 1000))
         yield key, features
@@ -241,9 +255,10 @@ class ComputeFeaturesFn(beam.DoFn):
 class ComputeFeatures(beam.PTransform):
     """Document batches → feature batches (signatures, exact keys) and a stats output."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool) -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool,
+                 tokenizer: str = "unicode") -> None:
         super().__init__()
-        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, keep_shingles)
+        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, keep_shingles, tokenizer)
 
     def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(
