@@ -153,7 +153,7 @@ def test_bad_input_is_rejected_and_accounted(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run_cli("--input", str(inputs / "*"), "--output", str(out),
                    "--max-doc-bytes", "2000") == 0
-    summary, kept, dups, rejected = load_output(out)
+    summary, kept, _, rejected = load_output(out)
     reasons = {(Path(r["source"]).name, r["line"]): r["reason"] for r in rejected}
     assert reasons[("bad.json", 3)] == "bad_json"
     assert reasons[("bad.json", 4)] == "missing_text"
@@ -162,8 +162,8 @@ def test_bad_input_is_rejected_and_accounted(tmp_path: Path) -> None:
     assert reasons[("bad.json", 7)] == "blank_line"
     assert reasons[("bad.json", 8)] == "not_object"
     assert reasons[("bad.json", 9)] == "too_large"
-    assert [r for r in rejected if Path(r["source"]).name == "truncated.json.gz"][0][
-        "reason"] == "read_error"
+    truncated = [r for r in rejected if Path(r["source"]).name == "truncated.json.gz"]
+    assert [r["reason"] for r in truncated] == ["read_error"]
     assert all(len(r["raw"]) <= 1000 for r in rejected)
     assert summary["read"] == summary["kept"] + summary["duplicates"] + summary["rejected"]
     assert summary["rejected"] == len(rejected) == 8
