@@ -579,7 +579,8 @@ def print_summary(
     print(f"planted clusters: {len(planted)}")
     print(f"truth clusters (Jaccard >= {THRESHOLD}): {len(truth.clusters)}, of which")
     print(
-        f"  identical to a planted cluster: {sum(frozenset(c) in planted_sets for c in truth.clusters)}"
+        "  identical to a planted cluster: "
+        f"{sum(frozenset(c) in planted_sets for c in truth.clusters)}"
     )
     print(
         f"  with >= 2 original C4 documents (natural near-duplicates): {len(natural)}"

@@ -242,9 +242,9 @@ class JoinByKey(beam.PTransform):
         tags = sorted(inputs)
         tagged = [
             inputs[tag]
-            | f"Tag{tag.title().replace('_', '')}"
+            | f"Tag{index}{tag.title().replace('_', '')}"
             >> beam.Map(_tag, tag).with_output_types(tuple[int, JoinItem])
-            for tag in tags
+            for index, tag in enumerate(tags)
         ]
         return (
             tagged

@@ -63,7 +63,8 @@ def band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int) -> np.
     docs = signatures.shape[0]
     out = np.empty((docs, bands), dtype=np.uint64)
     for band in range(bands):
-        acc = np.full(docs, splitmix64(np.array([seed * 1_000_003 + band], dtype=np.uint64))[0],
+        band_seed = (seed * 1_000_003 + band) & 0xFFFFFFFFFFFFFFFF
+        acc = np.full(docs, splitmix64(np.array([band_seed], dtype=np.uint64))[0],
                       dtype=np.uint64)
         for col in range(band * rows, (band + 1) * rows):
             acc = splitmix64(acc ^ signatures[:, col].astype(np.uint64))

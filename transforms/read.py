@@ -7,7 +7,7 @@ row number). External tools rely on this rule.
 A record that cannot be used never crashes the job and is never dropped silently: it goes to
 the ``rejected`` output with one of these reasons:
 
-``too_large``      raw line longer than ``max_doc_bytes``
+``too_large``      raw line (Parquet: text) longer than ``max_doc_bytes`` bytes
 ``invalid_utf8``   bytes that are not UTF-8
 ``bad_json``       not parseable JSON (this includes raw control characters such as NUL)
 ``not_object``     JSON that is not an object
@@ -218,6 +218,12 @@ class ReadFileFn(beam.DoFn):
                 for record_batch in parquet.iter_batches(batch_size=self.batch_size):
                     for record in record_batch.to_pylist():
                         row += 1
+                        text = record.get("text")
+                        size = len(text.encode("utf-8")) if isinstance(text, str) else 0
+                        if size > self.max_doc_bytes:
+                            yield rejection(path, row, "too_large", text,
+                                            f"{size} bytes > max_doc_bytes={self.max_doc_bytes}")
+                            continue
                         doc_id, value = check_record(record, base_name, row)
                         if doc_id is None:
                             reason, detail = value

@@ -9,7 +9,8 @@ Columns of ``kept/``: ``id``, ``text``, ``url``, ``timestamp``, then every other
 in name order. A field's Parquet type is unified over the whole corpus (computed by a
 CombineGlobally, passed to the writers as a side input): strings, integers, floats and
 booleans keep their type (integers mixed with floats become floats); anything else (objects,
-lists, mixed types) is written as a JSON string.
+lists, mixed types) is written as a JSON-encoded string (strings too, so every cell of such a
+column decodes with ``json.loads``).
 """
 
 from __future__ import annotations
@@ -81,9 +82,11 @@ def kept_schema(field_types: dict[str, set[str]]) -> list[tuple[str, str]]:
 def _cell(value: Any, kind: str) -> Any:
     if value is None:
         return None
-    if kind == "json" or (kind == "string" and not isinstance(value, str)):
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True,
-                                                               default=str)
+    if kind == "json":
+        # Every value of a mixed column is JSON, strings included, so each cell decodes back.
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    if kind == "string" and not isinstance(value, str):
+        return str(value)
     if kind == "float":
         return float(value)
     return value
