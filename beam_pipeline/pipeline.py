@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from beam_pipeline.config import DedupConfig
+from transforms.batches import FeatureBatch
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
 from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
@@ -62,8 +63,13 @@ def build_dedup(
     distinct = exact["distinct"]
     candidates = distinct | "FindCandidatePairs" >> FindCandidatePairs(
         banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size)
+    exact_mode = cfg.verify == "exact"
+    node_data = features.features | "KeepNodeData" >> beam.Map(
+        lambda kv: (kv[0], kv[1].project(ids=True, signatures=not exact_mode,
+                                         shingles=exact_mode))
+    ).with_output_types(tuple[int, FeatureBatch])
     partition_to_nodes = candidates.edges | "FetchNodes" >> FetchNodes(
-        distinct, cfg.batch_size, parts, cfg.seed)
+        node_data, cfg.batch_size, parts, cfg.seed)
     verified = candidates.edges | "VerifyCandidates" >> VerifyCandidates(
         partition_to_nodes, cfg.verify, cfg.threshold, parts, cfg.seed)
     components = verified.edges | "ConnectedComponents" >> ConnectedComponents(

@@ -222,9 +222,7 @@ def run_baseline(
         "seconds": seconds,
         "total_seconds": total,
         "docs_per_s": docs / total if total > 0 else 0.0,
-        "signature_docs_per_s": docs / seconds["signatures"]
-        if seconds["signatures"] > 0
-        else 0.0,
+        "signature_docs_per_s": docs / seconds["signatures"] if seconds["signatures"] > 0 else 0.0,
     }
 
 
@@ -259,13 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    phases = ", ".join(
-        f"{name} {value:.2f}s" for name, value in result["seconds"].items()
-    )
+    phases = ", ".join(f"{name} {value:.2f}s" for name, value in result["seconds"].items())
     sys.stdout.write(
         f"docs {result['docs']} (indexed {result['docs_indexed']}), "
         f"duplicates {result['duplicates']}, total {result['total_seconds']:.2f}s "
-        f"({result['docs_per_s']:.0f} docs/s; signatures {result['signature_docs_per_s']:.0f} docs/s)\n"
+        f"({result['docs_per_s']:.0f} docs/s; "
+        f"signatures {result['signature_docs_per_s']:.0f} docs/s)\n"
         f"phases: {phases}\n"
     )
     return 0

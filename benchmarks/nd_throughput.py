@@ -31,8 +31,10 @@ the data is absent.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/nd_throughput.py                 # both datasets, 3 repeats, 2 workers
-    .venv/bin/python benchmarks/nd_throughput.py --only one --repeats 1 --workers 1 --json /tmp/nd.json
+    # both datasets, 3 repeats, NDCL on 2 worker processes
+    .venv/bin/python benchmarks/nd_throughput.py --json /tmp/nd.json
+    # one shard, once, NDCL on the in-memory runner
+    .venv/bin/python benchmarks/nd_throughput.py --only one --repeats 1 --workers 1
 """
 
 from __future__ import annotations
@@ -178,7 +180,8 @@ def measure(cmd: list[str], result_path: Path) -> tuple[Measurement, dict[str, A
     measurement = run_measured(cmd)
     if measurement["returncode"] != 0:
         raise RunFailed(
-            f"exit status {measurement['returncode']}: {' '.join(cmd)}\n{measurement['stderr_tail'][-2000:]}"
+            f"exit status {measurement['returncode']}: {' '.join(cmd)}\n"
+            f"{measurement['stderr_tail'][-2000:]}"
         )
     try:
         return measurement, json.loads(result_path.read_text())
@@ -188,13 +191,9 @@ def measure(cmd: list[str], result_path: Path) -> tuple[Measurement, dict[str, A
         ) from error
 
 
-def baseline_run(
-    files: Sequence[Path], scratch: Path, args: argparse.Namespace
-) -> dict[str, Any]:
+def baseline_run(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     result_json = scratch / "datasketch.json"
-    measurement, result = measure(
-        baseline_command(files, result_json, args), result_json
-    )
+    measurement, result = measure(baseline_command(files, result_json, args), result_json)
     return {
         "measurement": measurement,
         "result": result,
@@ -208,14 +207,13 @@ def ndcl_run(
     ndcl: Path, files: Sequence[Path], scratch: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     output = scratch / "ndcl"
-    measurement, summary = measure(
-        ndcl_command(ndcl, files, output, args), output / "summary.json"
-    )
+    measurement, summary = measure(ndcl_command(ndcl, files, output, args), output / "summary.json")
     features_s = summary["stage_seconds"]["compute_features"]
     notes = []
     if features_s > summary["wall_seconds"] * args.workers:
         notes.append(
-            "compute_features seconds exceed wall seconds x workers: check how stage_seconds are summed"
+            "compute_features seconds exceed wall seconds x workers: "
+            "check how stage_seconds are summed"
         )
     return {
         "measurement": measurement,
@@ -223,9 +221,7 @@ def ndcl_run(
         "docs": summary["read"],
         "duplicates": summary["duplicates"],
         # Summed DoFn seconds over all workers are core-seconds: docs per core-second already.
-        "signature_docs_per_s_per_core": summary["read"] / features_s
-        if features_s > 0
-        else 0.0,
+        "signature_docs_per_s_per_core": summary["read"] / features_s if features_s > 0 else 0.0,
         "notes": notes,
     }
 
@@ -255,9 +251,7 @@ def ratio(ndcl: dict[str, Any], baseline: dict[str, Any], key: str) -> float | N
     return ndcl[key] / baseline[key] if baseline.get(key) else None
 
 
-def compare(
-    dataset: str, ndcl: dict[str, Any], baseline: dict[str, Any]
-) -> list[dict[str, Any]]:
+def compare(dataset: str, ndcl: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
     """NDCL/datasketch ratios, each with its target where there is one."""
     rows: list[dict[str, Any]] = [
         {
@@ -339,43 +333,40 @@ def benchmark_dataset(
             runs[system].append(run)
             measurement = run["measurement"]
             print(
-                f"[{dataset}] {system} run {repeat + 1}/{args.repeats}: {measurement['wall_s']:.1f} s, "
+                f"[{dataset}] {system} run {repeat + 1}/{args.repeats}: "
+                f"{measurement['wall_s']:.1f} s, "
                 f"peak RSS {measurement['peak_rss_bytes'] / GIB:.2f} GiB, docs {run['docs']}, "
                 f"duplicates {run['duplicates']}",
                 file=sys.stderr,
                 flush=True,
             )
     cores = {"datasketch": 1, "ndcl": args.workers}
-    summaries = {
-        system: summarise(done, cores[system]) for system, done in runs.items() if done
-    }
+    summaries = {system: summarise(done, cores[system]) for system, done in runs.items() if done}
     result: dict[str, Any] = {
         "files": [str(path) for path in files],
         "summary": summaries,
         "runs": runs,
     }
     if "ndcl" in summaries and "datasketch" in summaries:
-        result["comparison"] = compare(
-            dataset, summaries["ndcl"], summaries["datasketch"]
-        )
-    return result, [
-        f"[{dataset}] {system}: {reason}" for system, reason in failed.items()
-    ]
+        result["comparison"] = compare(dataset, summaries["ndcl"], summaries["datasketch"])
+    return result, [f"[{dataset}] {system}: {reason}" for system, reason in failed.items()]
 
 
 def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
     header = (
         f"{'dataset':<8}{'system':<12}{'cores':>6}{'docs':>9}{'wall s':>9}{'docs/s':>10}"
-        f"{'docs/s/core':>13}{'sig docs/s/core':>17}{'peak GiB':>10}{'duplicates':>12}"
+        f"{'docs/s/core':>13}{'sig docs/s/core':>17}{'peak GiB':>10}{'duplicates':>14}"
     )
     lines = [header, "-" * len(header)]
     for dataset, result in results.items():
         for system, row in result["summary"].items():
+            found = row["duplicates"]  # a list when the runs disagreed
+            found = f"{found[0]}..{found[-1]}" if isinstance(found, list) else found
             lines.append(
                 f"{dataset:<8}{system:<12}{row['cores']:>6}{row['docs']:>9}{row['wall_s']:>9.1f}"
                 f"{row['docs_per_s']:>10.0f}{row['docs_per_s_per_core']:>13.0f}"
                 f"{row['signature_docs_per_s_per_core']:>17.0f}{row['peak_rss_gib']:>10.2f}"
-                f"{row['duplicates']!s:>12}"
+                f"{found:>14}"
             )
     lines += [
         "",
@@ -388,11 +379,7 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
             value = (
                 "n/a"
                 if row["value"] is None
-                else (
-                    f"{row['value']:.2f} GiB"
-                    if row["kind"] == "max"
-                    else f"{row['value']:.2f}x"
-                )
+                else (f"{row['value']:.2f} GiB" if row["kind"] == "max" else f"{row['value']:.2f}x")
             )
             target = (
                 ""
@@ -404,11 +391,14 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
                 )
             )
             lines.append(
-                f"  {dataset:<6}{row['metric']:<30}{value:>10}   target {target or '-':<12}{row['verdict']}"
+                f"  {dataset:<6}{row['metric']:<30}{value:>10}   "
+                f"target {target or '-':<12}{row['verdict']}"
             )
     lines.append(
-        "(medians of the runs; peak RSS is the largest over the runs, summed over the process tree; "
-        "signature docs/s per core for NDCL = read / summed compute_features seconds)"
+        "(medians of the runs; peak RSS is the largest over the runs, "
+        "summed over the process tree; "
+        "signature docs/s per core for NDCL = read / summed compute_features seconds; "
+        "a..b = the runs found different numbers of duplicates)"
     )
     return "\n".join(lines)
 
@@ -425,15 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = ("one", "all") if args.only == "both" else (args.only,)
     datasets = {name: [data_dir / file for file in DATASETS[name]] for name in wanted}
     missing = sorted(
-        {
-            str(path)
-            for files in datasets.values()
-            for path in files
-            if not path.is_file()
-        }
+        {str(path) for files in datasets.values() for path in files if not path.is_file()}
     )
     if missing:
-        reason = f"data not found under {data_dir}: {', '.join(Path(path).name for path in missing)}"
+        reason = (
+            f"data not found under {data_dir}: {', '.join(Path(path).name for path in missing)}"
+        )
         print(f"skipped: {reason}")
         write_json(args.json, {"skipped": reason})
         return 0
@@ -451,9 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures: list[str] = []
     try:
         for name, files in datasets.items():
-            results[name], dataset_failures = benchmark_dataset(
-                name, files, scratch, ndcl, args
-            )
+            results[name], dataset_failures = benchmark_dataset(name, files, scratch, ndcl, args)
             failures += dataset_failures
     finally:
         if args.out is None:

@@ -101,7 +101,7 @@ class FeatureBatch:
     shingles: np.ndarray | None = None  # uint64[total]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.uids)
 
     def estimated_size(self) -> int:
         arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures,
@@ -113,7 +113,7 @@ class FeatureBatch:
         return self.shingles[self.shingle_offsets[row] : self.shingle_offsets[row + 1]]
 
     def select(self, rows: np.ndarray) -> FeatureBatch:
-        """The sub-batch made of ``rows`` (sorted row indices)."""
+        """The sub-batch made of ``rows`` (sorted row indices); absent parts stay absent."""
         offsets = shingles = None
         if self.shingle_offsets is not None and self.shingles is not None:
             parts = [self.shingles_of(int(r)) for r in rows]
@@ -123,12 +123,27 @@ class FeatureBatch:
         return FeatureBatch(
             batch_key=self.batch_key,
             uids=self.uids[rows],
-            ids=[self.ids[int(r)] for r in rows],
+            ids=[self.ids[int(r)] for r in rows] if self.ids else [],
             norm_lengths=self.norm_lengths[rows],
-            exact_hashes=self.exact_hashes[rows],
+            exact_hashes=self.exact_hashes[rows] if len(self.exact_hashes) else self.exact_hashes,
             signatures=self.signatures[rows],
             shingle_offsets=offsets,
             shingles=shingles,
+        )
+
+    def project(self, ids: bool, signatures: bool, shingles: bool) -> FeatureBatch:
+        """A copy holding only the parts a later stage needs, so that each shuffle carries
+        about half the bytes (banding needs signatures, verification ids and shingles)."""
+        rows = len(self.uids)
+        return FeatureBatch(
+            batch_key=self.batch_key,
+            uids=self.uids,
+            ids=self.ids if ids else [],
+            norm_lengths=self.norm_lengths if ids else np.zeros(rows, dtype=np.int64),
+            exact_hashes=np.zeros((0, 2), dtype=np.uint64),
+            signatures=self.signatures if signatures else np.zeros((rows, 0), dtype=np.uint32),
+            shingle_offsets=self.shingle_offsets if shingles else None,
+            shingles=self.shingles if shingles else None,
         )
 
 
@@ -139,7 +154,7 @@ class NodeInfo:
     uid: int
     id: str
     norm_length: int
-    signature: np.ndarray  # uint32[num_perm]
+    signature: np.ndarray | None  # uint32[num_perm]; absent with exact verification
     shingles: np.ndarray | None = None  # sorted unique uint64, exact verification only
 
 

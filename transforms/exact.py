@@ -141,7 +141,7 @@ class FilterBatchFn(beam.DoFn):
 
 
 class RemoveExactDuplicates(beam.PTransform):
-    """Feature batches → distinct feature batches, plus an ``exact_duplicates`` output of
+    """Feature batches → distinct signature batches, plus an ``exact_duplicates`` output of
     ``(batch_key, (member_uid, member_id, representative_uid, representative_id))``."""
 
     def __init__(self, policy: str, batch_size: int, num_partitions: int) -> None:
@@ -158,8 +158,12 @@ class RemoveExactDuplicates(beam.PTransform):
             | "PickExactRepresentatives"
             >> beam.ParDo(ResolveExactGroupsFn(self.policy, self.batch_size))
         )
+        # Banding needs only uids and signatures: shuffle nothing more.
+        signature_batches = features | "KeepSignatures" >> beam.Map(
+            lambda kv: (kv[0], kv[1].project(ids=False, signatures=True, shingles=False))
+        ).with_output_types(tuple[int, FeatureBatch])
         distinct = (
-            {"features": features, "removed": batch_key_to_removed}
+            {"features": signature_batches, "removed": batch_key_to_removed}
             | "JoinExactDecisions" >> JoinByKey()
             | "DropExactDuplicates" >> beam.ParDo(FilterBatchFn()).with_output_types(
                 tuple[int, FeatureBatch])

@@ -99,7 +99,7 @@ def node_info(features: FeatureBatch, row: int) -> NodeInfo:
         uid=int(features.uids[row]),
         id=features.ids[row],
         norm_length=int(features.norm_lengths[row]),
-        signature=features.signatures[row].copy(),
+        signature=features.signatures[row].copy() if features.signatures.shape[1] else None,
         shingles=np.unique(features.shingles_of(row)) if features.shingles is not None else None,
     )
 
