@@ -7,7 +7,7 @@ Shape of the ND graph (element shapes in brackets):
     ComputeFeatures          → (batch_key, FeatureBatch)         shingles, MinHash, exact hash
     RemoveExactDuplicates    → distinct feature batches + exact members (GroupByKey on hash)
     FindCandidatePairs       → star edges (GroupByKey on LSH band hashes)
-    FetchNodes               → (partition, [NodeInfo]) for every edge endpoint
+    FetchNodes               → (partition, [NodeInfo]) for every edge endpoint (from the text)
     VerifyCandidates         → verified edges (exact Jaccard / signature / none)
     ConnectedComponents      → (node, component) after unrolled large/small-star rounds
     ResolveDuplicates        → (batch_key, DuplicateRow) for every removed document
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from beam_pipeline.config import DedupConfig
-from transforms.batches import FeatureBatch
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
 from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
@@ -29,7 +28,7 @@ from transforms.lsh import FindCandidatePairs, optimal_param
 from transforms.minhash import ComputeFeatures
 from transforms.read import REJECTED_TAG, ReadDocuments
 from transforms.resolve import ResolveDuplicates
-from transforms.verify import FetchNodes, VerifyCandidates
+from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
 from transforms.write import WriteOutputs
 
 
@@ -56,20 +55,15 @@ def build_dedup(
     read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
     doc_batches = read.batches
     features = doc_batches | "ComputeFeatures" >> ComputeFeatures(
-        cfg.ngram, cfg.num_perm, cfg.seed, keep_shingles=cfg.verify == "exact",
-        tokenizer=cfg.tokenizer)
+        cfg.ngram, cfg.num_perm, cfg.seed, tokenizer=cfg.tokenizer)
     exact = features.features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
         cfg.keep, cfg.batch_size, parts)
     distinct = exact["distinct"]
     candidates = distinct | "FindCandidatePairs" >> FindCandidatePairs(
         banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size)
-    exact_mode = cfg.verify == "exact"
-    node_data = features.features | "KeepNodeData" >> beam.Map(
-        lambda kv: (kv[0], kv[1].project(ids=True, signatures=not exact_mode,
-                                         shingles=exact_mode))
-    ).with_output_types(tuple[int, FeatureBatch])
+    node_params = NodeParams(cfg.ngram, cfg.num_perm, cfg.seed, cfg.tokenizer, cfg.verify)
     partition_to_nodes = candidates.edges | "FetchNodes" >> FetchNodes(
-        node_data, cfg.batch_size, parts, cfg.seed)
+        doc_batches, node_params, cfg.batch_size, parts)
     verified = candidates.edges | "VerifyCandidates" >> VerifyCandidates(
         partition_to_nodes, cfg.verify, cfg.threshold, parts, cfg.seed)
     components = verified.edges | "ConnectedComponents" >> ConnectedComponents(

@@ -254,9 +254,9 @@ def digest():
     a, b = permutation_params(64, 9)
     batch = DocBatch(1, np.arange(len(texts), dtype=np.int64), [str(i) for i in range(4)],
                      [{"text": t} for t in texts])
-    features, _ = compute_features(batch, 3, 9, a, b, True)
+    features, _ = compute_features(batch, 3, 9, a, b)
     h = hashlib.sha256()
-    for arr in (features.signatures, features.exact_hashes, features.shingles,
+    for arr in (features.signatures, features.exact_hashes,
                 band_hashes(features.signatures, 8, 8, 9)):
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
@@ -478,11 +478,10 @@ def make_batch(texts: list[str]) -> DocBatch:
                     records=[{"text": t, "url": f"u{i}"} for i, t in enumerate(texts)])
 
 
-@pytest.mark.parametrize("keep_shingles", [True, False])
-def test_compute_features(keep_shingles: bool) -> None:
+def test_compute_features() -> None:
     batch = make_batch(FEATURE_TEXTS)
     a, b = permutation_params(128, 1)
-    features, untokenized = compute_features(batch, 5, 1, a, b, keep_shingles)
+    features, untokenized = compute_features(batch, 5, 1, a, b)
     kept = [0, 1, 4, 5, 6, 7]
     assert untokenized == 3
     assert len(features) == len(kept)
@@ -508,16 +507,12 @@ def test_compute_features(keep_shingles: bool) -> None:
     for row, i in enumerate(kept):
         shingles = shingle_hashes(token_hashes(tokenize(FEATURE_TEXTS[i]), 1), 5, 1)
         assert np.array_equal(features.signatures[row], naive_signature(shingles, a, b))
-        if keep_shingles:
-            assert features.shingles_of(row).tolist() == shingles.tolist()
-    if not keep_shingles:
-        assert features.shingles is None and features.shingle_offsets is None
 
 
 def test_compute_features_all_untokenized() -> None:
     batch = make_batch(["", "...", "😀"])
     a, b = permutation_params(32, 1)
-    features, untokenized = compute_features(batch, 5, 1, a, b, True)
+    features, untokenized = compute_features(batch, 5, 1, a, b)
     assert untokenized == 3
     assert len(features) == 0
     assert features.signatures.shape == (0, 32)

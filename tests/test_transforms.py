@@ -53,7 +53,7 @@ from transforms.minhash import (
 )
 from transforms.read import REJECTED_TAG, ReadDocuments
 from transforms.resolve import DuplicateRow, ResolveDuplicates
-from transforms.verify import FetchNodes, VerifyCandidates
+from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
 from transforms.write import WriteOutputs
 
 # --------------------------------------------------------------------------------------------
@@ -320,10 +320,9 @@ def feature_fixture() -> list[tuple[int, DocBatch]]:
 def describe_features(element: tuple[int, FeatureBatch]) -> tuple:
     key, f = element
     assert key == f.batch_key
-    assert f.shingle_offsets is not None
     rows = tuple(
         (int(f.uids[r]), f.ids[r], int(f.norm_lengths[r]), tuple(f.exact_hashes[r].tolist()),
-         tuple(f.signatures[r].tolist()), tuple(f.shingles_of(r).tolist()))
+         tuple(f.signatures[r].tolist()))
         for r in range(len(f))
     )
     return key, rows
@@ -347,8 +346,7 @@ def test_compute_features_matches_direct_minhash(
             norm = normalised_text(tokens).encode("utf-8")
             rows.append((uid, doc_id, len(norm), exact_hash(norm, seed),
                          tuple(expected_signature(text, ngram, seed, num_perm, tokenizer)
-                               .tolist()),
-                         tuple(expected_shingles(text, ngram, seed, tokenizer).tolist())))
+                               .tolist())))
         expected.append((key, tuple(rows)))
         untokenized.append(dict_items(
             {"read_batches": 1, "kept_untokenized": len(batch.records) - len(rows)}))
@@ -358,8 +356,7 @@ def test_compute_features_matches_direct_minhash(
         features = (
             p
             | "CreateDocBatches" >> beam.Create(batches)
-            | "ComputeFeatures" >> ComputeFeatures(ngram, num_perm, seed, keep_shingles=True,
-                                                   tokenizer=tokenizer)
+            | "ComputeFeatures" >> ComputeFeatures(ngram, num_perm, seed, tokenizer=tokenizer)
         )
         assert_that(features.features | "DescribeFeatures" >> beam.Map(describe_features),
                     equal_to(expected), label="CheckFeatures")
@@ -416,7 +413,8 @@ def test_remove_exact_duplicates(policy: str) -> None:
     removed = {m[1][1] for m in expected_members}
     expected_distinct = []
     for key, batch in exact_fixture():
-        kept = tuple(sorted(i for i, r in zip(batch.ids, batch.records)
+        kept = tuple(sorted(uid for uid, i, r in zip(batch.uids.tolist(), batch.ids,
+                                                     batch.records)
                             if tokenize(r["text"]) and i not in removed))
         expected_distinct.append((key, kept))
 
@@ -424,16 +422,16 @@ def test_remove_exact_duplicates(policy: str) -> None:
         exact = (
             p
             | "CreateDocBatches" >> beam.Create(exact_fixture())
-            | "ComputeFeatures" >> ComputeFeatures(2, 16, 11, keep_shingles=True)
+            | "ComputeFeatures" >> ComputeFeatures(2, 16, 11)
         ).features | "RemoveExactDuplicates" >> RemoveExactDuplicates(policy, EXACT_BATCH, 3)
+        # Distinct batches carry uids and signatures only (all that banding needs).
         distinct = exact["distinct"] | "DescribeDistinct" >> beam.Map(
-            lambda kv: (kv[0], tuple(sorted(kv[1].ids))))
+            lambda kv: (kv[0], tuple(sorted(kv[1].uids.tolist()))))
         assert_that(distinct, equal_to(expected_distinct), label="CheckDistinct")
-        # The surviving shingle arrays still belong to their rows after the selection.
-        lengths = exact["distinct"] | "CheckShingleOffsets" >> beam.Map(
-            lambda kv: len(kv[1].shingle_offsets) == len(kv[1]) + 1)
-        assert_that(lengths | "AllOffsetsOk" >> beam.combiners.Count.PerElement(),
-                    equal_to([(True, len(expected_distinct))]), label="CheckOffsets")
+        rows_match = exact["distinct"] | "CheckSignatureRows" >> beam.Map(
+            lambda kv: kv[1].signatures.shape == (len(kv[1].uids), 16) and not kv[1].ids)
+        assert_that(rows_match | "AllRowsOk" >> beam.combiners.Count.PerElement(),
+                    equal_to([(True, len(expected_distinct))]), label="CheckSignatureShape")
         assert_that(exact[EXACT_DUPLICATES_TAG], equal_to(expected_members),
                     label="CheckExactMembers")
 
@@ -575,23 +573,24 @@ def test_fetch_nodes_and_verify_candidates() -> None:
 
     def describe_nodes(element: tuple[int, list[NodeInfo]]) -> list[tuple]:
         part, nodes = element
-        return [(part, n.uid, n.id, n.norm_length, tuple(n.signature.tolist()),
-                 tuple(n.shingles.tolist())) for n in nodes]
+        return [(part, n.uid, n.id, n.norm_length,
+                 tuple(n.signature.tolist()) if n.signature is not None else None,
+                 tuple(n.shingles.tolist()) if n.shingles is not None else None)
+                for n in nodes]
 
     with new_pipeline() as p:
-        features = (
-            p
-            | "CreateDocBatches" >> beam.Create(verify_fixture())
-            | "ComputeFeatures" >> ComputeFeatures(
-                VERIFY_NGRAM, VERIFY_PERM, VERIFY_SEED, keep_shingles=True)
-        ).features
+        docs = p | "CreateDocBatches" >> beam.Create(verify_fixture())
         edges = p | "CreateCandidateEdges" >> beam.Create(edge_elements)
-        nodes = edges | "FetchNodes" >> FetchNodes(features, VERIFY_BATCH, VERIFY_PARTS,
-                                                   VERIFY_SEED)
-        assert_that(nodes | "DescribeNodes" >> beam.FlatMap(describe_nodes),
-                    equal_to(expected_nodes), label="CheckNodes")
         for mode in ("exact", "signature", "none"):
             name = mode.title()
+            params = NodeParams(VERIFY_NGRAM, VERIFY_PERM, VERIFY_SEED, "unicode", mode)
+            nodes = edges | f"FetchNodes{name}" >> FetchNodes(docs, params, VERIFY_BATCH,
+                                                              VERIFY_PARTS)
+            # Exact mode needs shingle sets only, the others signatures only.
+            want_nodes = [(n[0], n[1], n[2], n[3], None if mode == "exact" else n[4],
+                           n[5] if mode == "exact" else None) for n in expected_nodes]
+            assert_that(nodes | f"DescribeNodes{name}" >> beam.FlatMap(describe_nodes),
+                        equal_to(want_nodes), label=f"CheckNodes{name}")
             verified = edges | f"Verify{name}" >> VerifyCandidates(
                 nodes, mode, VERIFY_THRESHOLD, VERIFY_PARTS, VERIFY_SEED)
             assert_that(verified.edges | f"FlattenVerified{name}" >> beam.FlatMap(flat_edges),

@@ -87,8 +87,6 @@ class FeatureBatch:
 
     ``signatures`` holds one MinHash row per document; documents with no token have no row in
     any array here (they are kept without comparison, see ``transforms.minhash``).
-    ``shingle_offsets``/``shingles`` hold each document's shingle hashes (unsorted, repeats
-    included), only when exact verification is on.
     """
 
     batch_key: int
@@ -97,29 +95,16 @@ class FeatureBatch:
     norm_lengths: np.ndarray  # int64[m], UTF-8 length of the normalised text
     exact_hashes: np.ndarray  # uint64[m, 2], xxh3-128 of the normalised text
     signatures: np.ndarray  # uint32[m, num_perm]
-    shingle_offsets: np.ndarray | None = None  # int64[m + 1]
-    shingles: np.ndarray | None = None  # uint64[total]
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def estimated_size(self) -> int:
-        arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures,
-                  self.shingle_offsets, self.shingles)
-        return sum(a.nbytes for a in arrays if a is not None) + 32 * len(self.ids)
-
-    def shingles_of(self, row: int) -> np.ndarray:
-        assert self.shingle_offsets is not None and self.shingles is not None
-        return self.shingles[self.shingle_offsets[row] : self.shingle_offsets[row + 1]]
+        arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures)
+        return sum(a.nbytes for a in arrays) + 32 * len(self.ids)
 
     def select(self, rows: np.ndarray) -> FeatureBatch:
         """The sub-batch made of ``rows`` (sorted row indices); absent parts stay absent."""
-        offsets = shingles = None
-        if self.shingle_offsets is not None and self.shingles is not None:
-            parts = [self.shingles_of(int(r)) for r in rows]
-            lengths = np.array([len(p) for p in parts], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            shingles = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
         return FeatureBatch(
             batch_key=self.batch_key,
             uids=self.uids[rows],
@@ -127,23 +112,19 @@ class FeatureBatch:
             norm_lengths=self.norm_lengths[rows],
             exact_hashes=self.exact_hashes[rows] if len(self.exact_hashes) else self.exact_hashes,
             signatures=self.signatures[rows],
-            shingle_offsets=offsets,
-            shingles=shingles,
         )
 
-    def project(self, ids: bool, signatures: bool, shingles: bool) -> FeatureBatch:
-        """A copy holding only the parts a later stage needs, so that each shuffle carries
-        about half the bytes (banding needs signatures, verification ids and shingles)."""
+    def signatures_only(self) -> FeatureBatch:
+        """A copy with only uids and signatures: all that banding needs, so the shuffle in
+        front of it carries nothing more."""
         rows = len(self.uids)
         return FeatureBatch(
             batch_key=self.batch_key,
             uids=self.uids,
-            ids=self.ids if ids else [],
-            norm_lengths=self.norm_lengths if ids else np.zeros(rows, dtype=np.int64),
+            ids=[],
+            norm_lengths=np.zeros(rows, dtype=np.int64),
             exact_hashes=np.zeros((0, 2), dtype=np.uint64),
-            signatures=self.signatures if signatures else np.zeros((rows, 0), dtype=np.uint32),
-            shingle_offsets=self.shingle_offsets if shingles else None,
-            shingles=self.shingles if shingles else None,
+            signatures=self.signatures,
         )
 
 

@@ -160,7 +160,7 @@ class RemoveExactDuplicates(beam.PTransform):
         )
         # Banding needs only uids and signatures: shuffle nothing more.
         signature_batches = features | "KeepSignatures" >> beam.Map(
-            lambda kv: (kv[0], kv[1].project(ids=False, signatures=True, shingles=False))
+            lambda kv: (kv[0], kv[1].signatures_only())
         ).with_output_types(tuple[int, FeatureBatch])
         distinct = (
             {"features": signature_batches, "removed": batch_key_to_removed}

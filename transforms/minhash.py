@@ -137,6 +137,14 @@ def batch_shingle_hashes(
     return np.concatenate(parts), offsets
 
 
+def document_shingles(text: str, ngram: int, seed: int, tokenizer: str = "unicode"
+                      ) -> tuple[int, np.ndarray]:
+    """``(normalised length, shingle hashes)`` of one document, as :func:`compute_features`
+    computes them for a batch."""
+    tokens = token_bytes(text, tokenizer)
+    return len(b" ".join(tokens)), shingle_hashes(token_hashes(tokens, seed), ngram, seed)
+
+
 def permutation_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``(a, b)`` coefficients of the permutations, from xxhash so that they never depend
     on a random-number generator's version; ``a`` is odd."""
@@ -179,14 +187,10 @@ def exact_hash(norm_text: bytes, seed: int) -> tuple[int, int]:
 
 
 def compute_features(
-    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray, keep_shingles: bool,
+    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray,
     tokenizer: str = "unicode",
 ) -> tuple[FeatureBatch, int]:
-    """Features of the tokenised documents of ``batch`` and the number without any token.
-
-    Kept shingles are each document's raw shingle hashes (repeats included, unsorted): only
-    the few documents that reach verification need them as sets, so the sort happens there.
-    """
+    """Features of the tokenised documents of ``batch`` and the number without any token."""
     rows: list[int] = []
     hash_list: list[np.ndarray] = []
     norm_lengths: list[int] = []
@@ -216,8 +220,6 @@ def compute_features(
         norm_lengths=np.array(norm_lengths, dtype=np.int64),
         exact_hashes=np.array(exact, dtype=np.uint64).reshape(-1, 2),
         signatures=signatures,
-        shingle_offsets=offsets if keep_shingles else None,
-        shingles=flat if keep_shingles else None,
     )
     return features, len(batch.records) - len(rows)
 
@@ -227,13 +229,11 @@ class ComputeFeaturesFn(beam.DoFn):
 
     STATS_TAG = "stats"
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool,
-                 tokenizer: str = "unicode") -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode") -> None:
         self.tokenizer = tokenizer
         self.ngram = ngram
         self.num_perm = num_perm
         self.seed = seed
-        self.keep_shingles = keep_shingles
         self.msecs = beam.metrics.Metrics.counter("ndcl", "msecs_compute_features")
 
     def setup(self) -> None:
@@ -243,7 +243,7 @@ class ComputeFeaturesFn(beam.DoFn):
         key, batch = element
         start = time.perf_counter()
         features, untokenized = compute_features(
-            batch, self.ngram, self.seed, self.a, self.b, self.keep_shingles, self.tokenizer
+            batch, self.ngram, self.seed, self.a, self.b, self.tokenizer
         )
         self.msecs.inc(int((time.perf_counter() - start) * 1000))
         yield key, features
@@ -255,10 +255,10 @@ class ComputeFeaturesFn(beam.DoFn):
 class ComputeFeatures(beam.PTransform):
     """Document batches → feature batches (signatures, exact keys) and a stats output."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, keep_shingles: bool,
-                 tokenizer: str = "unicode") -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode"
+                 ) -> None:
         super().__init__()
-        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, keep_shingles, tokenizer)
+        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, tokenizer)
 
     def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(

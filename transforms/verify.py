@@ -5,21 +5,21 @@
 - ``signature``: fraction of equal MinHash values over the full signature (an estimate);
 - ``none``: keep every candidate edge (the plain LSH behaviour).
 
-Candidate edges only touch a small part of the corpus, so the features of their endpoints are
-fetched once (one CoGroupByKey of the requested uids with the feature batches) into
-:class:`NodeInfo` records keyed by a shuffle partition of the uid; the edges then meet the
-node records of their centre and of their member in two small partition joins.
+Candidate edges only touch a small part of the corpus, so their endpoints are fetched once (one
+join of the requested uids with the document batches, recomputing shingles from the text) into
+:class:`NodeInfo` records keyed by a shuffle partition of the uid; the edges then meet the node
+records of their centre and of their member in two small partition joins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
 from transforms.batches import (
-    FeatureBatch,
     JoinByKey,
     NodeInfo,
     batch_keys_of,
@@ -27,6 +27,7 @@ from transforms.batches import (
     stage_counter,
     timed,
 )
+from transforms.minhash import document_shingles, minhash_signatures, permutation_params
 
 
 def jaccard(left: np.ndarray, right: np.ndarray) -> float:
@@ -69,39 +70,58 @@ class RequestNodesFn(beam.DoFn):
 
 
 class ExtractNodesFn(beam.DoFn):
-    """Feature batch + requested uids → ``(partition, NodeInfo)`` for each requested uid."""
+    """Document batch + requested uids → ``(partition, [NodeInfo])`` for the requested uids.
+
+    Shingles (and, outside exact mode, signatures) are recomputed from the text here, for the
+    few documents that have candidate edges, rather than carried for every document: carrying
+    shingle sets for the whole corpus through a shuffle took more memory than the text itself.
+    """
 
     timer = stage_counter("verify")
 
-    def __init__(self, num_partitions: int, seed: int) -> None:
+    def __init__(self, params: NodeParams, num_partitions: int) -> None:
+        self.params = params
         self.num_partitions = num_partitions
-        self.seed = seed
+
+    def setup(self) -> None:
+        self.a, self.b = permutation_params(self.params.num_perm, self.params.seed)
 
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
         return timed(self._process(element), self.timer)
 
     def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
         _, grouped = element
-        requested = [arr for arr in grouped["requested"]]
+        requested = list(grouped["requested"])
         if not requested:
             return
         wanted = np.unique(np.concatenate(requested))
-        for features in grouped["features"]:
-            rows = np.flatnonzero(np.isin(features.uids, wanted))
-            nodes = [node_info(features, int(r)) for r in rows]
-            parts = partition_of(features.uids[rows], self.num_partitions, self.seed)
+        for batch in grouped["docs"]:
+            rows = np.flatnonzero(np.isin(batch.uids, wanted)).tolist()
+            nodes = [node_info(int(batch.uids[r]), batch.ids[r], batch.records[r]["text"],
+                               self.params, self.a, self.b) for r in rows]
+            parts = partition_of(batch.uids[rows], self.num_partitions, self.params.seed)
             for part in np.unique(parts).tolist():
                 yield part, [n for n, p in zip(nodes, parts.tolist()) if p == part]
 
 
-def node_info(features: FeatureBatch, row: int) -> NodeInfo:
-    return NodeInfo(
-        uid=int(features.uids[row]),
-        id=features.ids[row],
-        norm_length=int(features.norm_lengths[row]),
-        signature=features.signatures[row].copy() if features.signatures.shape[1] else None,
-        shingles=np.unique(features.shingles_of(row)) if features.shingles is not None else None,
-    )
+class NodeParams(NamedTuple):
+    """What :func:`node_info` needs to recompute a document's features."""
+
+    ngram: int
+    num_perm: int
+    seed: int
+    tokenizer: str
+    mode: str
+
+
+def node_info(uid: int, doc_id: str, text: str, params: NodeParams, a: np.ndarray,
+              b: np.ndarray) -> NodeInfo:
+    norm_length, hashes = document_shingles(text, params.ngram, params.seed, params.tokenizer)
+    signature = None
+    if params.mode != "exact":
+        signature = minhash_signatures(hashes, np.array([0, len(hashes)]), a, b)[0]
+    return NodeInfo(uid=uid, id=doc_id, norm_length=norm_length, signature=signature,
+                    shingles=np.unique(hashes) if params.mode == "exact" else None)
 
 
 class KeyEdgesFn(beam.DoFn):
@@ -191,23 +211,23 @@ class VerifyEdgesFn(beam.DoFn):
 
 
 class FetchNodes(beam.PTransform):
-    """Edge arrays + feature batches → ``(partition, [NodeInfo])`` for every endpoint."""
+    """Edge arrays + document batches → ``(partition, [NodeInfo])`` for every endpoint."""
 
-    def __init__(self, features: beam.PCollection, batch_size: int, num_partitions: int,
-                 seed: int) -> None:
+    def __init__(self, doc_batches: beam.PCollection, params: NodeParams, batch_size: int,
+                 num_partitions: int) -> None:
         super().__init__()
-        self.features = features
+        self.doc_batches = doc_batches
+        self.params = params
         self.batch_size = batch_size
         self.num_partitions = num_partitions
-        self.seed = seed
 
     def expand(self, edges: beam.PCollection) -> beam.PCollection:
         batch_key_to_requested = edges | "RequestEndpoints" >> beam.ParDo(
             RequestNodesFn(self.batch_size))
         return (
-            {"features": self.features, "requested": batch_key_to_requested}
-            | "JoinRequestedFeatures" >> JoinByKey()
-            | "ExtractNodeInfo" >> beam.ParDo(ExtractNodesFn(self.num_partitions, self.seed))
+            {"docs": self.doc_batches, "requested": batch_key_to_requested}
+            | "JoinRequestedDocuments" >> JoinByKey()
+            | "ExtractNodeInfo" >> beam.ParDo(ExtractNodesFn(self.params, self.num_partitions))
         )
 
 
