@@ -142,6 +142,7 @@ def test_bad_input_is_rejected_and_accounted(tmp_path: Path) -> None:
         b"   ",
         json.dumps(["not", "an", "object"]).encode(),
         json.dumps({"text": "x" * 5000}).encode(),
+        b'{"text": "lone surrogate \\ud800 here"}',
     ]
     lines += [json.dumps(r).encode() for r in good[2:]]
     inputs = tmp_path / "in"
@@ -162,14 +163,15 @@ def test_bad_input_is_rejected_and_accounted(tmp_path: Path) -> None:
     assert reasons[("bad.json", 7)] == "blank_line"
     assert reasons[("bad.json", 8)] == "not_object"
     assert reasons[("bad.json", 9)] == "too_large"
+    assert reasons[("bad.json", 10)] == "invalid_unicode"
     truncated = [r for r in rejected if Path(r["source"]).name == "truncated.json.gz"]
     assert [r["reason"] for r in truncated] == ["read_error"]
     assert all(len(r["raw"]) <= 1000 for r in rejected)
     assert summary["read"] == summary["kept"] + summary["duplicates"] + summary["rejected"]
-    assert summary["rejected"] == len(rejected) == 8
+    assert summary["rejected"] == len(rejected) == 9
     # The good documents of bad.json survive, and the readable start of the gzip is used.
-    assert {k["id"] for k in kept} >= {"bad.json:1", "bad.json:2", "bad.json:10"}
-    truncated_read = summary["read"] - 12
+    assert {k["id"] for k in kept} >= {"bad.json:1", "bad.json:2", "bad.json:11"}
+    truncated_read = summary["read"] - 13
     assert truncated_read > 1
 
 

@@ -39,11 +39,16 @@ import xxhash
 from transforms.batches import DocBatch, FeatureBatch, splitmix64
 
 TOKEN_RE = re.compile(r"[^\W_]+")
-ASCII_TOKEN_RE = re.compile(rb"[a-z0-9]+")
+# Byte table: a-z and 0-9 kept, A-Z lowercased, everything else (incl. bytes >= 0x80) a space.
+_ASCII_TABLE = bytes(
+    c + 32 if 65 <= c <= 90 else c if (48 <= c <= 57 or 97 <= c <= 122) else 32
+    for c in range(256)
+)
 ASCII_STR_TOKEN_RE = re.compile(r"[a-z0-9]+")
 TOKENIZERS = ("unicode", "ascii")
-# Shingles handled per permutation block: (num_perm x CHUNK) uint64 stays within the L2 cache.
-CHUNK_SHINGLES = 2048
+# Shingles per permutation block; 8192 (16 MiB of uint64 at 256 permutations) measured fastest
+# on the 2-core benchmark machine, ahead of both smaller (more calls) and larger blocks.
+CHUNK_SHINGLES = 8192
 _MAX64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -58,14 +63,16 @@ def tokenize(text: str, tokenizer: str = "unicode") -> list[str]:
 def token_bytes(text: str, tokenizer: str = "unicode") -> list[bytes]:
     """UTF-8 tokens of ``text``, equal to encoding :func:`tokenize`'s tokens.
 
-    Most web text is ASCII, where ``[^\\W_]`` is exactly ``[a-z0-9]`` after lowercasing; the bytes
-    pattern is twice as fast and hands xxhash bytes without a per-token encode.
+    Most web text is ASCII, where ``[^\\W_]`` after lowercasing is exactly ``[a-z0-9]``: one
+    ``bytes.translate`` maps A-Z to a-z and every other byte to a space, and ``split`` cuts the
+    tokens, three times faster than the regex and with no per-token encode.
     """
     if tokenizer == "ascii":
-        # Bytes >= 0x80 never match, so this skips every non-ASCII character.
-        return ASCII_TOKEN_RE.findall(text.lower().encode("utf-8", errors="surrogatepass"))
+        # Bytes >= 0x80 become spaces, so this skips every non-ASCII character.
+        return text.lower().encode("utf-8", errors="surrogatepass").translate(
+            _ASCII_TABLE).split()
     if text.isascii():
-        return ASCII_TOKEN_RE.findall(text.lower().encode("ascii"))
+        return text.encode("ascii").translate(_ASCII_TABLE).split()
     return [token.encode("utf-8") for token in TOKEN_RE.findall(text.lower())]
 
 
@@ -159,22 +166,28 @@ def minhash_signatures(
 ) -> np.ndarray:
     """MinHash signatures ``uint32[docs, num_perm]`` from flat shingle hashes and offsets.
 
-    Every document must have at least one shingle.
+    Every document must have at least one shingle. Blocks of whole documents, about
+    ``CHUNK_SHINGLES`` shingles wide, are computed in one reused buffer (allocating a fresh
+    block per chunk costs page faults that showed up as a third of the time).
     """
     docs = len(offsets) - 1
     num_perm = len(a)
     out = np.empty((num_perm, docs), dtype=np.uint64)
     a_col = a[:, None]
     b_col = b[:, None]
+    buffer = np.empty(num_perm * min(CHUNK_SHINGLES, len(flat)), dtype=np.uint64)
     first = 0
     while first < docs:
         # Take whole documents until the chunk is full (at least one document).
         last = int(np.searchsorted(offsets, offsets[first] + CHUNK_SHINGLES, side="right")) - 1
-        last = max(last, first + 1)
-        last = min(last, docs)
+        last = min(max(last, first + 1), docs)
         lo, hi = int(offsets[first]), int(offsets[last])
-        block = a_col * flat[None, lo:hi]
-        block += b_col
+        if num_perm * (hi - lo) <= len(buffer):
+            block = buffer[: num_perm * (hi - lo)].reshape(num_perm, hi - lo)
+            np.multiply(a_col, flat[None, lo:hi], out=block)
+        else:
+            block = a_col * flat[None, lo:hi]  # one document longer than a chunk
+        np.add(block, b_col, out=block)
         out[:, first:last] = np.minimum.reduceat(block, offsets[first:last] - lo, axis=1)
         first = last
     return (out.T >> np.uint64(32)).astype(np.uint32)

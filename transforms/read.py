@@ -10,6 +10,7 @@ the ``rejected`` output with one of these reasons:
 ``too_large``      raw line (Parquet: text) longer than ``max_doc_bytes`` bytes
 ``invalid_utf8``   bytes that are not UTF-8
 ``bad_json``       not parseable JSON (this includes raw control characters such as NUL)
+``invalid_unicode`` escapes that decode to a lone surrogate (not representable in UTF-8)
 ``not_object``     JSON that is not an object
 ``missing_text``   no ``text`` field
 ``text_not_string`` a ``text`` that is not a string
@@ -24,6 +25,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +39,7 @@ from transforms.batches import DocBatch, batch_key_of, make_uid, stage_counter, 
 LOG = logging.getLogger(__name__)
 
 REJECTED_TAG = "rejected"
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 RAW_PREVIEW_CHARS = 1000
 PROGRESS_EVERY = 100_000
 
@@ -82,6 +85,12 @@ def parse_json_line(
         record = json.loads(decoded)
     except ValueError as exc:
         return None, ("bad_json", str(exc))
+    if SURROGATE_ESCAPE.search(decoded):
+        # A \\uD800-style escape can decode to a lone surrogate, which no UTF-8 writer accepts.
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return None, ("invalid_unicode", str(exc))
     return check_record(record, base_name, line)
 
 
