@@ -13,6 +13,7 @@ so decisions about a document can be routed back to its batch without a lookup t
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ import numpy as np
 import xxhash
 
 T = TypeVar("T")
+LOG = logging.getLogger("ndcl.progress")
 
 LINE_BITS = 40
 LINE_MASK = (1 << LINE_BITS) - 1
@@ -139,12 +141,20 @@ class NodeInfo:
     shingles: np.ndarray | None = None  # sorted unique uint64, exact verification only
 
 
+_STAGES_STARTED: set[str] = set()
+
+
 def timed(items: Iterable[T], counter: Any) -> Iterator[T]:
     """Yield from ``items``, adding to ``counter`` the milliseconds spent producing them.
 
     Time spent by fused downstream steps while an item is being consumed is not counted, so
     each stage reports its own work only.
     """
+    stage = counter.metric_name.name
+    if stage not in _STAGES_STARTED:
+        # Progress for long runs: each stage says once per worker process that it started.
+        _STAGES_STARTED.add(stage)
+        LOG.info("stage reached: %s", stage.removeprefix("msecs_"))
     total = 0.0
     iterator = iter(items)
     while True:

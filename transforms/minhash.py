@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
 import xxhash
 
-from transforms.batches import DocBatch, FeatureBatch, splitmix64
+from transforms.batches import DocBatch, FeatureBatch, splitmix64, stage_counter, timed
 
 TOKEN_RE = re.compile(r"[^\W_]+")
 # Byte table: a-z and 0-9 kept, A-Z lowercased, everything else (incl. bytes >= 0x80) a space.
@@ -247,18 +246,19 @@ class ComputeFeaturesFn(beam.DoFn):
         self.ngram = ngram
         self.num_perm = num_perm
         self.seed = seed
-        self.msecs = beam.metrics.Metrics.counter("ndcl", "msecs_compute_features")
+        self.timer = stage_counter("compute_features")
 
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
 
     def process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
         key, batch = element
-        start = time.perf_counter()
         features, untokenized = compute_features(
             batch, self.ngram, self.seed, self.a, self.b, self.tokenizer
         )
-        self.msecs.inc(int((time.perf_counter() - start) * 1000))
         yield key, features
         yield beam.pvalue.TaggedOutput(
             self.STATS_TAG, {"read_batches": 1, "kept_untokenized": untokenized}

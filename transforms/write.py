@@ -16,7 +16,6 @@ column decodes with ``json.loads``).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 import xxhash
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import DocBatch, JoinByKey
+from transforms.batches import DocBatch, JoinByKey, stage_counter, timed
 from transforms.resolve import DuplicateRow
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
@@ -136,12 +135,15 @@ class WriteBatchFn(beam.DoFn):
 
     def __init__(self, staging_dir: str) -> None:
         self.staging_dir = staging_dir.rstrip("/")
-        self.msecs = beam.metrics.Metrics.counter("ndcl", "msecs_write_outputs")
+        self.timer = stage_counter("write_outputs")
 
     def process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
                 ) -> Iterator[object]:
+        return timed(self._process(element, field_types), self.timer)
+
+    def _process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
+                 ) -> Iterator[object]:
         key, grouped = element
-        start = time.perf_counter()
         batches: list[DocBatch] = list(grouped["docs"])
         rows: list[DuplicateRow] = list(grouped["duplicates"])
         if len(batches) != 1:
@@ -171,7 +173,6 @@ class WriteBatchFn(beam.DoFn):
                 "url": [u if isinstance(u, str) or u is None else str(u) for u in urls],
             }, schema=DUPLICATE_SCHEMA)
             write_parquet(table, f"{self.staging_dir}/duplicates/{name}")
-        self.msecs.inc(int((time.perf_counter() - start) * 1000))
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
                "duplicates_near": len(rows) - exact}

@@ -1,0 +1,741 @@
+"""Pure JAX K-Means: k-means++ seeding, Lloyd, mini-batch and balanced modes.
+
+What it computes
+----------------
+K-Means partitions n points of dimension d into k clusters so as to minimise the *inertia*, the
+sum over points of the squared Euclidean distance to the centre of their cluster. :func:`fit`
+(and :func:`fit_predict`, which also returns the training labels) runs:
+
+1. Seeding. ``init="k-means++"``: standard k-means++ (:func:`kmeans_plus_plus`): the first
+   centre uniformly at random, each next one drawn with probability proportional to D², the
+   squared distance to the nearest centre chosen so far (one draw per centre; scikit-learn's
+   "greedy" variant draws 2 + log k candidates and keeps the best, this one does not).
+   ``init="given"``: the centres passed to :func:`fit`.
+2. ``mode="full"``: Lloyd iterations (:func:`lloyd`): assign every point to its nearest centre,
+   move every centre to the mean of its points, until the labels stop changing, the summed
+   squared centre shift is at most the tolerance, or ``max_iter``. The stopping rules, the final
+   E-step and the re-seeding of empty clusters follow scikit-learn's
+   ``KMeans(algorithm="lloyd")``, so from the same initial centres both give the same labels.
+   ``mode="minibatch"``: Sculley (2010) mini-batch K-Means (:func:`minibatch`), as scikit-learn's
+   ``MiniBatchKMeans``: each step draws ``batch_size`` points (with replacement), assigns them,
+   and moves each centre towards the mean of its batch points with learning rate
+   (batch count / total count seen by that centre); centres that have seen under 1% of the
+   largest count are moved to batch points; it stops after ``max_iter`` epochs
+   (``max_iter · n / batch_size`` steps) or when the smoothed batch inertia has not improved for
+   10 steps. Seeding runs on a sample of ``3 · batch_size`` points. For samples too large for
+   full passes.
+3. ``balanced=True`` (either mode): starting from the centres of step 2, Lloyd iterations whose
+   assignment is capacity constrained (:func:`balanced_assign`), the role the old system's
+   auction assignment played. **Achieved tolerance**: every cluster size lies in
+   ``[floor(n/k · (1 − t)), ceil(n/k · (1 + t))]``, ``t = balance_tolerance`` (default 0.1,
+   i.e. within ±10% of n/k, up to rounding to whole points). This holds *exactly*, by
+   construction, for every result, not approximately. ``t = 0`` gives sizes floor or ceil of n/k.
+
+:func:`predict` returns, for new points, the nearest centre and the squared distance to it
+(with ``balanced=True``: the capacity-constrained assignment of the whole batch instead).
+
+Tolerance: ``KMeansConfig.tol`` is relative, as scikit-learn's: the absolute threshold on the
+sum of squared centre shifts is ``tol · mean_j Var(x[:, j])`` (the mean per-feature variance of
+the data, as scikit-learn's ``_tolerance``); ``tol=0`` stops only on unchanged labels or
+``max_iter``.
+
+How to run
+----------
+::
+
+    import numpy as np
+    from runners.kmeans import KMeansConfig, fit, fit_predict, predict
+
+    x = np.random.default_rng(0).normal(size=(10_000, 64)).astype(np.float32)
+    model = fit(x, KMeansConfig(k=100, seed=1))             # pickles; send it through Ray/Beam
+    labels, sq_dist = predict(model, x[:10])
+    model, labels, sq_dist = fit_predict(x, KMeansConfig(k=8, balanced=True))
+
+Tests: ``.venv/bin/python -m pytest tests/test_jax_kmeans.py`` (compares with scikit-learn).
+Speed against scikit-learn: ``.venv/bin/python benchmarks/kmeans_speed.py``.
+
+Numerics
+--------
+Everything is float32 (JAX's default; this module does not turn on ``jax_enable_x64``, which is
+process-wide and would change every other JAX user in the process). float32 suffices because:
+the data are centred (their mean subtracted) before fitting, as scikit-learn does, so
+``||x||² − 2x·c + ||c||²`` does not cancel large terms; the argmin uses ``||c||² − 2x·c`` (the
+row constant ``||x||²`` dropped); reported distances are computed directly as
+``sum((x − c)²)``; matrix products request ``Precision.HIGHEST`` (on GPUs JAX would otherwise
+use TF32 for float32 products); the inertia is summed in float64 by numpy. Against scikit-learn
+on float32 data the labels agree and the inertia to ~1e-6 relative; labels can only differ
+for points whose two nearest centres are equidistant to within float32 rounding.
+
+Memory: the full Lloyd pass works through the data in blocks of rows (at most ~2M score
+entries per block), so it holds the data plus O(block · k); the balanced assignment holds the
+full (n, k) score matrix and places points one at a time (a sequential O(n · k) scan per
+iteration), so it is the slow mode on large n.
+
+Determinism: same data and config give the bit-identical model on every call and process (for
+a given JAX version and machine type): the seed makes a threefry PRNG key, batches and k-means++
+draws come from ``fold_in``/``split`` of it, and no step uses atomics (cluster sums are one-hot
+matrix products, not scatter-adds, which are non-deterministic on GPUs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+# Full float32 precision in matrix products: on GPUs JAX's default for float32 dots is TF32
+# (10-bit mantissa), which would move labels near cluster boundaries. No effect on CPU.
+_PRECISION = lax.Precision.HIGHEST
+
+# The Lloyd pass scores points in blocks of rows so that the (rows, k) score and one-hot
+# matrices stay small (cache-friendly, and memory O(rows · k) rather than O(n · k)).
+_BLOCK_ELEMENTS = 1 << 21
+_MIN_BLOCK_ROWS = 256
+_MAX_BLOCK_ROWS = 1 << 16
+
+# Mini-batch constants: scikit-learn's MiniBatchKMeans defaults.
+MAX_NO_IMPROVEMENT = 10  # steps without a smaller smoothed batch inertia before stopping
+REASSIGNMENT_RATIO = 0.01  # centres with a count under this share of the largest are moved
+
+INITS = ("k-means++", "given")
+MODES = ("full", "minibatch")
+
+
+class LloydResult(NamedTuple):
+    """Output of :func:`lloyd` and :func:`balanced_lloyd` (JAX arrays)."""
+
+    centres: Array  # (k, d)
+    labels: Array  # (n,) int32, consistent with ``centres`` (a final E-step)
+    inertia: Array  # () float32 sum of squared distances to the assigned centres
+    n_iter: Array  # () int32 centre updates run
+
+
+class MiniBatchResult(NamedTuple):
+    """Output of :func:`minibatch` (JAX arrays)."""
+
+    centres: Array  # (k, d)
+    counts: Array  # (k,) float32 points seen per centre (the learning-rate denominators)
+    n_steps: Array  # () int32 mini-batch steps run
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure maths (JAX arrays in, JAX arrays out)
+# ---------------------------------------------------------------------------------------------
+
+
+def _pow2_floor(value: int) -> int:
+    return 1 << (max(int(value), 1).bit_length() - 1)
+
+
+def block_rows(n: int, k: int) -> int:
+    """Rows per block of the Lloyd pass for n points and k centres (a power of two, or n)."""
+    rows = _pow2_floor(_BLOCK_ELEMENTS // max(k, 1))
+    return min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS, n)
+
+
+def scores(x: Array, centres: Array, centre_sq: Array | None = None) -> Array:
+    """``||c||² − 2·x·c`` for every point and centre, shape (n, k).
+
+    This is the squared distance minus ``||x||²``, a constant per row: argmin and differences
+    between centres are unchanged, and leaving it out avoids adding a large term that only costs
+    precision (scikit-learn does the same).
+    """
+    if centre_sq is None:
+        centre_sq = jnp.sum(centres * centres, axis=1)
+    return centre_sq[None, :] - 2.0 * jnp.dot(x, centres.T, precision=_PRECISION)
+
+
+def sq_distances_to(x: Array, centres: Array, labels: Array) -> Array:
+    """Squared Euclidean distance of each point to its assigned centre, computed directly."""
+    diff = x - centres[labels]
+    return jnp.sum(diff * diff, axis=1)
+
+
+def cluster_sums(x: Array, labels: Array, k: int) -> tuple[Array, Array]:
+    """Per-cluster sums of the points (k, d) and counts (k,) int32.
+
+    Labels outside ``[0, k)`` (padding rows) count nowhere. A one-hot matrix product rather than
+    a scatter-add (``segment_sum``): it runs on the matrix units and is deterministic on GPUs,
+    where scatter-adds use atomics.
+    """
+    onehot = labels[:, None] == jnp.arange(k, dtype=labels.dtype)[None, :]
+    sums = jnp.dot(onehot.T.astype(x.dtype), x, precision=_PRECISION)
+    counts = jnp.sum(onehot, axis=0, dtype=jnp.int32)
+    return sums, counts
+
+
+def _assign_pass(x: Array, centres: Array, rows: int) -> tuple[Array, Array, Array]:
+    """Nearest-centre labels (n,), cluster sums (k, d) and counts (k,), block by block."""
+    n, d = x.shape
+    k = centres.shape[0]
+    n_blocks = -(-n // rows)
+    padded = jnp.pad(x, ((0, n_blocks * rows - n), (0, 0))).reshape(n_blocks, rows, d)
+    offsets = jnp.arange(n_blocks, dtype=jnp.int32) * rows
+    centre_sq = jnp.sum(centres * centres, axis=1)
+
+    def block(carry: tuple[Array, Array], inputs: tuple[Array, Array]):
+        sums, counts = carry
+        xb, offset = inputs
+        labels = jnp.argmin(scores(xb, centres, centre_sq), axis=1).astype(jnp.int32)
+        # Padding rows get label k, which matches no cluster in the one-hot sums.
+        labels = jnp.where(offset + jnp.arange(rows, dtype=jnp.int32) < n, labels, k)
+        block_sums, block_counts = cluster_sums(xb, labels, k)
+        return (sums + block_sums, counts + block_counts), labels
+
+    init = (jnp.zeros((k, d), x.dtype), jnp.zeros((k,), jnp.int32))
+    (sums, counts), labels = lax.scan(block, init, (padded, offsets))
+    return labels.reshape(-1)[:n], sums, counts
+
+
+def _reseed_empty(
+    x: Array, centres: Array, labels: Array, sums: Array, counts: Array, empty: Array
+) -> tuple[Array, Array]:
+    """Give each empty cluster one of the points farthest from their (old) centres.
+
+    As scikit-learn's ``_relocate_empty_clusters_dense``: the j-th empty cluster (by index)
+    takes the j-th farthest point (ties: lower index first, so deterministic), and that point is
+    taken out of its old cluster's sum and count. A cluster left with no point keeps its old
+    centre (see :func:`_means`), so no centre is ever NaN.
+    """
+    k = centres.shape[0]
+    dist = sq_distances_to(x, centres, labels)
+    _, far = lax.top_k(dist, k)  # the k farthest points, farthest first
+    rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)
+    point = far[rank]  # (k,): the point for each cluster, used where empty
+    moved = empty.astype(x.dtype)
+    old = labels[point]
+    sums = sums.at[old].add(-x[point] * moved[:, None])
+    counts = counts.at[old].add(-empty.astype(counts.dtype))
+    sums = jnp.where(empty[:, None], x[point], sums)
+    counts = jnp.where(empty, 1, counts)
+    return sums, counts
+
+
+def _means(sums: Array, counts: Array, fallback: Array) -> Array:
+    """Cluster means; clusters without points keep ``fallback``.
+
+    Multiplies by the reciprocal count, as scikit-learn does, so that float32 centres round the
+    same way (labels then agree even near boundaries).
+    """
+    inv = 1.0 / jnp.maximum(counts, 1).astype(sums.dtype)
+    return jnp.where((counts > 0)[:, None], sums * inv[:, None], fallback)
+
+
+def _lloyd_step(x: Array, centres: Array, rows: int) -> tuple[Array, Array]:
+    labels, sums, counts = _assign_pass(x, centres, rows)
+    empty = counts == 0
+    sums, counts = lax.cond(
+        jnp.any(empty),
+        _reseed_empty,
+        lambda _x, _c, _l, s, n, _e: (s, n),
+        x,
+        centres,
+        labels,
+        sums,
+        counts,
+        empty,
+    )
+    return _means(sums, counts, centres), labels
+
+
+@jax.jit
+def lloyd(x: Array, centres: Array, max_iter: int | Array, tol: float | Array) -> LloydResult:
+    """Lloyd iterations from ``centres`` until convergence or ``max_iter`` updates.
+
+    Converged when the labels are unchanged from the previous iteration or the sum over centres
+    of the squared shift is ``<= tol`` (absolute; :func:`fit` scales the relative config
+    tolerance). Afterwards the labels are recomputed from the final centres, so labels and
+    centres are consistent. ``max_iter`` and ``tol`` are traced: changing them does not
+    recompile. Empty clusters are re-seeded with far points (:func:`_reseed_empty`).
+    """
+    x = jnp.asarray(x)
+    centres = jnp.asarray(centres, x.dtype)
+    n = x.shape[0]
+    rows = block_rows(n, centres.shape[0])
+
+    def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
+        i, _, _, done = state
+        return (i < max_iter) & ~done
+
+    def iterate(state: tuple[Array, Array, Array, Array]):
+        i, current, labels_old, _ = state
+        new, labels = _lloyd_step(x, current, rows)
+        unchanged = jnp.all(labels == labels_old)
+        shift = jnp.sum((new - current) ** 2)
+        return i + 1, new, labels, unchanged | (shift <= tol)
+
+    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    labels, _, _ = _assign_pass(x, centres, rows)
+    inertia = jnp.sum(sq_distances_to(x, centres, labels))
+    return LloydResult(centres, labels, inertia, n_iter)
+
+
+@partial(jax.jit, static_argnames=("k",))
+def kmeans_plus_plus(x: Array, k: int, key: Array) -> Array:
+    """k centres by standard k-means++ (D² sampling), deterministic for a given key.
+
+    The first centre is a uniformly drawn point; each next one is drawn with probability
+    proportional to its squared distance to the nearest centre so far, so a point already
+    chosen (distance 0) is never drawn again and the centres are distinct whenever the data
+    have k distinct points. Draw j uses ``fold_in(key, j)``.
+    """
+    x = jnp.asarray(x)
+    n, d = x.shape
+    first = x[jax.random.randint(jax.random.fold_in(key, 0), (), 0, n)]
+    centres = jnp.zeros((k, d), x.dtype).at[0].set(first)
+    nearest = jnp.sum((x - first) ** 2, axis=1)
+
+    def draw(j: Array, state: tuple[Array, Array]) -> tuple[Array, Array]:
+        centres, nearest = state
+        logits = jnp.where(nearest > 0, jnp.log(nearest), -jnp.inf)
+        # Fewer than k distinct points: every distance is 0; draw uniformly instead of index 0.
+        logits = jnp.where(jnp.any(nearest > 0), logits, 0.0)
+        chosen = x[jax.random.categorical(jax.random.fold_in(key, j), logits)]
+        nearest = jnp.minimum(nearest, jnp.sum((x - chosen) ** 2, axis=1))
+        return centres.at[j].set(chosen), nearest
+
+    centres, _ = lax.fori_loop(1, k, draw, (centres, nearest))
+    return centres
+
+
+def _reassign_small(
+    key: Array, batch: Array, n_new: int, centres: Array, counts: Array
+) -> tuple[Array, Array]:
+    """Move centres with under ``REASSIGNMENT_RATIO`` of the largest count to batch points.
+
+    As scikit-learn's mini-batch reassignment: new positions are distinct batch points drawn
+    uniformly, at most ``n_new`` (half a batch) per step, and the moved centres' counts are set
+    to the smallest remaining count so that they are not moved again at once.
+    """
+    small = counts < REASSIGNMENT_RATIO * jnp.max(counts)
+    rank = jnp.cumsum(small) - 1
+    small = small & (rank < n_new)
+    picks = jax.random.choice(key, batch.shape[0], (n_new,), replace=False)
+    new_positions = batch[picks[jnp.clip(rank, 0, n_new - 1)]]
+    centres = jnp.where(small[:, None], new_positions, centres)
+    counts = jnp.where(small, jnp.min(jnp.where(small, jnp.inf, counts)), counts)
+    return centres, counts
+
+
+@partial(jax.jit, static_argnames=("batch_size",))
+def minibatch(
+    x: Array,
+    centres: Array,
+    key: Array,
+    batch_size: int,
+    n_steps: int | Array,
+    tol: float | Array = 0.0,
+) -> MiniBatchResult:
+    """Mini-batch K-Means (Sculley 2010), as scikit-learn's ``MiniBatchKMeans``.
+
+    Step s draws ``batch_size`` indices with replacement from ``fold_in(key, s)``, assigns them
+    to the nearest centre and sets each centre with batch points to
+    ``(c · count + batch_sum) / (count + batch_count)``: a per-centre learning rate that decays
+    as the centre sees more points. Every ``10 · k`` sampled points (or when a centre has seen
+    no point) centres under 1% of the largest count move to random batch points. Stops after
+    ``n_steps``, when the step's summed squared centre shift is ``<= tol`` (if ``tol > 0``), or
+    when the exponentially smoothed batch inertia has not decreased for 10 steps.
+    """
+    x = jnp.asarray(x)
+    centres = jnp.asarray(centres, x.dtype)
+    n = x.shape[0]
+    k = centres.shape[0]
+    alpha = min(1.0, 2.0 * batch_size / (n + 1))  # smoothing weight, as scikit-learn
+    reassign_every = 10 * k
+    n_new = max(1, min(k, batch_size // 2))
+
+    def not_done(state: tuple[Array, ...]) -> Array:
+        return (state[0] < n_steps) & ~state[-1]
+
+    def step(state: tuple[Array, ...]) -> tuple[Array, ...]:
+        s, current, counts, ewa, ewa_min, stall, since, _ = state
+        key_batch, key_new = jax.random.split(jax.random.fold_in(key, s))
+        batch = x[jax.random.randint(key_batch, (batch_size,), 0, n)]
+        labels = jnp.argmin(scores(batch, current), axis=1).astype(jnp.int32)
+        batch_inertia = jnp.sum(sq_distances_to(batch, current, labels)) / batch_size
+        sums, batch_counts = cluster_sums(batch, labels, k)
+        new_counts = counts + batch_counts.astype(counts.dtype)
+        moved = (current * counts[:, None] + sums) / jnp.maximum(new_counts, 1.0)[:, None]
+        new = jnp.where((batch_counts > 0)[:, None], moved, current)
+
+        since = since + batch_size
+        reassign = jnp.any(new_counts == 0) | (since >= reassign_every)
+        since = jnp.where(reassign, 0, since)
+        new, new_counts = lax.cond(
+            reassign,
+            partial(_reassign_small, key_new, batch, n_new),
+            lambda c, w: (c, w),
+            new,
+            new_counts,
+        )
+
+        # Convergence as scikit-learn's _mini_batch_convergence: nothing on the first step;
+        # the smoothed inertia starts at step 2.
+        s = s + 1
+        shift = jnp.sum((new - current) ** 2)
+        ewa = jnp.where(s <= 2, batch_inertia, ewa * (1.0 - alpha) + batch_inertia * alpha)
+        monitored = s >= 2
+        improved = ewa < ewa_min
+        ewa_min = jnp.where(monitored & improved, ewa, ewa_min)
+        stall = jnp.where(monitored, jnp.where(improved, 0, stall + 1), stall)
+        done = monitored & (((tol > 0) & (shift <= tol)) | (stall >= MAX_NO_IMPROVEMENT))
+        return s, new, new_counts, ewa, ewa_min, stall, since, done
+
+    inf = jnp.array(jnp.inf, x.dtype)
+    state = (
+        jnp.int32(0),
+        centres,
+        jnp.zeros((k,), x.dtype),
+        inf,
+        inf,
+        jnp.int32(0),
+        jnp.int32(0),
+        jnp.bool_(False),
+    )
+    s, centres, counts, *_ = lax.while_loop(not_done, step, state)
+    return MiniBatchResult(centres, counts, s)
+
+
+def balance_bounds(n: int, k: int, tolerance: float) -> tuple[int, int]:
+    """Smallest and largest allowed cluster size: floor/ceil of n/k · (1 ∓ tolerance).
+
+    Exact rational arithmetic on the decimal value of ``tolerance`` (0.1 is 1/10, not the
+    binary float), so that n = 1000, k = 5 gives [180, 220] and not [180, 221]. Always
+    ``k · lower <= n <= k · upper``, so an assignment within the bounds exists.
+    """
+    t = Fraction(repr(float(tolerance)))
+    lower = math.floor(Fraction(n, k) * (1 - t)) if t < 1 else 0
+    upper = math.ceil(Fraction(n, k) * (1 + t))
+    return max(lower, 0), min(upper, n)
+
+
+def balanced_assign(point_scores: Array, lower: int | Array, upper: int | Array) -> Array:
+    """Labels (n,) minimising the score greedily with every cluster size in [lower, upper].
+
+    ``point_scores`` (n, k) are squared distances up to a per-row constant (:func:`scores`).
+    Points are placed one at a time, in order of decreasing regret (score of the second-nearest
+    minus the nearest centre: the points that lose most by not getting their nearest centre go
+    first), each to its best centre among those that are below ``upper``; once the points left
+    are only just enough to bring every cluster up to ``lower``, only clusters below ``lower``
+    are allowed. Both bounds therefore always hold (given ``k · lower <= n <= k · upper``).
+    Sequential (a ``lax.scan`` over the points): O(n · k) work, not parallel. Deterministic.
+    """
+    n, k = point_scores.shape
+    if k == 1:
+        return jnp.zeros((n,), jnp.int32)
+    best_two = -lax.top_k(-point_scores, 2)[0]  # two smallest per row, ascending
+    regret = best_two[:, 1] - best_two[:, 0]
+    order = jnp.argsort(-regret, stable=True)
+    lower = jnp.asarray(lower, jnp.int32)
+    upper = jnp.asarray(upper, jnp.int32)
+
+    def place(carry: tuple[Array, Array, Array], row: Array):
+        sizes, deficit, remaining = carry
+        only_short = remaining <= deficit  # the rest must go to clusters below `lower`
+        allowed = (sizes < upper) & (~only_short | (sizes < lower))
+        j = jnp.argmin(jnp.where(allowed, row, jnp.inf)).astype(jnp.int32)
+        deficit = deficit - (sizes[j] < lower).astype(jnp.int32)
+        return (sizes.at[j].add(1), deficit, remaining - 1), j
+
+    carry = (jnp.zeros((k,), jnp.int32), k * lower, jnp.int32(n))
+    _, placed = lax.scan(place, carry, point_scores[order])
+    return jnp.zeros((n,), jnp.int32).at[order].set(placed)
+
+
+@jax.jit
+def balanced_lloyd(
+    x: Array,
+    centres: Array,
+    max_iter: int | Array,
+    tol: float | Array,
+    lower: int | Array,
+    upper: int | Array,
+) -> LloydResult:
+    """Lloyd iterations with the capacity-constrained assignment of :func:`balanced_assign`.
+
+    Same stopping rules as :func:`lloyd`; the returned labels are the balanced assignment for
+    the returned centres, so every cluster size is in ``[lower, upper]``. A cluster below
+    ``lower = 0`` that ends empty keeps its previous centre.
+    """
+    x = jnp.asarray(x)
+    centres = jnp.asarray(centres, x.dtype)
+    n = x.shape[0]
+    k = centres.shape[0]
+
+    def assign(c: Array) -> Array:
+        return balanced_assign(scores(x, c), lower, upper)
+
+    def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
+        i, _, _, done = state
+        return (i < max_iter) & ~done
+
+    def iterate(state: tuple[Array, Array, Array, Array]):
+        i, current, labels_old, _ = state
+        labels = assign(current)
+        sums, counts = cluster_sums(x, labels, k)
+        new = _means(sums, counts, current)
+        unchanged = jnp.all(labels == labels_old)
+        shift = jnp.sum((new - current) ** 2)
+        return i + 1, new, labels, unchanged | (shift <= tol)
+
+    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    labels = assign(centres)
+    inertia = jnp.sum(sq_distances_to(x, centres, labels))
+    return LloydResult(centres, labels, inertia, n_iter)
+
+
+@jax.jit
+def _assign_block(x: Array, centres: Array, shift: Array) -> tuple[Array, Array]:
+    """Nearest centre and squared distance for one block of rows (both shifted by ``shift``)."""
+    x = x - shift
+    labels = jnp.argmin(scores(x, centres), axis=1).astype(jnp.int32)
+    return labels, sq_distances_to(x, centres, labels)
+
+
+@jax.jit
+def _balanced_block(
+    x: Array, centres: Array, shift: Array, lower: Array, upper: Array
+) -> tuple[Array, Array]:
+    x = x - shift
+    labels = balanced_assign(scores(x, centres), lower, upper)
+    return labels, sq_distances_to(x, centres, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration, model and the numpy-facing API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    """What to fit. Hashable and picklable.
+
+    - ``k``: number of clusters (at most the number of points).
+    - ``max_iter``: Lloyd iterations (``mode="full"``, and the balanced refinement); epochs
+      (passes' worth of sampled points) in ``mode="minibatch"``.
+    - ``tol``: relative tolerance on the summed squared centre shift, scaled by the mean
+      per-feature variance of the data, as scikit-learn (0: stop on unchanged labels only).
+    - ``seed``: the PRNG seed (k-means++ draws, mini-batches).
+    - ``init``: ``"k-means++"`` or ``"given"`` (centres passed to :func:`fit`).
+    - ``mode``: ``"full"`` (Lloyd) or ``"minibatch"``; ``batch_size``: points per mini-batch.
+    - ``balanced``: cluster sizes within ``[floor(n/k·(1−t)), ceil(n/k·(1+t))]``,
+      ``t = balance_tolerance`` (guaranteed exactly).
+    """
+
+    k: int
+    max_iter: int = 100
+    tol: float = 1e-4
+    seed: int = 0
+    init: Literal["k-means++", "given"] = "k-means++"
+    mode: Literal["full", "minibatch"] = "full"
+    batch_size: int = 4096
+    balanced: bool = False
+    balance_tolerance: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if self.max_iter < 0:
+            raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
+        if not self.tol >= 0:
+            raise ValueError(f"tol must be >= 0, got {self.tol}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.balance_tolerance >= 0:
+            raise ValueError(f"balance_tolerance must be >= 0, got {self.balance_tolerance}")
+
+
+@dataclass(frozen=True, eq=False)
+class KMeansModel:
+    """A fitted model: plain numpy and Python values, so it pickles cleanly (Ray, Beam).
+
+    ``centres`` (k, d) float32 in the data's coordinates; ``inertia``: sum over the training
+    points of the squared distance to their assigned centre (balanced assignment if
+    ``config.balanced``); ``n_iter``: Lloyd iterations or mini-batch steps, plus balanced
+    iterations.
+    """
+
+    centres: np.ndarray
+    inertia: float
+    n_iter: int
+    config: KMeansConfig
+
+    @property
+    def k(self) -> int:
+        return int(self.centres.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.centres.shape[1])
+
+    @property
+    def centers(self) -> np.ndarray:
+        """``centres`` under the American spelling (scikit-learn's, which callers may look for)."""
+        return self.centres
+
+
+def _as_matrix(x: np.ndarray | Array, name: str = "x") -> np.ndarray:
+    data = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
+    if data.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return data
+
+
+def absolute_tol(x: np.ndarray, tol: float) -> float:
+    """scikit-learn's ``_tolerance``: ``tol`` times the mean per-feature variance of ``x``."""
+    if tol == 0:
+        return 0.0
+    return float(np.mean(np.var(x, axis=0)) * tol)
+
+
+def prng_key(seed: int) -> Array:
+    """The key for a seed; threefry named explicitly so a changed JAX default cannot move it."""
+    return jax.random.key(seed, impl="threefry2x32")
+
+
+def _initial_centres(
+    xc: np.ndarray, config: KMeansConfig, key: Array, given: np.ndarray | None, mean: np.ndarray
+) -> Array:
+    n, d = xc.shape
+    if config.init == "given":
+        if given is None:
+            raise ValueError('init="given" needs the initial centres (centres=...)')
+        start = _as_matrix(given, "centres")
+        if start.shape != (config.k, d):
+            raise ValueError(f"centres must have shape {(config.k, d)}, got {start.shape}")
+        return jnp.asarray(start - mean)
+    if given is not None:
+        raise ValueError('centres were given but init is not "given"')
+    sample = xc
+    if config.mode == "minibatch":
+        # As scikit-learn: seed on 3 batches' worth of points (3k if that is fewer than k).
+        batch = min(config.batch_size, n)
+        size = min(3 * batch if 3 * batch >= config.k else 3 * config.k, n)
+        if size < n:
+            idx = jax.random.randint(jax.random.fold_in(key, 1), (size,), 0, n)
+            sample = xc[np.asarray(idx)]
+    return kmeans_plus_plus(jnp.asarray(sample), config.k, jax.random.fold_in(key, 0))
+
+
+def fit_predict(
+    x: np.ndarray | Array, config: KMeansConfig, centres: np.ndarray | None = None
+) -> tuple[KMeansModel, np.ndarray, np.ndarray]:
+    """Fit and return ``(model, labels, sq_distances)`` for the training points.
+
+    Labels are int32, distances float32 squared Euclidean distances to the assigned centre.
+    Without ``balanced`` they are exactly :func:`predict` on ``x``; with it, the balanced
+    training assignment (``predict(model, x, balanced=True)`` gives the same sizes bounds).
+    """
+    data = _as_matrix(x)
+    n = data.shape[0]
+    if n < config.k:
+        raise ValueError(f"n_samples={n} must be >= k={config.k}")
+    # Centre the data (as scikit-learn): distances computed as ||x||² − 2x·c + ||c||² lose
+    # less to cancellation when the points are near the origin.
+    mean = data.mean(axis=0, dtype=np.float64).astype(np.float32)
+    xc_np = data - mean
+    xc = jnp.asarray(xc_np)
+    tol = absolute_tol(data, config.tol)
+    key_init, key_batches = jax.random.split(prng_key(config.seed))
+    start = _initial_centres(xc_np, config, key_init, centres, mean)
+
+    if config.mode == "full":
+        result = lloyd(xc, start, config.max_iter, tol)
+        fitted, n_iter = result.centres, int(result.n_iter)
+    else:
+        batch = min(config.batch_size, n)
+        n_steps = max(1, config.max_iter * n // batch)
+        mb = minibatch(xc, start, key_batches, batch, n_steps, tol)
+        fitted, n_iter = mb.centres, int(mb.n_steps)
+
+    labels: np.ndarray | None = None
+    if config.balanced:
+        lower, upper = balance_bounds(n, config.k, config.balance_tolerance)
+        result = balanced_lloyd(xc, fitted, config.max_iter, tol, lower, upper)
+        fitted, labels = result.centres, np.asarray(result.labels)
+        n_iter += int(result.n_iter)
+
+    centres_out = (np.asarray(fitted, np.float64) + mean).astype(np.float32)
+    model = KMeansModel(centres=centres_out, inertia=0.0, n_iter=n_iter, config=config)
+    if labels is None:
+        labels, dist = predict(model, data)
+    else:
+        dist = np.asarray(sq_distances_to(jnp.asarray(data), jnp.asarray(centres_out), labels))
+    inertia = float(np.sum(dist, dtype=np.float64))
+    return dataclasses.replace(model, inertia=inertia), labels, dist
+
+
+def fit(
+    x: np.ndarray | Array, config: KMeansConfig, centres: np.ndarray | None = None
+) -> KMeansModel:
+    """Fit K-Means to ``x`` (n, d); ``centres`` (k, d) only with ``init="given"``."""
+    return fit_predict(x, config, centres)[0]
+
+
+def _pow2_ceil(value: int) -> int:
+    return 1 << max(int(value) - 1, 0).bit_length()
+
+
+def predict_block_rows(k: int) -> int:
+    """Rows per predict call: shapes are padded to powers of two, so few compilations."""
+    return min(max(_pow2_floor(_BLOCK_ELEMENTS * 2 // max(k, 1)), 1024), _MAX_BLOCK_ROWS)
+
+
+def predict(
+    model: KMeansModel, x: np.ndarray | Array, *, balanced: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre (int32) and squared Euclidean distance to it (float32) for each point.
+
+    Rows are processed in blocks padded to power-of-two sizes, so batches of any size reuse a
+    handful of compiled shapes. ``balanced=True``: the capacity-constrained assignment of the
+    whole of ``x`` with ``model.config.balance_tolerance`` (sizes within the bounds of
+    :func:`balance_bounds`), in one block.
+    """
+    data = _as_matrix(x)
+    n, d = data.shape
+    if d != model.n_features:
+        raise ValueError(f"x has {d} features, the model {model.n_features}")
+    # Shift by the centres' mean: same distances, less cancellation (see fit_predict).
+    shift_np = model.centres.mean(axis=0, dtype=np.float64).astype(np.float32)
+    shift = jnp.asarray(shift_np)
+    centres = jnp.asarray(model.centres - shift_np)
+    if balanced:
+        if n < model.k:
+            raise ValueError(f"balanced predict needs at least k={model.k} points, got {n}")
+        lower, upper = balance_bounds(n, model.k, model.config.balance_tolerance)
+        labels, dist = _balanced_block(
+            jnp.asarray(data), centres, shift, jnp.int32(lower), jnp.int32(upper)
+        )
+        return np.asarray(labels), np.asarray(dist)
+
+    labels_out = np.empty(n, np.int32)
+    dist_out = np.empty(n, np.float32)
+    rows = predict_block_rows(model.k)
+    for begin in range(0, n, rows):
+        part = data[begin : begin + rows]
+        m = part.shape[0]
+        size = min(rows, max(_pow2_ceil(m), _MIN_BLOCK_ROWS))
+        if size != m:
+            part = np.concatenate([part, np.zeros((size - m, d), np.float32)])
+        labels, dist = _assign_block(jnp.asarray(part), centres, shift)
+        labels_out[begin : begin + m] = np.asarray(labels)[:m]
+        dist_out[begin : begin + m] = np.asarray(dist)[:m]
+    return labels_out, dist_out

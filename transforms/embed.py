@@ -1,0 +1,280 @@
+"""TF-IDF → TruncatedSVD → unit-length embeddings, fitted without collecting the corpus.
+
+- Terms: lowercase letter/digit runs (the ND tokenizer); a token starting with a digit becomes
+  the single term ``#NUMBER``; scikit-learn's English stop words are dropped.
+- Columns: a term's column is ``xxh3_64(term, seed) % n_features`` (a hashing vectorizer), so
+  no vocabulary has to be built or shipped.
+- Document frequencies: every batch counts the documents holding each column and a
+  CombineGlobally sums the counts: the corpus statistics are computed the Beam way, on all
+  documents. IDF is scikit-learn's smooth form ``ln((1 + N) / (1 + df)) + 1``; TF-IDF rows are
+  L2-normalised, as ``TfidfVectorizer`` does.
+- Sample: the ``sample_size`` documents with the smallest ``xxh3_64(uid, seed)`` (a bottom-k
+  sample, merged by a CombineGlobally), the same on every runner and worker count. Only the
+  sample is fitted centrally: TruncatedSVD (``n_components``, seeded) on its TF-IDF rows.
+- The fitted SVD reaches workers as a side input holding only the columns seen in the sample
+  (every other column has a zero component), then each batch is projected and its rows scaled
+  to unit length.
+
+Run: this module is used by ``beam_pipeline.pipeline``; ``ndcl cluster --help`` shows the flags.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import scipy.sparse as sp
+import xxhash
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from transforms.batches import DocBatch, stage_counter, timed
+from transforms.minhash import tokenize
+
+NUMBER_TERM = "#NUMBER"
+
+
+def terms(text: str, tokenizer: str = "unicode") -> list[str]:
+    """TF-IDF terms of a text: tokens, numbers folded to ``#NUMBER``, stop words dropped."""
+    out = []
+    for token in tokenize(text, tokenizer):
+        if token[0].isdigit():
+            out.append(NUMBER_TERM)
+        elif token not in ENGLISH_STOP_WORDS:
+            out.append(token)
+    return out
+
+
+def term_columns(terms_of_doc: list[str], n_features: int, seed: int) -> tuple[np.ndarray,
+                                                                                 np.ndarray]:
+    """Sorted unique columns of a document's terms and their counts."""
+    if not terms_of_doc:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    digest = xxhash.xxh3_64_intdigest
+    cols = np.array([digest(t.encode("utf-8"), seed) % n_features for t in terms_of_doc],
+                    dtype=np.int64)
+    unique, counts = np.unique(cols, return_counts=True)
+    return unique, counts.astype(np.float32)
+
+
+def counts_matrix(docs: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> sp.csr_matrix:
+    """CSR matrix of term counts from per-document ``(columns, counts)``."""
+    indptr = np.concatenate([[0], np.cumsum([len(c) for c, _ in docs])]).astype(np.int64)
+    indices = np.concatenate([c for c, _ in docs]) if docs else np.zeros(0, np.int64)
+    data = np.concatenate([v for _, v in docs]) if docs else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(docs), n_features))
+
+
+def idf_from_df(df: np.ndarray, n_docs: int) -> np.ndarray:
+    return (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Counts × IDF with rows scaled to unit L2 norm (empty rows stay zero)."""
+    weighted = counts.multiply(idf[None, :]).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.diags(1.0 / norms) @ weighted
+
+
+def sample_hash(uid: int, seed: int) -> int:
+    return xxhash.xxh3_64_intdigest(uid.to_bytes(8, "little"), seed)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32)
+
+
+@dataclass
+class TermBatch:
+    """Term counts of one document batch (rows in the batch's order)."""
+
+    batch_key: int
+    uids: np.ndarray  # int64[m]
+    counts: sp.csr_matrix  # float32[m, n_features]
+
+    def estimated_size(self) -> int:
+        return self.counts.data.nbytes * 2 + self.uids.nbytes
+
+
+@dataclass
+class SvdModel:
+    """The fitted projection, restricted to the columns seen in the sample."""
+
+    columns: np.ndarray  # int64[c], sorted
+    components: np.ndarray  # float32[c, n_components]
+    idf: np.ndarray  # float32[n_features]
+    n_docs: int
+    explained_variance_ratio: float
+
+    def embed(self, counts: sp.csr_matrix) -> np.ndarray:
+        """Unit-length embeddings of count rows."""
+        weights = tfidf(counts, self.idf).tocoo()
+        position = np.searchsorted(self.columns, weights.col)
+        position = np.minimum(position, len(self.columns) - 1)
+        known = self.columns[position] == weights.col
+        restricted = sp.csr_matrix(
+            (weights.data[known], (weights.row[known], position[known])),
+            shape=(counts.shape[0], len(self.columns)))
+        return unit_rows(np.asarray(restricted @ self.components))
+
+
+def fit_svd(sample: list[tuple[int, int, np.ndarray, np.ndarray]], df: np.ndarray, n_docs: int,
+            n_features: int, n_components: int, seed: int) -> SvdModel:
+    """TruncatedSVD on the sample's TF-IDF rows."""
+    from sklearn.decomposition import TruncatedSVD
+
+    idf = idf_from_df(df, n_docs)
+    counts = counts_matrix([(cols, vals) for _, _, cols, vals in sample], n_features)
+    weights = tfidf(counts, idf).tocsc()
+    columns = np.flatnonzero(np.diff(weights.indptr) > 0)
+    restricted = weights[:, columns]
+    components = min(n_components, max(1, min(restricted.shape) - 1))
+    svd = TruncatedSVD(n_components=components, random_state=seed, algorithm="randomized",
+                       n_iter=5)
+    svd.fit(restricted)
+    return SvdModel(columns=columns.astype(np.int64),
+                    components=svd.components_.T.astype(np.float32), idf=idf, n_docs=n_docs,
+                    explained_variance_ratio=float(svd.explained_variance_ratio_.sum()))
+
+
+class CountTermsFn(beam.DoFn):
+    """``(batch_key, DocBatch)`` → ``(batch_key, TermBatch)``."""
+
+    timer = stage_counter("embed")
+
+    def __init__(self, n_features: int, seed: int, tokenizer: str) -> None:
+        self.n_features = n_features
+        self.seed = seed
+        self.tokenizer = tokenizer
+
+    def process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, TermBatch]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, TermBatch]]:
+        key, batch = element
+        docs = [term_columns(terms(r["text"], self.tokenizer), self.n_features, self.seed)
+                for r in batch.records]
+        yield key, TermBatch(key, batch.uids, counts_matrix(docs, self.n_features))
+
+
+class DocumentFrequencyFn(beam.CombineFn):
+    """Sums ``(documents, per-column document counts)`` over all term batches."""
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+
+    def create_accumulator(self) -> tuple[int, np.ndarray]:
+        return 0, np.zeros(self.n_features, dtype=np.int64)
+
+    def add_input(self, acc: tuple[int, np.ndarray], element: tuple[int, TermBatch]
+                  ) -> tuple[int, np.ndarray]:
+        n, df = acc
+        counts = element[1].counts
+        df += np.bincount(counts.indices, minlength=self.n_features)
+        return n + counts.shape[0], df
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, np.ndarray]]
+                           ) -> tuple[int, np.ndarray]:
+        n, df = 0, np.zeros(self.n_features, dtype=np.int64)
+        for count, part in accs:
+            n += count
+            df += part
+        return n, df
+
+    def extract_output(self, acc: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
+        return acc
+
+
+class BottomKSampleFn(beam.CombineFn):
+    """The ``k`` documents with the smallest sample hash: ``[(hash, uid, cols, counts)]``."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k = k
+        self.seed = seed
+
+    def create_accumulator(self) -> list[tuple]:
+        return []
+
+    def add_input(self, acc: list[tuple], element: tuple[int, TermBatch]) -> list[tuple]:
+        batch = element[1]
+        counts = batch.counts
+        candidates = []
+        for row, uid in enumerate(batch.uids.tolist()):
+            start, end = counts.indptr[row], counts.indptr[row + 1]
+            if end > start:  # a document without any term has nothing to fit
+                candidates.append((sample_hash(uid, self.seed), uid,
+                                   counts.indices[start:end].astype(np.int64),
+                                   counts.data[start:end]))
+        return heapq.nsmallest(self.k, acc + candidates, key=lambda c: (c[0], c[1]))
+
+    def merge_accumulators(self, accs: Iterable[list[tuple]]) -> list[tuple]:
+        merged = [c for acc in accs for c in acc]
+        return heapq.nsmallest(self.k, merged, key=lambda c: (c[0], c[1]))
+
+    def extract_output(self, acc: list[tuple]) -> list[tuple]:
+        return sorted(acc, key=lambda c: (c[0], c[1]))
+
+
+class FitSvdFn(beam.DoFn):
+    def __init__(self, n_features: int, n_components: int, seed: int) -> None:
+        self.n_features = n_features
+        self.n_components = n_components
+        self.seed = seed
+
+    def process(self, sample: list[tuple], df: tuple[int, np.ndarray]) -> Iterator[SvdModel]:
+        if not sample:
+            raise ValueError("clustering needs at least one document with a term; "
+                             "the input has none")
+        n_docs, counts = df
+        yield fit_svd(sample, counts, n_docs, self.n_features, self.n_components, self.seed)
+
+
+class EmbedFn(beam.DoFn):
+    """``(batch_key, TermBatch)`` + fitted SVD → ``(batch_key, (uids, embeddings))``."""
+
+    timer = stage_counter("embed")
+
+    def process(self, element: tuple[int, TermBatch], model: SvdModel) -> Iterator[Any]:
+        return timed(self._process(element, model), self.timer)
+
+    def _process(self, element: tuple[int, TermBatch], model: SvdModel) -> Iterator[Any]:
+        key, batch = element
+        yield key, (batch.uids, model.embed(batch.counts))
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    n_features: int = 2**18
+    n_components: int = 128
+    sample_size: int = 5000
+    seed: int = 1
+    tokenizer: str = "unicode"
+
+
+class EmbedDocuments(beam.PTransform):
+    """Document batches → ``{"embeddings": (batch_key, (uids, float32[m, d])),
+    "sample": [(hash, uid, cols, counts)], "svd": SvdModel}``."""
+
+    def __init__(self, cfg: EmbedConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, doc_batches: beam.PCollection) -> dict[str, beam.PCollection]:
+        cfg = self.cfg
+        term_batches = doc_batches | "CountTerms" >> beam.ParDo(
+            CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer))
+        df = term_batches | "SumDocumentFrequencies" >> beam.CombineGlobally(
+            DocumentFrequencyFn(cfg.n_features))
+        sample = term_batches | "SampleDocuments" >> beam.CombineGlobally(
+            BottomKSampleFn(cfg.sample_size, cfg.seed))
+        svd = sample | "FitSvd" >> beam.ParDo(
+            FitSvdFn(cfg.n_features, cfg.n_components, cfg.seed), beam.pvalue.AsSingleton(df))
+        embeddings = term_batches | "ProjectBatches" >> beam.ParDo(
+            EmbedFn(), beam.pvalue.AsSingleton(svd))
+        return {"embeddings": embeddings, "sample": sample, "svd": svd}
