@@ -27,7 +27,7 @@ sum over points of the squared Euclidean distance to the centre of their cluster
 3. ``balanced=True`` (either mode): starting from the centres of step 2, Lloyd iterations whose
    assignment is capacity constrained (:func:`balanced_assign`), the role the old system's
    auction assignment played. **Achieved tolerance**: every cluster size lies in
-   ``[floor(n/k · (1 − t)), ceil(n/k · (1 + t))]``, ``t = balance_tolerance`` (default 0.1,
+   ``[floor(n/k · (1 - t)), ceil(n/k · (1 + t))]``, ``t = balance_tolerance`` (default 0.1,
    i.e. within ±10% of n/k, up to rounding to whole points). This holds *exactly*, by
    construction, for every result, not approximately. ``t = 0`` gives sizes floor or ceil of n/k.
 
@@ -59,9 +59,9 @@ Numerics
 Everything is float32 (JAX's default; this module does not turn on ``jax_enable_x64``, which is
 process-wide and would change every other JAX user in the process). float32 suffices because:
 the data are centred (their mean subtracted) before fitting, as scikit-learn does, so
-``||x||² − 2x·c + ||c||²`` does not cancel large terms; the argmin uses ``||c||² − 2x·c`` (the
+``||x||² - 2x·c + ||c||²`` does not cancel large terms; the argmin uses ``||c||² - 2x·c`` (the
 row constant ``||x||²`` dropped); reported distances are computed directly as
-``sum((x − c)²)``; matrix products request ``Precision.HIGHEST`` (on GPUs JAX would otherwise
+``sum((x - c)²)``; matrix products request ``Precision.HIGHEST`` (on GPUs JAX would otherwise
 use TF32 for float32 products); the inertia is summed in float64 by numpy. Against scikit-learn
 on float32 data the labels agree and the inertia to ~1e-6 relative; labels can only differ
 for points whose two nearest centres are equidistant to within float32 rounding.
@@ -144,7 +144,7 @@ def block_rows(n: int, k: int) -> int:
 
 
 def scores(x: Array, centres: Array, centre_sq: Array | None = None) -> Array:
-    """``||c||² − 2·x·c`` for every point and centre, shape (n, k).
+    """``||c||² - 2·x·c`` for every point and centre, shape (n, k).
 
     This is the squared distance minus ``||x||²``, a constant per row: argmin and differences
     between centres are unchanged, and leaving it out avoids adding a large term that only costs
@@ -174,12 +174,17 @@ def cluster_sums(x: Array, labels: Array, k: int) -> tuple[Array, Array]:
     return sums, counts
 
 
-def _assign_pass(x: Array, centres: Array, rows: int) -> tuple[Array, Array, Array]:
-    """Nearest-centre labels (n,), cluster sums (k, d) and counts (k,), block by block."""
+def _to_blocks(x: Array, rows: int) -> Array:
+    """(n, d) to (n_blocks, rows, d), zero-padded; done once per fit, outside the loop."""
     n, d = x.shape
-    k = centres.shape[0]
     n_blocks = -(-n // rows)
-    padded = jnp.pad(x, ((0, n_blocks * rows - n), (0, 0))).reshape(n_blocks, rows, d)
+    return jnp.pad(x, ((0, n_blocks * rows - n), (0, 0))).reshape(n_blocks, rows, d)
+
+
+def _assign_pass(blocks: Array, n: int, centres: Array) -> tuple[Array, Array, Array]:
+    """Nearest-centre labels (n,), cluster sums (k, d) and counts (k,), block by block."""
+    n_blocks, rows, d = blocks.shape
+    k = centres.shape[0]
     offsets = jnp.arange(n_blocks, dtype=jnp.int32) * rows
     centre_sq = jnp.sum(centres * centres, axis=1)
 
@@ -192,8 +197,8 @@ def _assign_pass(x: Array, centres: Array, rows: int) -> tuple[Array, Array, Arr
         block_sums, block_counts = cluster_sums(xb, labels, k)
         return (sums + block_sums, counts + block_counts), labels
 
-    init = (jnp.zeros((k, d), x.dtype), jnp.zeros((k,), jnp.int32))
-    (sums, counts), labels = lax.scan(block, init, (padded, offsets))
+    init = (jnp.zeros((k, d), blocks.dtype), jnp.zeros((k,), jnp.int32))
+    (sums, counts), labels = lax.scan(block, init, (blocks, offsets))
     return labels.reshape(-1)[:n], sums, counts
 
 
@@ -231,8 +236,8 @@ def _means(sums: Array, counts: Array, fallback: Array) -> Array:
     return jnp.where((counts > 0)[:, None], sums * inv[:, None], fallback)
 
 
-def _lloyd_step(x: Array, centres: Array, rows: int) -> tuple[Array, Array]:
-    labels, sums, counts = _assign_pass(x, centres, rows)
+def _lloyd_step(x: Array, blocks: Array, centres: Array) -> tuple[Array, Array]:
+    labels, sums, counts = _assign_pass(blocks, x.shape[0], centres)
     empty = counts == 0
     sums, counts = lax.cond(
         jnp.any(empty),
@@ -261,7 +266,7 @@ def lloyd(x: Array, centres: Array, max_iter: int | Array, tol: float | Array) -
     x = jnp.asarray(x)
     centres = jnp.asarray(centres, x.dtype)
     n = x.shape[0]
-    rows = block_rows(n, centres.shape[0])
+    blocks = _to_blocks(x, block_rows(n, centres.shape[0]))
 
     def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
         i, _, _, done = state
@@ -269,14 +274,14 @@ def lloyd(x: Array, centres: Array, max_iter: int | Array, tol: float | Array) -
 
     def iterate(state: tuple[Array, Array, Array, Array]):
         i, current, labels_old, _ = state
-        new, labels = _lloyd_step(x, current, rows)
+        new, labels = _lloyd_step(x, blocks, current)
         unchanged = jnp.all(labels == labels_old)
         shift = jnp.sum((new - current) ** 2)
         return i + 1, new, labels, unchanged | (shift <= tol)
 
     state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
     n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
-    labels, _, _ = _assign_pass(x, centres, rows)
+    labels, _, _ = _assign_pass(blocks, n, centres)
     inertia = jnp.sum(sq_distances_to(x, centres, labels))
     return LloydResult(centres, labels, inertia, n_iter)
 
@@ -530,7 +535,7 @@ class KMeansConfig:
     - ``seed``: the PRNG seed (k-means++ draws, mini-batches).
     - ``init``: ``"k-means++"`` or ``"given"`` (centres passed to :func:`fit`).
     - ``mode``: ``"full"`` (Lloyd) or ``"minibatch"``; ``batch_size``: points per mini-batch.
-    - ``balanced``: cluster sizes within ``[floor(n/k·(1−t)), ceil(n/k·(1+t))]``,
+    - ``balanced``: cluster sizes within ``[floor(n/k·(1-t)), ceil(n/k·(1+t))]``,
       ``t = balance_tolerance`` (guaranteed exactly).
     """
 
@@ -648,7 +653,7 @@ def fit_predict(
     n = data.shape[0]
     if n < config.k:
         raise ValueError(f"n_samples={n} must be >= k={config.k}")
-    # Centre the data (as scikit-learn): distances computed as ||x||² − 2x·c + ||c||² lose
+    # Centre the data (as scikit-learn): distances computed as ||x||² - 2x·c + ||c||² lose
     # less to cancellation when the points are near the origin.
     mean = data.mean(axis=0, dtype=np.float64).astype(np.float32)
     xc_np = data - mean
