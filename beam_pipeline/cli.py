@@ -3,6 +3,9 @@
     ndcl dedup --input PATTERN [PATTERN ...] --output DIR [--config configs/X.yaml]
                [--threshold T --num-perm N --ngram N --bands B --rows R --verify MODE
                 --keep POLICY --seed S ...] [Beam pipeline options]
+    ndcl cluster --input PATTERN [PATTERN ...] --output DIR [--k1 10 --k2 10
+               --kmeans-backend ray|local --service-address ray://HOST:10001 ...]
+    ndcl service start|status|stop [--address ...]
 
 Unrecognised ``--flags`` are passed to Beam as pipeline options (``--direct_num_workers=2
 --direct_running_mode=multi_processing``, ``--runner``, ...). The run ends with a summary table.
@@ -15,7 +18,7 @@ import logging
 import sys
 from typing import Any
 
-from beam_pipeline.config import ConfigError, load_dedup_config
+from beam_pipeline.config import ConfigError, load_cluster_config, load_dedup_config
 
 LOG = logging.getLogger("ndcl")
 
@@ -38,14 +41,40 @@ DEDUP_FLAGS: dict[str, tuple[str, type]] = {
 }
 
 
-def add_dedup_flags(parser: argparse.ArgumentParser) -> None:
+# CLI flag → ClusterConfig field.
+CLUSTER_FLAGS: dict[str, tuple[str, type]] = {
+    "--k1": ("k1", int),
+    "--k2": ("k2", int),
+    "--n-components": ("n_components", int),
+    "--n-features": ("n_features", int),
+    "--sample-size": ("sample_size", int),
+    "--kmeans-max-iter": ("max_iter", int),
+    "--kmeans-mode": ("mode", str),
+    "--kmeans-backend": ("backend", str),
+    "--service-address": ("service_address", str),
+    "--service-num-cpus": ("service_num_cpus", int),
+    "--cluster-seed": ("cluster_seed", int),
+}
+
+
+def add_io_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="PATTERN",
                         help="input files: paths, globs or gs:// patterns (JSON lines, "
                              "optionally .gz, or .parquet)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--config", help="YAML preset (configs/*.yaml); flags override it")
+
+
+def add_dedup_flags(parser: argparse.ArgumentParser) -> None:
     for flag, (dest, kind) in DEDUP_FLAGS.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None)
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, (dest, kind) in CLUSTER_FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, default=None)
+    parser.add_argument("--balanced", dest="balanced", action="store_true", default=None,
+                        help="roughly equal cluster sizes")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -53,7 +82,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
     dedup = commands.add_parser("dedup", help="near-duplicate removal (ND) only")
+    add_io_flags(dedup)
     add_dedup_flags(dedup)
+    cluster = commands.add_parser("cluster", help="two-level clustering (CL) only")
+    add_io_flags(cluster)
+    add_cluster_flags(cluster)
+    cluster.add_argument("--max-doc-bytes", dest="max_doc_bytes", type=int, default=None)
+    cluster.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    from runners.kmeans.service_cli import add_service_parser
+
+    add_service_parser(commands)
     return parser.parse_known_args(argv)
 
 
@@ -65,10 +103,15 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         ("  exact", summary["duplicates_exact"]),
         ("  near", summary["duplicates_near"]),
         ("rejected", summary["rejected"]),
-        ("bands x rows", f"{summary['bands']} x {summary['rows']}"),
-        ("cc rounds", f"{summary['cc_rounds']} (max {summary['cc_max_rounds']})"),
-        ("wall seconds", f"{summary['wall_seconds']:.1f}"),
     ]
+    if "bands" in summary:
+        rows += [("bands x rows", f"{summary['bands']} x {summary['rows']}"),
+                 ("cc rounds", f"{summary['cc_rounds']} (max {summary['cc_max_rounds']})")]
+    if "cluster" in summary:
+        cluster = summary["cluster"]
+        rows += [("clusters A x B", f"{cluster['k1']} x {cluster['k2']} "
+                                     f"({cluster['backend']}, sample {cluster['sample']})")]
+    rows.append(("wall seconds", f"{summary['wall_seconds']:.1f}"))
     for stage, secs in summary["stage_seconds"].items():
         rows.append((f"  {stage} s", f"{secs:.2f}"))
     width = max(len(name) for name, _ in rows)
@@ -90,19 +133,35 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"ndcl: error: unexpected argument(s) {unknown}", file=sys.stderr)
         return 2
-    overrides = {dest: getattr(args, dest) for dest, _ in DEDUP_FLAGS.values()}
+    if args.command == "service":
+        from runners.kmeans.service_cli import run_service_command
+
+        return run_service_command(args)
+    dedup_overrides = {dest: getattr(args, dest, None) for dest, _ in DEDUP_FLAGS.values()}
+    cluster_overrides = {dest: getattr(args, dest, None) for dest, _ in CLUSTER_FLAGS.values()}
+    cluster_overrides["seed"] = cluster_overrides.pop("cluster_seed")
+    cluster_overrides["balanced"] = getattr(args, "balanced", None)
     try:
-        cfg = load_dedup_config(args.config, overrides)
+        cfg = load_dedup_config(args.config, dedup_overrides)
+        cluster_cfg = load_cluster_config(args.config, cluster_overrides)
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
         return 2
-    from beam_pipeline.run import run_dedup
+    from beam_pipeline.run import run_cluster, run_dedup
 
     try:
-        result = run_dedup(args.input, args.output, cfg, beam_args)
+        if args.command == "cluster":
+            result = run_cluster(args.input, args.output, cluster_cfg, cfg, beam_args)
+        else:
+            result = run_dedup(args.input, args.output, cfg, beam_args)
     except FileNotFoundError as exc:
         print(f"ndcl: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__name__ != "ServiceUnavailableError":
+            raise
+        print(f"ndcl: K-Means service unavailable: {exc}", file=sys.stderr)
+        return 3
     print_summary(result.summary, result.output)
     return 0
 

@@ -80,6 +80,49 @@ class DedupConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Parameters of the clustering (CL) engine: embeddings and two K-Means levels.
+
+    ``backend: ray`` calls the Ray-hosted JAX K-Means service (started locally by the run when
+    ``service_address`` is unset); ``local`` runs the same JAX code in-process.
+    """
+
+    k1: int = 10
+    k2: int = 10
+    n_components: int = 128
+    n_features: int = 2**18
+    sample_size: int = 5000
+    max_iter: int = 100
+    tol: float = 1e-4
+    mode: str = "full"
+    balanced: bool = False
+    seed: int = 1
+    tokenizer: str = "unicode"
+    backend: str = "ray"
+    service_address: str | None = None
+    service_num_cpus: int = 1
+    service_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("k1", "k2", "n_components", "n_features", "sample_size", "max_iter",
+                     "service_num_cpus"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
+        if self.mode not in ("full", "minibatch"):
+            raise ConfigError(f"cluster.mode must be 'full' or 'minibatch', got {self.mode!r}")
+        if self.backend not in ("ray", "local"):
+            raise ConfigError(f"cluster.backend must be 'ray' or 'local', got {self.backend!r}")
+        if self.tokenizer not in ("unicode", "ascii"):
+            raise ConfigError(f"cluster.tokenizer must be 'unicode' or 'ascii', "
+                              f"got {self.tokenizer!r}")
+        if self.tol < 0 or self.service_timeout_s <= 0:
+            raise ConfigError("cluster.tol must be >= 0 and service_timeout_s > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def validate(cfg: DedupConfig) -> None:
     """Raise :class:`ConfigError` for any value outside its domain."""
     if not 0.0 < cfg.threshold <= 1.0:
@@ -118,9 +161,9 @@ def validate(cfg: DedupConfig) -> None:
         raise ConfigError("seed must be in [0, 2**63)")
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, cls: type = DedupConfig) -> Any:
     """Check a YAML/CLI value against the field's declared type."""
-    field_types = {f.name: f.type for f in dataclasses.fields(DedupConfig)}
+    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
     declared = str(field_types[name])
     if value is None:
         if "None" not in declared:
@@ -135,6 +178,8 @@ def _coerce(name: str, value: Any) -> Any:
         value = float(value)
     elif declared.startswith("str") and not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
+    elif declared.startswith("bool") and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     return value
 
 
@@ -160,7 +205,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    allowed = {"dedup", "pipeline"}
+    allowed = {"dedup", "cluster", "pipeline"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}")
@@ -186,3 +231,21 @@ def load_dedup_config(
 if __name__ == "__main__":
     print(json.dumps(load_dedup_config(sys.argv[1] if len(sys.argv) > 1 else None).to_dict(),
                      indent=2))
+
+
+def load_cluster_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ClusterConfig:
+    """Defaults, then the YAML file's ``cluster`` section, then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(load_yaml(path).get("cluster") or {})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    known = {f.name for f in dataclasses.fields(ClusterConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path or 'overrides'}: unknown cluster key(s) {unknown}; known keys "
+                          f"are {sorted(known)}")
+    return ClusterConfig(**{k: _coerce(k, v, ClusterConfig) for k, v in values.items()})

@@ -20,16 +20,18 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from beam_pipeline.config import DedupConfig
+from beam_pipeline.config import ClusterConfig, DedupConfig
+from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
+from transforms.embed import EmbedConfig, EmbedDocuments
 from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
 from transforms.lsh import FindCandidatePairs, optimal_param
 from transforms.minhash import ComputeFeatures
 from transforms.read import REJECTED_TAG, ReadDocuments
 from transforms.resolve import ResolveDuplicates
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
-from transforms.write import WriteOutputs
+from transforms.write import WriteJsonFn, WriteOutputs
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,31 @@ def build_dedup(
     _ = doc_batches | "WriteOutputs" >> WriteOutputs(
         staging_dir, duplicate_rows, read[REJECTED_TAG], stats)
     return banding
+
+
+def add_clustering(doc_batches: beam.PCollection, cfg: ClusterConfig, spec: BackendSpec,
+                   run_id: str) -> dict[str, beam.PCollection]:
+    """Embed ``doc_batches`` and label them with two K-Means levels:
+    ``{"labels": (batch_key, (uids, cluster_A, cluster_B)), "fit": summary, "svd": SvdModel}``.
+    """
+    embed_cfg = EmbedConfig(cfg.n_features, cfg.n_components, cfg.sample_size, cfg.seed,
+                            cfg.tokenizer)
+    levels = LevelsConfig(cfg.k1, cfg.k2, cfg.max_iter, cfg.tol, cfg.mode, cfg.balanced,
+                          cfg.seed)
+    embedded = doc_batches | "EmbedDocuments" >> EmbedDocuments(embed_cfg)
+    clustered = embedded | "ClusterDocuments" >> ClusterDocuments(spec, run_id, levels,
+                                                                   cfg.n_features)
+    return {"labels": clustered["labels"], "fit": clustered["fit"], "svd": embedded["svd"]}
+
+
+def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
+                  staging_dir: str, spec: BackendSpec, run_id: str,
+                  max_doc_bytes: int, batch_size: int) -> None:
+    """Add the CL-only graph: every readable document is kept with its cluster labels."""
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, max_doc_bytes, batch_size)
+    clusters = add_clustering(read.batches, cfg, spec, run_id)
+    no_duplicates = pipeline | "NoDuplicates" >> beam.Create([])
+    fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
+        WriteJsonFn(staging_dir, "_cluster_fit.json"))
+    _ = read.batches | "WriteOutputs" >> WriteOutputs(
+        staging_dir, no_duplicates, read[REJECTED_TAG], [fit_report], clusters["labels"])

@@ -9,11 +9,15 @@ is replaced only by a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +26,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipeline.config import DedupConfig
-from beam_pipeline.pipeline import build_dedup
+from beam_pipeline.config import ClusterConfig, DedupConfig
+from beam_pipeline.pipeline import build_cluster, build_dedup
+from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
 from transforms.read import match_inputs
 
@@ -159,6 +164,27 @@ def log_banding(cfg: DedupConfig, bands: int, rows: int) -> None:
              "detection probability %s", bands, rows, cfg.threshold, cfg.num_perm, probs)
 
 
+def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
+                    summarise: Any) -> RunResult:
+    """Run ``pipeline``, build the summary from its ``_stats.json``, check the accounting and
+    commit ``staging`` to ``output``."""
+    result = pipeline.run()
+    result.wait_until_finish()
+    metrics = collect_metrics(result)
+    stats = read_json(staging.rstrip("/") + "/_stats.json")
+    summary = summarise(stats, metrics)
+    check_accounting(summary)
+    write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(staging.rstrip("/") + "/_SUCCESS", "")
+    commit_output(staging, output)
+    return RunResult(summary=summary, output=output, metrics=metrics)
+
+
+def read_json(path: str) -> Any:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode())
+
+
 def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[str]
               ) -> RunResult:
     """Run the ND job end to end and commit ``output``; raises on any failure."""
@@ -172,15 +198,102 @@ def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[
     log_banding(cfg, banding.bands, banding.rows)
     LOG.info("running the pipeline (stages: read, features, exact, LSH, verify, components, "
              "resolve, write)")
-    result = pipeline.run()
-    result.wait_until_finish()
-    metrics = collect_metrics(result)
-    with FileSystems.open(staging.rstrip("/") + "/_stats.json") as handle:
-        stats = json.loads(handle.read().decode())
-    summary = build_summary(stats, cfg, banding.bands, banding.rows, files, metrics,
-                            time.perf_counter() - started)
-    check_accounting(summary)
-    write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
-    write_text(staging.rstrip("/") + "/_SUCCESS", "")
-    commit_output(staging, output)
-    return RunResult(summary=summary, output=output, metrics=metrics)
+    return _run_and_commit(pipeline, staging, output, lambda stats, metrics: build_summary(
+        stats, cfg, banding.bands, banding.rows, files, metrics, time.perf_counter() - started))
+
+
+@contextlib.contextmanager
+def kmeans_service(cfg: ClusterConfig) -> Iterator[str | None]:
+    """The address of a K-Means service for this run, stopping afterwards what it started.
+
+    ``backend: local`` needs none. An explicit ``service_address`` is checked (a clear error
+    if unreachable) and left running. Otherwise a service recorded by ``ndcl service start``
+    is used when it answers, and if there is none a local one is started for this run only.
+    """
+    if cfg.backend == "local":
+        yield None
+        return
+    from runners.kmeans.service import (
+        DEFAULT_STATE_FILE,
+        KMeansClient,
+        ServiceConfig,
+        service_status,
+        start_service,
+        stop_service,
+    )
+
+    if cfg.service_address is not None:
+        client = KMeansClient.connect(ServiceConfig(address=cfg.service_address),
+                                      timeout_s=cfg.service_timeout_s)
+        LOG.info("K-Means service at %s: %s", cfg.service_address, client.health())
+        yield cfg.service_address
+        return
+    status = service_status(ServiceConfig(), state_file=DEFAULT_STATE_FILE)
+    if status.ok and status.address:
+        LOG.info("using the K-Means service recorded in %s (%s)", DEFAULT_STATE_FILE,
+                 status.address)
+        yield status.address
+        return
+    with tempfile.TemporaryDirectory(prefix="ndcl-service-") as tmp:
+        state_file = os.path.join(tmp, "service.json")
+        LOG.info("starting a local Ray head and the K-Means service for this run")
+        started = start_service(ServiceConfig(num_cpus=cfg.service_num_cpus,
+                                              model_dir=os.path.join(tmp, "models")),
+                                state_file=state_file, timeout_s=cfg.service_timeout_s)
+        LOG.info("K-Means service ready at %s (%.1f s)", started.address, started.seconds)
+        try:
+            yield started.address
+        finally:
+            stopped = stop_service(state_file)
+            LOG.info("stopped the run's K-Means service (actor killed: %s, head stopped: %s)",
+                     stopped.killed_actor, stopped.stopped_head)
+
+
+def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, Any],
+                    files: list[str], metrics: dict[str, int], wall: float) -> dict[str, Any]:
+    rejected = stats.get("rejected", 0)
+    return {
+        "workflow": "cl",
+        "read": stats.get("parsed", 0) + rejected,
+        "kept": stats.get("kept", 0),
+        "duplicates": 0,
+        "duplicates_exact": 0,
+        "duplicates_near": 0,
+        "rejected": rejected,
+        "rejected_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
+                               if k.startswith("rejected:")},
+        "cluster": {
+            "k1": cfg.k1, "k2": cfg.k2, "backend": cfg.backend, "sample": fit.get("sample"),
+            "level_1": fit.get("A"), "level_2": fit.get("B"),
+        },
+        "input_files": len(files),
+        "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
+                          for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
+        "wall_seconds": round(wall, 3),
+        "config": {"cluster": cfg.to_dict()},
+    }
+
+
+def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,
+                beam_args: list[str]) -> RunResult:
+    """Run CL alone (every readable document kept, with ``cluster_A``/``cluster_B``)."""
+    started = time.perf_counter()
+    files = match_inputs(inputs)
+    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
+    staging = staging_path(output)
+    remove_tree(staging)
+    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    with kmeans_service(cfg) as address:
+        spec = BackendSpec(kind=cfg.backend, model_dir=staging.rstrip("/") + "/_models",
+                           address=address, timeout_s=cfg.service_timeout_s)
+        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
+        build_cluster(pipeline, cfg, files, staging, spec, run_id, dedup_cfg.max_doc_bytes,
+                      dedup_cfg.batch_size)
+        LOG.info("running the pipeline (stages: read, embed, fit K-Means, predict, write)")
+
+        def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
+            fit = read_json(staging.rstrip("/") + "/_cluster_fit.json")
+            return cluster_summary(stats, cfg, fit, files, metrics,
+                                   time.perf_counter() - started)
+
+        return _run_and_commit(pipeline, staging, output, summarise)

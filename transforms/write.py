@@ -5,8 +5,9 @@ written as one Parquet part per directory, named after the batch key. The names 
 function of the input, so a bundle retried by the runner overwrites its own files instead of
 adding a second copy, and outputs are identical across runners and worker counts.
 
-Columns of ``kept/``: ``id``, ``text``, ``url``, ``timestamp``, then every other input field
-in name order. A field's Parquet type is unified over the whole corpus (computed by a
+Columns of ``kept/``: ``id``, ``text``, ``url``, ``timestamp``, then ``cluster_A`` and
+``cluster_B`` when clustering ran, then every other input field in name order. A field's
+Parquet type is unified over the whole corpus (computed by a
 CombineGlobally, passed to the writers as a side input): strings, integers, floats and
 booleans keep their type (integers mixed with floats become floats); anything else (objects,
 lists, mixed types) is written as a JSON-encoded string (strings too, so every cell of such a
@@ -92,12 +93,20 @@ def _cell(value: Any, kind: str) -> Any:
 
 
 def kept_table(ids: list[str], records: list[dict[str, Any]],
-               columns: list[tuple[str, str]]) -> pa.Table:
+               columns: list[tuple[str, str]],
+               clusters: tuple[list[int], list[int]] | None = None) -> pa.Table:
+    """Kept rows; with ``clusters``, ``cluster_A``/``cluster_B`` follow the fixed columns."""
     data: dict[str, list[Any]] = {"id": ids, "text": [r["text"] for r in records]}
-    for name, kind in columns[2:]:
+    fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in columns[:4]]
+    for name, kind in columns[2:4]:
         data[name] = [_cell(r.get(name), kind) for r in records]
-    schema = pa.schema([(name, ARROW_TYPES[kind]) for name, kind in columns])
-    return pa.table(data, schema=schema)
+    if clusters is not None:
+        data["cluster_A"], data["cluster_B"] = clusters
+        fields += [pa.field("cluster_A", pa.int64()), pa.field("cluster_B", pa.int64())]
+    for name, kind in columns[4:]:
+        data[name] = [_cell(r.get(name), kind) for r in records]
+        fields.append(pa.field(name, ARROW_TYPES[kind]))
+    return pa.table(data, schema=pa.schema(fields))
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -133,8 +142,9 @@ class FieldTypesFn(beam.CombineFn):
 class WriteBatchFn(beam.DoFn):
     """One document batch + its duplicate rows → a kept part and a duplicates part."""
 
-    def __init__(self, staging_dir: str) -> None:
+    def __init__(self, staging_dir: str, with_clusters: bool = False) -> None:
         self.staging_dir = staging_dir.rstrip("/")
+        self.with_clusters = with_clusters
         self.timer = stage_counter("write_outputs")
 
     def process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
@@ -159,7 +169,8 @@ class WriteBatchFn(beam.DoFn):
         if keep_rows:
             table = kept_table([batch.ids[i] for i in keep_rows],
                                [batch.records[i] for i in keep_rows],
-                               kept_schema(field_types))
+                               kept_schema(field_types),
+                               self._cluster_columns(key, grouped, batch, keep_rows))
             write_parquet(table, f"{self.staging_dir}/kept/{name}")
         if rows:
             rows.sort(key=lambda r: r.uid)
@@ -176,6 +187,21 @@ class WriteBatchFn(beam.DoFn):
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
                "duplicates_near": len(rows) - exact}
+
+
+    def _cluster_columns(self, key: int, grouped: dict, batch: DocBatch, rows: list[int]
+                         ) -> tuple[list[int], list[int]] | None:
+        if not self.with_clusters:
+            return None
+        labels: dict[int, tuple[int, int]] = {}
+        for uids, labels_a, labels_b in grouped["clusters"]:
+            labels.update(zip(uids.tolist(), zip(labels_a.tolist(), labels_b.tolist())))
+        missing = [int(batch.uids[i]) for i in rows if int(batch.uids[i]) not in labels]
+        if missing:
+            raise RuntimeError(f"batch {key:#x}: {len(missing)} kept documents without cluster "
+                               f"labels (first uid {missing[0]})")
+        pairs = [labels[int(batch.uids[i])] for i in rows]
+        return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 class WriteRejectedFn(beam.DoFn):
@@ -217,24 +243,43 @@ class WriteStatsFn(beam.DoFn):
         yield path
 
 
+class WriteJsonFn(beam.DoFn):
+    """Writes one element as ``<staging_dir>/<name>`` (JSON); emits no stats."""
+
+    def __init__(self, staging_dir: str, name: str) -> None:
+        self.staging_dir = staging_dir.rstrip("/")
+        self.name = name
+
+    def process(self, element: Any) -> Iterator[dict[str, int]]:
+        with FileSystems.create(f"{self.staging_dir}/{self.name}") as handle:
+            handle.write(json.dumps(element, sort_keys=True, default=str).encode())
+        return iter(())
+
+
 class WriteOutputs(beam.PTransform):
     """Document batches + duplicate rows + rejected rows + stats → files under staging_dir."""
 
     def __init__(self, staging_dir: str, duplicate_rows: beam.PCollection,
-                 rejected: beam.PCollection, stats: list[beam.PCollection]) -> None:
+                 rejected: beam.PCollection, stats: list[beam.PCollection],
+                 cluster_labels: beam.PCollection | None = None) -> None:
         super().__init__()
         self.staging_dir = staging_dir
         self.duplicate_rows = duplicate_rows
         self.rejected = rejected
         self.stats = stats
+        self.cluster_labels = cluster_labels
 
     def expand(self, doc_batches: beam.PCollection) -> beam.PCollection:
         field_types = doc_batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
+        inputs = {"docs": doc_batches, "duplicates": self.duplicate_rows}
+        if self.cluster_labels is not None:
+            inputs["clusters"] = self.cluster_labels
         write_stats = (
-            {"docs": doc_batches, "duplicates": self.duplicate_rows}
+            inputs
             | "JoinDuplicateRows" >> JoinByKey()
             | "WriteKeptAndDuplicates" >> beam.ParDo(
-                WriteBatchFn(self.staging_dir), beam.pvalue.AsSingleton(field_types))
+                WriteBatchFn(self.staging_dir, self.cluster_labels is not None),
+                beam.pvalue.AsSingleton(field_types))
         )
         rejected_stats = (
             self.rejected

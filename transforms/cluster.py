@@ -1,0 +1,247 @@
+"""Two-level K-Means labels: ``cluster_A`` over the corpus, then ``cluster_B`` inside each
+``cluster_A``, from a K-Means service called through Beam's RunInference.
+
+Fitting happens once, centrally, on the deterministic embedding sample (``transforms.embed``):
+level 1 fits ``k1`` clusters on the whole sample, level 2 fits ``k2`` clusters on the sample
+members of each level-1 cluster (fewer when a cluster has fewer members). Models live in the
+service by id (``<run>/A``, ``<run>/B/<a>``) and are also written under ``model_dir``, so a
+restarted service or a worker in another process can load them again.
+
+Predicting goes through ``RunInference`` with :class:`ClusterModelHandler`, whose
+``load_model`` connects to the backend: the Ray-hosted JAX service
+(``runners.kmeans.service``) or, with ``backend="local"``, the same JAX code in-process.
+RunInference brings batching, model sharing and inference metrics. The embeddings wait for
+the fit (a side input), so no document is labelled before the models exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    ModelHandler,
+    PredictionResult,
+    RunInference,
+)
+
+from transforms.batches import stage_counter, timed
+from transforms.embed import SvdModel, counts_matrix
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where the K-Means models are fitted and served; picklable, sent to workers."""
+
+    kind: str  # "ray" | "local"
+    model_dir: str
+    address: str | None = None
+    namespace: str = "ndcl"
+    name: str = "ndcl-kmeans"
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class LevelsConfig:
+    k1: int = 10
+    k2: int = 10
+    max_iter: int = 100
+    tol: float = 1e-4
+    mode: str = "full"
+    balanced: bool = False
+    seed: int = 1
+
+
+def model_path(model_dir: str, model_id: str) -> str:
+    return f"{model_dir.rstrip('/')}/{model_id.replace('/', '__')}.pkl"
+
+
+class LocalBackend:
+    """The JAX K-Means in this process, with models persisted under ``model_dir``."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        self.models: dict[str, Any] = {}
+
+    def fit(self, model_id: str, x: np.ndarray, config: Any) -> dict[str, Any]:
+        from runners.kmeans.jax_kmeans import fit
+
+        start = time.perf_counter()
+        model = fit(x, config)
+        self.models[model_id] = model
+        with FileSystems.create(model_path(self.model_dir, model_id)) as handle:
+            handle.write(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"k": int(model.centres.shape[0]), "n": len(x), "inertia": float(model.inertia),
+                "n_iter": int(model.n_iter), "seconds": time.perf_counter() - start}
+
+    def fit_many(self, jobs: Iterable[tuple[str, np.ndarray, Any]]) -> dict[str, dict[str, Any]]:
+        return {model_id: self.fit(model_id, x, config) for model_id, x, config in jobs}
+
+    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from runners.kmeans.jax_kmeans import predict
+
+        model = self.models.get(model_id)
+        if model is None:
+            with FileSystems.open(model_path(self.model_dir, model_id)) as handle:
+                model = self.models[model_id] = pickle.loads(handle.read())
+        return predict(model, x)
+
+    def close(self) -> None:
+        self.models.clear()
+
+
+def connect_backend(spec: BackendSpec) -> Any:
+    """A client with ``fit``/``predict``/``close`` for ``spec``; raises a clear error when the
+    service cannot be reached."""
+    if spec.kind == "local":
+        return LocalBackend(spec.model_dir)
+    if spec.kind != "ray":
+        raise ValueError(f"unknown K-Means backend {spec.kind!r} (expected ray or local)")
+    from runners.kmeans.service import KMeansClient, ServiceConfig
+
+    config = ServiceConfig(address=spec.address, namespace=spec.namespace, name=spec.name)
+    return KMeansClient.connect(config, timeout_s=spec.timeout_s)
+
+
+def kmeans_config(levels: LevelsConfig, k: int, seed: int) -> Any:
+    from runners.kmeans.jax_kmeans import KMeansConfig
+
+    return KMeansConfig(k=k, max_iter=levels.max_iter, tol=levels.tol, seed=seed,
+                        mode=levels.mode, balanced=levels.balanced)
+
+
+def fit_levels(backend: Any, run_id: str, x: np.ndarray, levels: LevelsConfig
+               ) -> dict[str, Any]:
+    """Fit level 1 on ``x`` and level 2 inside each level-1 cluster; returns a summary."""
+    k1 = min(levels.k1, len(x))
+    summary: dict[str, Any] = {"run_id": run_id, "sample": len(x),
+                               "A": backend.fit(f"{run_id}/A", x, kmeans_config(levels, k1,
+                                                                                levels.seed))}
+    labels_a, _ = backend.predict(f"{run_id}/A", x)
+    jobs = []
+    for a in range(k1):
+        members = x[labels_a == a]
+        if len(members) == 0:
+            raise RuntimeError(f"level-1 cluster {a} has no sample member; K-Means must not "
+                               "leave empty clusters")
+        jobs.append((f"{run_id}/B/{a}", members,
+                     kmeans_config(levels, min(levels.k2, len(members)), levels.seed + 1 + a)))
+    # Level-2 fits are independent: the service runs them concurrently.
+    fitted = backend.fit_many(jobs)
+    summary["B"] = {a: fitted[f"{run_id}/B/{a}"] for a in range(k1)}
+    return summary
+
+
+def predict_levels(backend: Any, run_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels_a, _ = backend.predict(f"{run_id}/A", x)
+    labels_b = np.zeros(len(x), dtype=np.int64)
+    for a in np.unique(labels_a).tolist():
+        mask = labels_a == a
+        labels_b[mask], _ = backend.predict(f"{run_id}/B/{a}", x[mask])
+    return labels_a.astype(np.int64), labels_b
+
+
+class FitLevelsFn(beam.DoFn):
+    """The embedding sample + fitted SVD → fitted level-1 and level-2 models (a summary)."""
+
+    timer = stage_counter("cluster_fit")
+
+    def __init__(self, spec: BackendSpec, run_id: str, levels: LevelsConfig,
+                 n_features: int) -> None:
+        self.spec = spec
+        self.run_id = run_id
+        self.levels = levels
+        self.n_features = n_features
+
+    def setup(self) -> None:
+        self.backend = connect_backend(self.spec)
+
+    def process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
+        return timed(self._process(sample, svd), self.timer)
+
+    def _process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
+        x = svd.embed(counts_matrix([(cols, vals) for _, _, cols, vals in sample],
+                                    self.n_features))
+        summary = fit_levels(self.backend, self.run_id, x, self.levels)
+        LOG.info("fitted %d level-1 and %d level-2 K-Means models on %d sampled documents",
+                 1, len(summary["B"]), len(x))
+        yield summary
+
+    def teardown(self) -> None:
+        close = getattr(getattr(self, "backend", None), "close", None)
+        if close is not None:
+            close()
+
+
+class ClusterModelHandler(ModelHandler):
+    """RunInference handler: ``(uids, embeddings)`` → ``(labels_A, labels_B)``."""
+
+    def __init__(self, spec: BackendSpec, run_id: str) -> None:
+        self.spec = spec
+        self.run_id = run_id
+
+    def load_model(self) -> Any:
+        # Connect here, once per worker: RunInference shares the loaded model.
+        return connect_backend(self.spec)
+
+    def run_inference(self, batch: Sequence[tuple[np.ndarray, np.ndarray]], model: Any,
+                      inference_args: dict[str, Any] | None = None
+                      ) -> Iterable[PredictionResult]:
+        results = []
+        for uids, x in batch:
+            results.append(PredictionResult((uids, x), predict_levels(model, self.run_id, x)))
+        return results
+
+    def get_metrics_namespace(self) -> str:
+        return "ndcl_kmeans"
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        # Elements are already batches of thousands of documents.
+        return {"min_batch_size": 1, "max_batch_size": 4}
+
+
+def _wait_for_fit(element: Any, fitted: dict[str, Any]) -> Any:
+    return element
+
+
+def _labels(element: tuple[int, PredictionResult]) -> tuple[int, tuple]:
+    key, result = element
+    uids, _ = result.example
+    labels_a, labels_b = result.inference
+    return key, (uids, labels_a, labels_b)
+
+
+class ClusterDocuments(beam.PTransform):
+    """Embeddings + sample + SVD → ``(batch_key, (uids, cluster_A, cluster_B))`` and the fit
+    summary."""
+
+    def __init__(self, spec: BackendSpec, run_id: str, levels: LevelsConfig,
+                 n_features: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.run_id = run_id
+        self.levels = levels
+        self.n_features = n_features
+
+    def expand(self, embedded: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        fitted = embedded["sample"] | "FitLevels" >> beam.ParDo(
+            FitLevelsFn(self.spec, self.run_id, self.levels, self.n_features),
+            beam.pvalue.AsSingleton(embedded["svd"]))
+        labels = (
+            embedded["embeddings"]
+            | "WaitForModels" >> beam.Map(_wait_for_fit, beam.pvalue.AsSingleton(fitted))
+            | "PredictClusters" >> RunInference(
+                KeyedModelHandler(ClusterModelHandler(self.spec, self.run_id)))
+            | "ExtractLabels" >> beam.Map(_labels)
+        )
+        return {"labels": labels, "fit": fitted}
