@@ -14,7 +14,10 @@ most of it starting Ray and its worker processes).
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,7 +163,11 @@ def test_parallel_level2_fits(service: SimpleNamespace) -> None:
     level1 = client.fit("run1/A", x, KMeansConfig(k=3, seed=0))
     assert level1["k"] == 3
     labels, _ = client.predict("run1/A", x)
-    jobs = [(f"run1/B/{c}", x[labels == c], KMeansConfig(k=4, seed=c)) for c in range(3)]
+    # One level-2 model per level-1 cluster, cut to a common size so that all share one
+    # compiled shape (JAX compiles per shape: ~1 s each on a small CPU).
+    size = min(int(np.sum(labels == c)) for c in range(3))
+    jobs = [(f"run1/B/{c}", x[labels == c][:size], KMeansConfig(k=4, seed=c))
+            for c in range(3)]
 
     summaries = client.fit_many(jobs)
     assert sorted(summaries) == ["run1/B/0", "run1/B/1", "run1/B/2"]
@@ -197,6 +204,37 @@ def test_restart_reloads_persisted_model(service: SimpleNamespace) -> None:
     assert client.get_summary("t/persist")["reloaded"] is True
     assert client.health()["models_in_memory"] == 1
     print(f"actor back after {time.monotonic() - t0:.1f} s")
+
+
+REMOTE_CLIENT = """
+import json, sys
+import numpy as np
+from runners.kmeans.service import KMeansClient, ServiceConfig
+address, name, namespace, x_path = sys.argv[1:]
+client = KMeansClient.connect(ServiceConfig(address=address, name=name, namespace=namespace),
+                              timeout_s=30)
+labels, _ = client.predict("t/remote", np.load(x_path))
+print(json.dumps({"labels": labels.tolist(), "pid": client.health()["pid"]}))
+"""
+
+
+def test_other_process_reaches_service(service: SimpleNamespace, repo: Path) -> None:
+    """As a Beam worker would: a separate process, by the GCS and the Ray Client address."""
+    client = service.client
+    x = blobs(300, k=3, seed=7)
+    client.fit("t/remote", x, KMeansConfig(k=3, seed=0))
+    want, _ = client.predict("t/remote", x)
+    x_path = service.root / "remote_x.npy"
+    np.save(x_path, x)
+    assert service.result.client_address.startswith("ray://127.0.0.1:")
+    for address in (service.config.address, service.result.client_address):
+        proc = subprocess.run(
+            [sys.executable, "-c", REMOTE_CLIENT, address, service.config.name, NAMESPACE,
+             str(x_path)], cwd=repo, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["labels"] == want.tolist()
+        assert out["pid"] == client.health()["pid"]
 
 
 def test_dead_address_fails_fast(service: SimpleNamespace) -> None:

@@ -13,7 +13,12 @@ What it computes
 Where it runs
     In production on a Ray cluster of TPU/GPU hosts (``ServiceConfig.resources={"TPU": 4}`` or
     ``num_gpus=1`` pins the actor to an accelerator host); here on a local Ray head started
-    by ``start_service`` with JAX on CPU. Beam workers reach it through ``KMeansClient``.
+    by ``start_service`` with JAX on CPU. Beam workers reach it through ``KMeansClient``: by
+    the GCS address (``host:6379``) from a process on a Ray node, by the Ray Client address
+    (``ray://host:10001``) from anywhere else. A local head is recorded and reached as
+    ``127.0.0.1:PORT``; Ray itself cannot be confined to loopback on Linux (it advertises the
+    host's routable IP and its gRPC servers listen on all interfaces), so firewall the ports
+    on a shared machine.
 
 Fault tolerance
     The actor is detached (it outlives the process that created it) and restarted by Ray up to
@@ -28,7 +33,7 @@ Fault tolerance
     pickles: point ``model_dir`` only at a directory you trust.
 
 How to run
-    ndcl service start [--num-cpus 1] [--model-dir DIR]   # local head on 127.0.0.1 + actor
+    ndcl service start [--num-cpus 1] [--model-dir DIR]   # local head + actor
     ndcl service start --address 10.0.0.5:6379 --resources '{"TPU": 4}'   # existing cluster
     ndcl service status
     ndcl service stop       # stops only what `start` started (see stop_service)
@@ -384,16 +389,69 @@ def _tcp_reachable(address: str, timeout_s: float) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _canonical(address: str) -> str:
-    """``localhost:1`` and ``127.0.0.1:1`` name the same cluster."""
-    hp = _split_host_port(address)
-    if hp is None:
-        return address
-    host, port = hp
-    with contextlib.suppress(OSError):
-        host = socket.gethostbyname(host)
-    scheme = address.split("://", 1)[0] + "://" if "://" in address else ""
-    return f"{scheme}{host}:{port}"
+def _gcs_reachable(address: str, timeout_s: float) -> str | None:
+    """None when a Ray GCS answers at ``host:port``, else the reason.
+
+    ``ray.init`` waits minutes on an address that accepts TCP but is no GCS (another service,
+    a wedged head); one bounded gRPC call (GetClusterId, what a driver asks first) tells."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # Ray's generated stubs moved: skip the check rather than fail
+        return None
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                              timeout=max(timeout_s, 0.5))
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return None  # a GCS with token auth: it is one; ray.init will authenticate
+            return f"no Ray GCS answers there: {code.name} {exc.details()}"
+    return None
+
+
+def _cluster_alive(address: str, timeout_s: float = 2.0) -> bool:
+    if _tcp_reachable(address, timeout_s) is not None:
+        return False
+    return "://" in address or _gcs_reachable(address, timeout_s) is None
+
+
+def _local_hosts() -> set[str]:
+    """Names and addresses of this machine (loopback and every interface)."""
+    hosts = {"localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname()}
+    with contextlib.suppress(Exception):
+        import psutil
+
+        for addrs in psutil.net_if_addrs().values():
+            hosts.update(a.address.split("%", 1)[0] for a in addrs
+                         if a.family in (socket.AF_INET, socket.AF_INET6))
+    return hosts
+
+
+def same_address(a: str | None, b: str | None) -> bool:
+    """Whether two addresses name the same cluster endpoint. On Linux a local head advertises
+    the host's routable IP (``10.1.2.3:6379``) while drivers here reach it at
+    ``127.0.0.1:6379``: any two local names with the same port and scheme are the same."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    ha, hb = _split_host_port(a), _split_host_port(b)
+    scheme_a = a.split("://", 1)[0] if "://" in a else ""
+    scheme_b = b.split("://", 1)[0] if "://" in b else ""
+    if ha is None or hb is None or scheme_a != scheme_b or ha[1] != hb[1]:
+        return False
+    hosts = []
+    for host in (ha[0], hb[0]):
+        with contextlib.suppress(OSError):
+            host = socket.gethostbyname(host)
+        hosts.append(host)
+    if hosts[0] == hosts[1]:
+        return True
+    local = _local_hosts()
+    return hosts[0] in local and hosts[1] in local
 
 
 def _find_auto_address() -> str | None:
@@ -462,19 +520,21 @@ def _current_address() -> str | None:
         return recorded
 
 
+def _connected_to(address: str) -> bool:
+    recorded = _CONNECTED_ADDRESS[0] if _CONNECTED_ADDRESS else None
+    return same_address(address, _current_address()) or same_address(address, recorded)
+
+
 def ensure_ray(address: str, namespace: str, timeout_s: float = 30.0) -> None:
     """Connect this process to the Ray cluster at ``address`` (a no-op when it already is).
 
-    Probes the address with plain TCP first, so a dead address fails in seconds instead of in
-    Ray's own (much longer) GCS reconnection loop.
+    Probes the address first (TCP, then one bounded gRPC call to the GCS), so a dead or wrong
+    address fails in seconds instead of in Ray's own, minutes-long, GCS reconnection loop.
     """
     with _CONNECT_LOCK:
         current = _current_address() if ray.is_initialized() else None
-        if ray.is_initialized():
-            recorded = _CONNECTED_ADDRESS[0] if _CONNECTED_ADDRESS else None
-            if current is None or _canonical(address) in {
-                    _canonical(current), _canonical(recorded or current)}:
-                return
+        if ray.is_initialized() and (current is None or _connected_to(address)):
+            return
         deadline = time.monotonic() + timeout_s
         delay = 0.1
         while True:
@@ -488,15 +548,22 @@ def ensure_ray(address: str, namespace: str, timeout_s: float = 30.0) -> None:
                     f"cannot reach a Ray cluster at {address} ({reason}); {START_HINT}")
             time.sleep(delay)
             delay *= 2
+        if "://" not in address:
+            reason = _gcs_reachable(address, min(5.0, max(deadline - time.monotonic(), 0.5)))
+            if reason is not None:
+                raise ServiceUnavailableError(
+                    f"cannot reach a Ray cluster at {address} ({reason}); {START_HINT}")
         if ray.is_initialized():
-            # Checked after the probe: for a dead address "unreachable" is the useful answer.
+            # Checked after the probes: for a dead address "unreachable" is the useful answer.
             raise ServiceError(
                 f"this process is already connected to the Ray cluster at {current}; it cannot "
                 f"also connect to {address} (call ray.shutdown() first)")
         try:
             if "://" in address:
                 # Ray Client: other non-default ray.init arguments would be forwarded to a
-                # ray.init on the server side; the namespace is all that matters there.
+                # ray.init on the server side; the namespace is all that matters there. Its
+                # builder logs at INFO what it forwards; that is noise here.
+                logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
                 ray.init(address=address, namespace=namespace)
             else:
                 ray.init(address=address, namespace=namespace, ignore_reinit_error=True,
@@ -532,31 +599,40 @@ class KMeansClient:
     connection) with exponential backoff until ``timeout_s`` has passed, then raises
     ``ServiceUnavailableError``. Errors raised by the service's own code (a bad array,
     ``ModelNotFoundError``) are raised at once, as their own type.
+
+    Make one per process (a Beam ``ModelHandler.load_model`` is the place): ``connect``
+    connects the process to Ray, and the actor handle is only valid while it stays connected.
+    Thread-safe: Beam's DoFn threads may share it.
     """
 
     def __init__(self, actor: Any, config: ServiceConfig, address: str,
                  timeout_s: float = 60.0, backoff_s: float = 0.2,
-                 max_backoff_s: float = 5.0) -> None:
+                 max_backoff_s: float = 5.0, fit_timeout_s: float = 3600.0) -> None:
         self._actor = actor
         self.config = config
         self.address = address
         self.timeout_s = timeout_s
+        # Fitting a large level-1 sample legitimately takes minutes: its own, longer bound.
+        self.fit_timeout_s = fit_timeout_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
 
     @classmethod
     def connect(cls, config: ServiceConfig | None = None, timeout_s: float = 30.0, *,
                 state_file: str | os.PathLike[str] | None = None,
-                call_timeout_s: float | None = None) -> KMeansClient:
+                call_timeout_s: float | None = None,
+                fit_timeout_s: float = 3600.0) -> KMeansClient:
         """Connect to the cluster and look the actor up; ``ServiceUnavailableError`` if either
         cannot be reached within ``timeout_s``. ``call_timeout_s`` (default ``timeout_s``,
-        at least 60 s) bounds each later call."""
+        at least 60 s) bounds each later call, ``fit_timeout_s`` each fit (retries
+        included); a call's own ``timeout_s`` argument overrides both."""
         config = config or ServiceConfig()
         address = resolve_address(config.address, state_file)
         ensure_ray(address, config.namespace, timeout_s)
         actor = _lookup_actor(config.name, config.namespace, address)
         return cls(actor, config, address,
-                   timeout_s=call_timeout_s if call_timeout_s is not None else max(timeout_s, 60))
+                   timeout_s=call_timeout_s if call_timeout_s is not None else max(timeout_s, 60),
+                   fit_timeout_s=fit_timeout_s)
 
     @property
     def actor(self) -> Any:
@@ -623,7 +699,8 @@ class KMeansClient:
     def fit(self, model_id: str, x: np.ndarray, config: KMeansConfig,
             timeout_s: float | None = None) -> dict[str, Any]:
         """Fit and keep a model; returns its summary (k, inertia, n_iter, n, d, seconds, ...)."""
-        return self._call("fit", model_id, x, config, timeout_s=timeout_s)
+        return self._call("fit", model_id, x, config,
+                          timeout_s=self.fit_timeout_s if timeout_s is None else timeout_s)
 
     def fit_many(self, jobs: Iterable[tuple[str, np.ndarray, KMeansConfig]],
                  timeout_s: float | None = None) -> dict[str, dict[str, Any]]:
@@ -633,7 +710,8 @@ class KMeansClient:
         ids = [c[1][0] for c in calls]
         if len(set(ids)) != len(ids):
             raise ValueError("fit_many: model ids must be distinct")
-        return dict(zip(ids, self._gather(calls, timeout_s, what=f"{len(calls)} fits")))
+        bound = self.fit_timeout_s if timeout_s is None else timeout_s
+        return dict(zip(ids, self._gather(calls, bound, what=f"{len(calls)} fits")))
 
     def predict(self, model_id: str, x: np.ndarray, timeout_s: float | None = None, *,
                 balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -734,8 +812,9 @@ def _start_local_head(config: ServiceConfig, timeout_s: float) -> dict[str, Any]
     port, client_port, agent_port = _free_port(), _free_port(), _free_port()
     temp_dir = LOCAL_TEMP_ROOT / f"ndcl-ray-{port}"
     num_cpus = config.head_num_cpus or max(os.cpu_count() or 1, int(np.ceil(config.num_cpus)))
-    cmd = [*_ray_command(), "start", "--head", f"--port={port}",
-           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+    # No --node-ip-address=127.0.0.1: on Linux Ray replaces a loopback node address by the
+    # host's routable IP anyway; drivers here connect through 127.0.0.1 all the same.
+    cmd = [*_ray_command(), "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}",
            "--include-dashboard=false", "--disable-usage-stats",
            f"--ray-client-server-port={client_port}",
            f"--dashboard-agent-listen-port={agent_port}", f"--temp-dir={temp_dir}"]
@@ -744,36 +823,50 @@ def _start_local_head(config: ServiceConfig, timeout_s: float) -> dict[str, Any]
         proc = subprocess.run(cmd, env=_subprocess_env(), capture_output=True, text=True,
                               timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
-        _kill_session_processes(temp_dir)
+        _kill_session_processes(temp_dir, port)
         raise ServiceError(f"`ray start --head` did not finish within {timeout_s:.0f} s") from exc
     if proc.returncode != 0:
-        _kill_session_processes(temp_dir)
+        _kill_session_processes(temp_dir, port)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise ServiceError(f"`ray start --head` failed (exit {proc.returncode}):\n{tail}")
     return {"address": f"127.0.0.1:{port}", "client_address": f"ray://127.0.0.1:{client_port}",
-            "temp_dir": str(temp_dir), "head_num_cpus": num_cpus}
+            "temp_dir": str(temp_dir), "gcs_port": port, "head_num_cpus": num_cpus}
 
 
-def session_processes(temp_dir: str | os.PathLike[str]) -> list[Any]:
+def session_processes(temp_dir: str | os.PathLike[str], gcs_port: int | None = None) -> list[Any]:
     """The processes of a head started by ``start_service``: those whose command line names its
-    private temp folder (every Ray process of a session names its session folder)."""
+    private temp folder (nearly every Ray process names its session folder) or, for the Ray
+    Client server, its GCS port; plus their descendants."""
     import psutil
 
     marker = str(temp_dir)
-    found = []
+    gcs_args = ("--address=", "--gcs-address=", "--gcs_address=")
+
+    def ours(arg: str) -> bool:
+        if marker in arg:
+            return True
+        return gcs_port is not None and arg.startswith(gcs_args) and arg.endswith(f":{gcs_port}")
+
+    found: dict[int, Any] = {}
     for proc in psutil.process_iter(["pid", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             cmdline = proc.info.get("cmdline") or []
-            if proc.pid != os.getpid() and any(marker in arg for arg in cmdline):
-                found.append(proc)
-    return found
+            if proc.pid != os.getpid() and any(ours(arg) for arg in cmdline):
+                found[proc.pid] = proc
+                # Workers and agents rename themselves ("ray::KMeansService"): they are found
+                # as the raylet's children instead.
+                for child in proc.children(recursive=True):
+                    found.setdefault(child.pid, child)
+    found.pop(os.getpid(), None)
+    return list(found.values())
 
 
-def _kill_session_processes(temp_dir: str | os.PathLike[str], grace_s: float = 5.0) -> int:
+def _kill_session_processes(temp_dir: str | os.PathLike[str], gcs_port: int | None = None,
+                            grace_s: float = 2.0) -> int:
     """SIGTERM the head's processes, SIGKILL what is left after ``grace_s``; how many."""
     import psutil
 
-    procs = session_processes(temp_dir)
+    procs = session_processes(temp_dir, gcs_port)
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -821,7 +914,8 @@ def _wait_ready(actor: Any, config: ServiceConfig, timeout_s: float) -> dict[str
                     if not k.startswith(("node:", "memory", "object_store"))}
         except Exception:
             have = {}
-        want = {"CPU": config.num_cpus, "GPU": config.num_gpus, **config.resources}
+        want = {k: v for k, v in {"CPU": config.num_cpus, "GPU": config.num_gpus,
+                                  **config.resources}.items() if v}
         raise ServiceError(
             f"the K-Means service actor did not become ready within {timeout_s:.0f} s; it asks "
             f"for {want} and the cluster has {have} available (`ray status` shows the "
@@ -850,7 +944,7 @@ def start_service(config: ServiceConfig | None = None,
     state: dict[str, Any] = {}
     started_now = False
 
-    if config.address is None and previous and _tcp_reachable(previous["address"], 2.0) is None:
+    if config.address is None and previous and _cluster_alive(previous["address"]):
         state = dict(previous)  # our recorded cluster is still up: reuse it, keep its ledger
     elif config.address is None:
         state = _start_local_head(config, timeout_s=max(deadline - time.monotonic(), 10.0))
@@ -858,7 +952,7 @@ def start_service(config: ServiceConfig | None = None,
         started_now = True
     else:
         address = resolve_address(config.address, state_path)
-        same = previous and _canonical(previous["address"]) == _canonical(address)
+        same = previous and same_address(previous["address"], address)
         state = dict(previous) if same else {
             "address": address, "client_address": None, "started_head": False,
             "created_actor": False}
@@ -888,7 +982,7 @@ def start_service(config: ServiceConfig | None = None,
         if started_now:  # undo what this call started, nothing else
             with contextlib.suppress(Exception):
                 disconnect()
-            _kill_session_processes(state["temp_dir"])
+            _kill_session_processes(state["temp_dir"], state.get("gcs_port"))
             shutil.rmtree(state["temp_dir"], ignore_errors=True)
             state_path.unlink(missing_ok=True)
         raise
@@ -975,10 +1069,10 @@ def stop_service(state_file: str | os.PathLike[str] = DEFAULT_STATE_FILE,
         messages.append(f"left actor {state.get('name')!r} running (this start did not create it)")
 
     if state.get("started_head"):
-        current = _current_address() if ray.is_initialized() else None
-        if current is not None and _canonical(current) == _canonical(address):
+        if ray.is_initialized() and _connected_to(address):
             disconnect()  # a driver whose head dies is killed by Ray; leave first
-        count = _kill_session_processes(state["temp_dir"]) if state.get("temp_dir") else 0
+        count = (_kill_session_processes(state["temp_dir"], state.get("gcs_port"))
+                 if state.get("temp_dir") else 0)
         shutil.rmtree(state.get("temp_dir") or "/nonexistent", ignore_errors=True)
         stopped = True
         messages.append(f"stopped the local Ray head at {address} ({count} processes)")
