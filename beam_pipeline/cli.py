@@ -5,6 +5,8 @@
                 --keep POLICY --seed S ...] [Beam pipeline options]
     ndcl cluster --input PATTERN [PATTERN ...] --output DIR [--k1 10 --k2 10
                --kmeans-backend ray|local --service-address ray://HOST:10001 ...]
+    ndcl run --workflow nd_cl|cl_nd [--dedup-scope cluster_A|cluster_B] --input ... --output ...
+               [dedup and cluster flags]
     ndcl service start|status|stop [--address ...]
 
 Unrecognised ``--flags`` are passed to Beam as pipeline options (``--direct_num_workers=2
@@ -89,6 +91,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     add_cluster_flags(cluster)
     cluster.add_argument("--max-doc-bytes", dest="max_doc_bytes", type=int, default=None)
     cluster.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    run = commands.add_parser("run", help="both engines: ND→CL (nd_cl) or CL→ND (cl_nd)")
+    run.add_argument("--workflow", choices=("nd_cl", "cl_nd"), default="nd_cl")
+    run.add_argument("--dedup-scope", choices=("cluster_A", "cluster_B"), default="cluster_A",
+                     help="cl_nd: the clusters inside which duplicates are removed")
+    add_io_flags(run)
+    add_dedup_flags(run)
+    add_cluster_flags(run)
     from runners.kmeans.service_cli import add_service_parser
 
     add_service_parser(commands)
@@ -147,10 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
         return 2
-    from beam_pipeline.run import run_cluster, run_dedup
+    from beam_pipeline.run import run_cluster, run_dedup, run_workflow
 
     try:
-        if args.command == "cluster":
+        if args.command == "run":
+            result = run_workflow(args.workflow, args.input, args.output, cfg, cluster_cfg,
+                                  beam_args, args.dedup_scope)
+        elif args.command == "cluster":
             result = run_cluster(args.input, args.output, cluster_cfg, cfg, beam_args)
         else:
             result = run_dedup(args.input, args.output, cfg, beam_args)

@@ -29,7 +29,8 @@ from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
 from transforms.lsh import FindCandidatePairs, optimal_param
 from transforms.minhash import ComputeFeatures
 from transforms.read import REJECTED_TAG, ReadDocuments
-from transforms.resolve import ResolveDuplicates
+from transforms.resolve import ResolveDuplicates, SelectKept
+from transforms.scope import ScopeByCluster
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
 from transforms.write import WriteJsonFn, WriteOutputs
 
@@ -48,20 +49,29 @@ def choose_banding(cfg: DedupConfig) -> Banding:
     return Banding(bands, rows)
 
 
-def build_dedup(
-    pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str], staging_dir: str
-) -> Banding:
-    """Add the ND graph reading ``files`` and writing under ``staging_dir``; returns b and r."""
+@dataclass
+class DedupParts:
+    duplicate_rows: beam.PCollection  # (batch_key, DuplicateRow)
+    stats: list[beam.PCollection]
+    banding: Banding
+
+
+def add_dedup(doc_batches: beam.PCollection, cfg: DedupConfig,
+              scope_labels: beam.PCollection | None = None,
+              scope: str = "cluster_A") -> DedupParts:
+    """The ND engine on ``doc_batches``; with ``scope_labels`` (CL→ND) only documents of the
+    same cluster are compared."""
     banding = choose_banding(cfg)
     parts = cfg.shuffle_partitions
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
-    doc_batches = read.batches
     features = doc_batches | "ComputeFeatures" >> ComputeFeatures(
         cfg.ngram, cfg.num_perm, cfg.seed, tokenizer=cfg.tokenizer)
-    exact = features.features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
+    feature_batches = features.features
+    if scope_labels is not None:
+        feature_batches = feature_batches | "ScopeByCluster" >> ScopeByCluster(
+            scope_labels, scope, cfg.seed)
+    exact = feature_batches | "RemoveExactDuplicates" >> RemoveExactDuplicates(
         cfg.keep, cfg.batch_size, parts)
-    distinct = exact["distinct"]
-    candidates = distinct | "FindCandidatePairs" >> FindCandidatePairs(
+    candidates = exact["distinct"] | "FindCandidatePairs" >> FindCandidatePairs(
         banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size)
     node_params = NodeParams(cfg.ngram, cfg.num_perm, cfg.seed, cfg.tokenizer, cfg.verify)
     partition_to_nodes = candidates.edges | "FetchNodes" >> FetchNodes(
@@ -74,9 +84,18 @@ def build_dedup(
         partition_to_nodes, exact[EXACT_DUPLICATES_TAG], cfg.keep, cfg.verify,
         cfg.batch_size, parts, cfg.seed)
     stats = [features.stats, candidates.stats, verified.stats, components[CC_STATS_TAG]]
-    _ = doc_batches | "WriteOutputs" >> WriteOutputs(
-        staging_dir, duplicate_rows, read[REJECTED_TAG], stats)
-    return banding
+    return DedupParts(duplicate_rows, stats, banding)
+
+
+def build_dedup(
+    pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str], staging_dir: str
+) -> Banding:
+    """Add the ND graph reading ``files`` and writing under ``staging_dir``; returns b and r."""
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
+    dedup = add_dedup(read.batches, cfg)
+    _ = read.batches | "WriteOutputs" >> WriteOutputs(
+        staging_dir, dedup.duplicate_rows, read[REJECTED_TAG], dedup.stats)
+    return dedup.banding
 
 
 def add_clustering(doc_batches: beam.PCollection, cfg: ClusterConfig, spec: BackendSpec,
@@ -105,3 +124,34 @@ def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
         WriteJsonFn(staging_dir, "_cluster_fit.json"))
     _ = read.batches | "WriteOutputs" >> WriteOutputs(
         staging_dir, no_duplicates, read[REJECTED_TAG], [fit_report], clusters["labels"])
+
+
+WORKFLOWS = ("nd_cl", "cl_nd")
+
+
+def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfig,
+                   cluster_cfg: ClusterConfig, files: list[str], staging_dir: str,
+                   spec: BackendSpec, run_id: str, dedup_scope: str = "cluster_A") -> Banding:
+    """Both orderings from the same transforms (nothing is built twice):
+
+    - ``nd_cl``: global near-duplicate removal, then two-level clustering of the kept documents;
+    - ``cl_nd``: two-level clustering of every document, then near-duplicate removal inside
+      each ``dedup_scope`` cluster (band and exact keys scoped by cluster).
+    """
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, dedup_cfg.max_doc_bytes,
+                                                       dedup_cfg.batch_size)
+    if workflow == "nd_cl":
+        dedup = add_dedup(read.batches, dedup_cfg)
+        kept = read.batches | "SelectKept" >> SelectKept(dedup.duplicate_rows)
+        clusters = add_clustering(kept, cluster_cfg, spec, run_id)
+    else:
+        clusters = add_clustering(read.batches, cluster_cfg, spec, run_id)
+        dedup = add_dedup(read.batches, dedup_cfg, clusters["labels"], dedup_scope)
+    fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
+        WriteJsonFn(staging_dir, "_cluster_fit.json"))
+    _ = read.batches | "WriteOutputs" >> WriteOutputs(
+        staging_dir, dedup.duplicate_rows, read[REJECTED_TAG], [*dedup.stats, fit_report],
+        clusters["labels"])
+    return dedup.banding

@@ -27,7 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
-from beam_pipeline.pipeline import build_cluster, build_dedup
+from beam_pipeline.pipeline import build_cluster, build_dedup, build_pipeline
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
 from transforms.read import match_inputs
@@ -295,5 +295,39 @@ def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: D
             fit = read_json(staging.rstrip("/") + "/_cluster_fit.json")
             return cluster_summary(stats, cfg, fit, files, metrics,
                                    time.perf_counter() - started)
+
+        return _run_and_commit(pipeline, staging, output, summarise)
+
+
+def run_workflow(workflow: str, inputs: list[str], output: str, dedup_cfg: DedupConfig,
+                 cluster_cfg: ClusterConfig, beam_args: list[str],
+                 dedup_scope: str = "cluster_A") -> RunResult:
+    """Run ND→CL (``nd_cl``) or CL→ND (``cl_nd``) end to end and commit ``output``."""
+    started = time.perf_counter()
+    files = match_inputs(inputs)
+    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
+    staging = staging_path(output)
+    remove_tree(staging)
+    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    with kmeans_service(cluster_cfg) as address:
+        spec = BackendSpec(kind=cluster_cfg.backend, model_dir=staging.rstrip("/") + "/_models",
+                           address=address, timeout_s=cluster_cfg.service_timeout_s)
+        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
+        banding = build_pipeline(pipeline, workflow, dedup_cfg, cluster_cfg, files, staging,
+                                 spec, run_id, dedup_scope)
+        log_banding(dedup_cfg, banding.bands, banding.rows)
+        LOG.info("running the %s pipeline", workflow)
+
+        def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
+            wall = time.perf_counter() - started
+            fit = read_json(staging.rstrip("/") + "/_cluster_fit.json")
+            summary = build_summary(stats, dedup_cfg, banding.bands, banding.rows, files,
+                                    metrics, wall)
+            clustered = cluster_summary(stats, cluster_cfg, fit, files, metrics, wall)
+            summary["workflow"] = workflow
+            summary["dedup_scope"] = dedup_scope if workflow == "cl_nd" else "global"
+            summary["cluster"] = clustered["cluster"]
+            summary["config"] = {"dedup": dedup_cfg.to_dict(), "cluster": cluster_cfg.to_dict()}
+            return summary
 
         return _run_and_commit(pipeline, staging, output, summarise)

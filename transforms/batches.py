@@ -13,6 +13,7 @@ so decisions about a document can be routed back to its batch without a lookup t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import time
@@ -64,6 +65,11 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def scope_mix(scopes: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit mix of each scope id, xor-ed into keys that must stay within a scope."""
+    return splitmix64(scopes.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B1 + 7) & (2**64 - 1)))
+
+
 def stable_hash64(text: str, seed: int) -> int:
     """Seeded 64-bit xxhash of a string, identical in every process."""
     return xxhash.xxh3_64_intdigest(text.encode("utf-8"), seed=seed)
@@ -97,6 +103,8 @@ class FeatureBatch:
     norm_lengths: np.ndarray  # int64[m], UTF-8 length of the normalised text
     exact_hashes: np.ndarray  # uint64[m, 2], xxh3-128 of the normalised text
     signatures: np.ndarray  # uint32[m, num_perm]
+    # Dedup scope of each row (CL→ND: the document's cluster); None = one global scope.
+    scopes: np.ndarray | None = None  # int64[m]
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -114,6 +122,7 @@ class FeatureBatch:
             norm_lengths=self.norm_lengths[rows],
             exact_hashes=self.exact_hashes[rows] if len(self.exact_hashes) else self.exact_hashes,
             signatures=self.signatures[rows],
+            scopes=None if self.scopes is None else self.scopes[rows],
         )
 
     def signatures_only(self) -> FeatureBatch:
@@ -127,7 +136,16 @@ class FeatureBatch:
             norm_lengths=np.zeros(rows, dtype=np.int64),
             exact_hashes=np.zeros((0, 2), dtype=np.uint64),
             signatures=self.signatures,
+            scopes=self.scopes,
         )
+
+    def with_scopes(self, scopes: np.ndarray, seed: int) -> FeatureBatch:
+        """This batch with a dedup scope per row; the scope is mixed into the exact key so
+        that equal texts in different scopes never meet (band keys mix it in too)."""
+        mixed = self.exact_hashes.copy()
+        if len(mixed):
+            mixed[:, 0] = splitmix64(mixed[:, 0] ^ scope_mix(scopes, seed))
+        return dataclasses.replace(self, exact_hashes=mixed, scopes=scopes.astype(np.int64))
 
 
 @dataclass

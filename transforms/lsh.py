@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, splitmix64, stage_counter, timed
+from transforms.batches import FeatureBatch, scope_mix, splitmix64, stage_counter, timed
 
 LOG = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class EmitBandKeysFn(beam.DoFn):
         if len(features) == 0:
             return
         hashes = band_hashes(features.signatures, self.bands, self.rows, self.seed)
+        if features.scopes is not None:
+            # CL→ND: band keys are scoped by cluster, so nothing is compared across clusters.
+            hashes = splitmix64(hashes ^ scope_mix(features.scopes, self.seed)[:, None])
         band_ids = np.broadcast_to(np.arange(self.bands, dtype=np.int32), hashes.shape)
         uids = np.broadcast_to(features.uids[:, None], hashes.shape)
         flat_hashes = hashes.ravel()

@@ -22,7 +22,15 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import JoinByKey, NodeInfo, batch_key_of, partition_of, stage_counter, timed
+from transforms.batches import (
+    DocBatch,
+    JoinByKey,
+    NodeInfo,
+    batch_key_of,
+    partition_of,
+    stage_counter,
+    timed,
+)
 from transforms.exact import rank_key
 from transforms.verify import similarity
 
@@ -184,3 +192,32 @@ class ResolveDuplicates(beam.PTransform):
             | "EmitExactRows" >> beam.ParDo(RemapExactFn(self.batch_size))
         )
         return (near, exact) | "FlattenDuplicateRows" >> beam.Flatten()
+
+
+class SelectKeptFn(beam.DoFn):
+    """A document batch and its duplicate rows → the batch of its kept documents only."""
+
+    def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DocBatch]]:
+        key, grouped = element
+        removed = {row.uid for row in grouped["duplicates"]}
+        for batch in grouped["docs"]:
+            rows = [i for i, uid in enumerate(batch.uids.tolist()) if uid not in removed]
+            if rows:
+                yield key, DocBatch(key, batch.uids[rows], [batch.ids[i] for i in rows],
+                                    [batch.records[i] for i in rows])
+
+
+class SelectKept(beam.PTransform):
+    """ND→CL: document batches minus the removed duplicates, for clustering."""
+
+    def __init__(self, duplicate_rows: beam.PCollection) -> None:
+        super().__init__()
+        self.duplicate_rows = duplicate_rows
+
+    def expand(self, doc_batches: beam.PCollection) -> beam.PCollection:
+        return (
+            {"docs": doc_batches, "duplicates": self.duplicate_rows}
+            | "JoinRemovedRows" >> JoinByKey()
+            | "KeepSurvivors" >> beam.ParDo(SelectKeptFn()).with_output_types(
+                tuple[int, DocBatch])
+        )
