@@ -17,8 +17,10 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
+# The main job on the bundled corpus with the embedded defaults: DirectRunner (FnApiRunner),
+# a local Ray head + K-Means service started and stopped by the run, ND→CL.
 demo: $(STAMP)
-	$(BIN)/ndcl dedup --input $(DEMO_INPUT) --output $(DEMO_OUTPUT)
+	$(BIN)/ndcl run --workflow nd_cl --input $(DEMO_INPUT) --output $(DEMO_OUTPUT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
