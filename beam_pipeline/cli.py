@@ -20,7 +20,12 @@ import logging
 import sys
 from typing import Any
 
-from beam_pipeline.config import ConfigError, load_cluster_config, load_dedup_config
+from beam_pipeline.config import (
+    ConfigError,
+    load_cluster_config,
+    load_dedup_config,
+    load_pipeline_config,
+)
 
 LOG = logging.getLogger("ndcl")
 
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_dedup_config(args.config, dedup_overrides)
         cluster_cfg = load_cluster_config(args.config, cluster_overrides)
+        load_pipeline_config(args.config)  # unknown keys in the runner section are errors too
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
         return 2

@@ -249,3 +249,38 @@ def load_cluster_config(
         raise ConfigError(f"{path or 'overrides'}: unknown cluster key(s) {unknown}; known keys "
                           f"are {sorted(known)}")
     return ClusterConfig(**{k: _coerce(k, v, ClusterConfig) for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Where the job runs (the YAML ``pipeline`` section); runner flags override it."""
+
+    input: str | None = None
+    runner: str = "direct"
+    job_endpoint: str | None = None
+    flink_master: str | None = None
+    project: str | None = None
+    region: str | None = None
+    temp_location: str | None = None
+    staging_location: str | None = None
+    worker_machine_type: str | None = None
+    max_workers: int | None = None
+    sdk_container_image: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.runner not in ("direct", "portable", "flink", "dataflow"):
+            raise ConfigError(f"pipeline.runner must be direct, portable, flink or dataflow, "
+                              f"got {self.runner!r}")
+        if self.max_workers is not None and self.max_workers < 1:
+            raise ConfigError("pipeline.max_workers must be >= 1")
+
+
+def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
+    """The YAML file's ``pipeline`` section; unknown keys are errors."""
+    values = (load_yaml(path).get("pipeline") or {}) if path is not None else {}
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown pipeline key(s) {unknown}; known keys are "
+                          f"{sorted(known)}")
+    return PipelineConfig(**{k: _coerce(k, v, PipelineConfig) for k, v in values.items()})

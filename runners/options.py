@@ -1,0 +1,365 @@
+"""Runner flags for ``ndcl``: one set of ``--runner ...`` flags, translated to Beam options.
+
+``add_runner_flags(parser)`` adds the flags below to an ``argparse`` (sub)parser and
+``runner_beam_args(args)`` turns the parsed values into Beam pipeline option strings, checking
+that each runner has what it needs (:class:`RunnerConfigError` otherwise). Multi-word flags
+also accept Beam's own underscore spelling (``--job_endpoint``, ``--temp_location``, ...), so a
+command line written for Beam, or the options a Dataflow Flex Template launcher appends, land
+in the same place instead of bypassing the checks.
+
+Runners
+-------
+
+``--runner direct`` (default)
+    Beam's in-process FnApiRunner (``beam_pipeline.run.make_pipeline_options`` picks it; the
+    Prism runner would download a binary). Adds no option. ``--direct_num_workers=N
+    --direct_running_mode=multi_processing`` still pass straight to Beam.
+
+``--runner portable --job-endpoint HOST:PORT [--environment-type T --environment-config C]``
+    Beam's PortableRunner against any job service: Beam's own Python one
+    (``python -m apache_beam.runners.portability.local_job_service_main --port 8099``), the
+    Flink job server of ``runners/flink/docker-compose.yml`` (``localhost:8099``), Spark, ...
+    ``--environment-type`` defaults to LOOPBACK (the SDK worker runs inside the submitting
+    ``ndcl`` process, so the job service must run on the same machine). For a job server in
+    Docker use ``EXTERNAL --environment-config localhost:50000`` (the SDK worker pool of the
+    compose file) or ``DOCKER`` (the job server starts SDK containers itself). Emits
+    ``--runner=PortableRunner --job_endpoint=... --environment_type=... [--environment_config=...]``.
+
+``--runner flink --flink-master HOST:PORT [--flink-version 1.20 --flink-job-server-jar JAR]``
+    Beam's FlinkRunner: it starts a Flink job server (a Java jar, downloaded from Maven Central
+    unless ``--flink-job-server-jar`` names a local copy; Java 11+ needed) that submits to the
+    Flink cluster's REST address. ``--environment-type`` defaults to EXTERNAL with
+    ``localhost:50000`` (the worker pool that shares the task manager's network in
+    ``runners/flink/docker-compose.yml``). Emits ``--runner=FlinkRunner --flink_master=...
+    --flink_version=... --environment_type=... --environment_config=...``.
+
+``--runner dataflow --project P --region R --temp-location gs://B/tmp [--dry-run]``
+    Google Cloud Dataflow. Also ``--staging-location``, ``--setup-file`` (default: this
+    repository's ``setup.py``, so workers install the package; with ``--sdk-container-image``
+    of an image that already has it, pass ``--setup-file ''`` to skip), ``--worker-machine-type``,
+    ``--max-workers``, ``--sdk-container-image`` (e.g. the Flex Template image of
+    ``runners/dataflow/Dockerfile``). ``--dry-run`` adds Beam's ``--dry_run=True``: the
+    DataflowRunner translates the graph and builds the job request but does not stage or
+    submit anything (``runners.dataflow.dry_run`` builds the ``ndcl`` graph that way).
+
+The module also has small helpers to inspect a pipeline graph without running it:
+:func:`pipeline_proto`, :func:`describe_stages` and :func:`count_group_by_keys`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.portability.api import beam_runner_api_pb2
+
+RUNNERS = ("direct", "portable", "flink", "dataflow")
+ENVIRONMENT_TYPES = ("LOOPBACK", "DOCKER", "EXTERNAL", "PROCESS")
+# Flink versions this Beam release publishes job servers for (FlinkRunnerOptions keeps the
+# list in sync with Beam's gradle.properties: 1.19, 1.20, 2.0, 2.1, 2.2 for Beam 2.77).
+FLINK_VERSIONS = tuple(FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS)
+# 1.20 is the last Flink 1.x (its LTS line), the one runners/flink/docker-compose.yml runs.
+DEFAULT_FLINK_VERSION = "1.20" if "1.20" in FLINK_VERSIONS else FLINK_VERSIONS[-1]
+# The SDK worker pool of runners/flink/docker-compose.yml, reachable from the task manager.
+DEFAULT_WORKER_POOL = "localhost:50000"
+REPO_SETUP_PY = Path(__file__).resolve().parents[1] / "setup.py"
+GROUP_BY_KEY_URN = "beam:transform:group_by_key:v1"
+
+# Beam's own runner names, accepted too so that ``--runner=DataflowRunner`` (what Beam users
+# and the Flex Template launcher write) means the same as ``--runner dataflow``.
+_RUNNER_ALIASES = {
+    "direct": "direct", "directrunner": "direct", "fnapirunner": "direct",
+    "portable": "portable", "portablerunner": "portable",
+    "flink": "flink", "flinkrunner": "flink",
+    "dataflow": "dataflow", "dataflowrunner": "dataflow",
+}
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class RunnerConfigError(ValueError):
+    """The runner flags are incomplete or inconsistent; the message says which flag to add."""
+
+
+def runner_name(value: str) -> str:
+    """``argparse`` type of ``--runner``: one of :data:`RUNNERS`, Beam's class names
+    accepted (``DataflowRunner`` → ``dataflow``)."""
+    key = value.strip().lower()
+    if key not in _RUNNER_ALIASES:
+        raise argparse.ArgumentTypeError(
+            f"unknown runner {value!r}; choose one of {', '.join(RUNNERS)}")
+    return _RUNNER_ALIASES[key]
+
+
+def _environment_type(value: str) -> str:
+    if value.upper() not in ENVIRONMENT_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"unknown environment type {value!r}; choose one of {', '.join(ENVIRONMENT_TYPES)}")
+    return value.upper()
+
+
+def _flink_version(value: str) -> str:
+    if value not in FLINK_VERSIONS:
+        raise argparse.ArgumentTypeError(
+            f"Flink {value} has no Beam {beam.__version__} job server; "
+            f"choose one of {', '.join(FLINK_VERSIONS)}")
+    return value
+
+
+def add_runner_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the runner flags (see the module docstring) to ``parser``.
+
+    Every flag defaults to ``None`` (``--runner`` to ``direct``) so :func:`runner_beam_args`
+    can tell a flag given for the wrong runner from one left alone.
+    """
+    group = parser.add_argument_group(
+        "runner", "where the pipeline runs (see runners/options.py); other --beam_options "
+                  "pass through to Beam")
+    group.add_argument("--runner", type=runner_name, default="direct", metavar="RUNNER",
+                       help="direct (default: in-process FnApiRunner), portable, flink or "
+                            "dataflow; Beam's names (PortableRunner, ...) also work")
+    group.add_argument("--job-endpoint", "--job_endpoint", dest="job_endpoint",
+                       metavar="HOST:PORT", help="portable: the job service")
+    group.add_argument("--environment-type", "--environment_type", dest="environment_type",
+                       type=_environment_type, metavar="TYPE",
+                       help="portable/flink: LOOPBACK (portable default), EXTERNAL (flink "
+                            "default), DOCKER or PROCESS")
+    group.add_argument("--environment-config", "--environment_config",
+                       dest="environment_config", metavar="CONFIG",
+                       help="EXTERNAL: worker pool HOST:PORT (default localhost:50000); "
+                            "DOCKER: SDK image; PROCESS: JSON with the boot command")
+    group.add_argument("--flink-master", "--flink_master", dest="flink_master",
+                       metavar="HOST:PORT", help="flink: the Flink REST address, e.g. "
+                                                 "localhost:8081, or [local]")
+    group.add_argument("--flink-version", "--flink_version", dest="flink_version",
+                       type=_flink_version, metavar="VERSION",
+                       help=f"flink: one of {', '.join(FLINK_VERSIONS)} "
+                            f"(default {DEFAULT_FLINK_VERSION})")
+    group.add_argument("--flink-job-server-jar", "--flink_job_server_jar",
+                       dest="flink_job_server_jar", metavar="JAR",
+                       help="flink: a local Flink job server jar (else Beam downloads it)")
+    group.add_argument("--project", metavar="PROJECT", help="dataflow: Google Cloud project")
+    group.add_argument("--region", metavar="REGION", help="dataflow: e.g. us-central1")
+    group.add_argument("--temp-location", "--temp_location", dest="temp_location",
+                       metavar="GS_PATH", help="dataflow: gs:// folder for temporary files")
+    group.add_argument("--staging-location", "--staging_location", dest="staging_location",
+                       metavar="GS_PATH", help="dataflow: gs:// folder for staged packages")
+    group.add_argument("--setup-file", "--setup_file", dest="setup_file", metavar="PATH",
+                       help="setup.py that workers install (dataflow default: this "
+                            "repository's; '' for none)")
+    group.add_argument("--worker-machine-type", "--worker_machine_type", "--machine_type",
+                       dest="worker_machine_type", metavar="TYPE",
+                       help="dataflow: e.g. n2-standard-4")
+    group.add_argument("--max-workers", "--max_num_workers", dest="max_workers", type=int,
+                       metavar="N", help="dataflow: autoscaling limit")
+    group.add_argument("--sdk-container-image", "--sdk_container_image",
+                       dest="sdk_container_image", metavar="IMAGE",
+                       help="dataflow: worker image (e.g. the Flex Template image)")
+    group.add_argument("--dry-run", "--dry_run", dest="dry_run", nargs="?", const=True,
+                       default=None, type=_boolean, metavar="BOOL",
+                       help="dataflow: build the job request without staging or submitting")
+
+
+def _boolean(value: str) -> bool:
+    # ``--dry_run=True`` is how Beam and a Flex Template write it; bare ``--dry-run`` too.
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+_PER_RUNNER: dict[str, tuple[str, ...]] = {
+    "portable": ("job_endpoint",),
+    "flink": ("flink_master", "flink_version", "flink_job_server_jar"),
+    "dataflow": ("project", "region", "temp_location", "staging_location",
+                 "worker_machine_type", "max_workers", "sdk_container_image", "dry_run"),
+}
+_ENVIRONMENT = ("environment_type", "environment_config")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _get(args: argparse.Namespace | Any, name: str) -> Any:
+    return getattr(args, name, None)
+
+
+def _check_foreign_flags(args: argparse.Namespace, runner: str) -> None:
+    """A flag of another runner is almost always a mistake (``--runner`` forgotten), so it is
+    an error rather than silently ignored."""
+    for owner, names in _PER_RUNNER.items():
+        if owner == runner:
+            continue
+        for name in names:
+            value = _get(args, name)
+            if value is not None and value is not False:
+                raise RunnerConfigError(
+                    f"{_flag(name)} is a {owner} flag but --runner is {runner}; "
+                    f"add --runner {owner} or drop {_flag(name)}")
+    if runner not in ("portable", "flink"):
+        for name in _ENVIRONMENT:
+            if _get(args, name) is not None:
+                raise RunnerConfigError(
+                    f"{_flag(name)} only applies to --runner portable or flink "
+                    f"(Dataflow workers use --sdk-container-image)")
+
+
+def _check_host_port(flag: str, value: str) -> None:
+    if not _HOST_PORT.match(value):
+        raise RunnerConfigError(f"{flag} must be HOST:PORT, got {value!r}")
+
+
+def _environment_args(args: argparse.Namespace, default_type: str) -> list[str]:
+    env_type = _get(args, "environment_type") or default_type
+    config = _get(args, "environment_config")
+    if env_type == "EXTERNAL":
+        config = config or DEFAULT_WORKER_POOL
+        _check_host_port("--environment-config (EXTERNAL worker pool)", config)
+    elif env_type == "PROCESS" and not config:
+        raise RunnerConfigError(
+            "--environment-type PROCESS needs --environment-config "
+            "'{\"command\": \"/opt/apache/beam/boot\"}' (the SDK harness boot command)")
+    elif env_type == "LOOPBACK" and config:
+        raise RunnerConfigError("--environment-config has no meaning with LOOPBACK "
+                                "(the worker runs inside this process)")
+    out = [f"--environment_type={env_type}"]
+    if config:
+        out.append(f"--environment_config={config}")
+    return out
+
+
+def _setup_file_args(args: argparse.Namespace, runner: str) -> list[str]:
+    setup_file = _get(args, "setup_file")
+    if setup_file is None and runner == "dataflow":
+        # Dataflow workers start from a stock image; without the package they cannot import
+        # ``transforms``. An explicit '' opts out (an SDK image with ndcl installed).
+        if not REPO_SETUP_PY.is_file() and not _get(args, "sdk_container_image"):
+            raise RunnerConfigError(
+                "dataflow workers need the ndcl package: pass --setup-file PATH/setup.py or "
+                "--sdk-container-image IMAGE (with ndcl installed)")
+        setup_file = str(REPO_SETUP_PY) if REPO_SETUP_PY.is_file() else ""
+    if not setup_file:
+        return []
+    if not Path(setup_file).is_file():
+        raise RunnerConfigError(f"--setup-file {setup_file!r} does not exist")
+    return [f"--setup_file={setup_file}"]
+
+
+def runner_beam_args(args: argparse.Namespace) -> list[str]:
+    """Beam pipeline option strings for the runner flags in ``args`` (see the module
+    docstring); raises :class:`RunnerConfigError` naming the missing or misplaced flag."""
+    runner = _get(args, "runner") or "direct"
+    if runner not in RUNNERS:
+        runner = runner_name(runner)
+    _check_foreign_flags(args, runner)
+    if runner == "direct":
+        # make_pipeline_options picks the FnApiRunner when no --runner reaches Beam.
+        return _setup_file_args(args, runner)
+    if runner == "portable":
+        endpoint = _get(args, "job_endpoint")
+        if not endpoint:
+            raise RunnerConfigError(
+                "--runner portable needs --job-endpoint HOST:PORT (a running job service, "
+                "e.g. `python -m apache_beam.runners.portability.local_job_service_main "
+                "--port 8099` or the Flink job server of runners/flink/docker-compose.yml)")
+        _check_host_port("--job-endpoint", endpoint)
+        return [
+            "--runner=PortableRunner", f"--job_endpoint={endpoint}",
+            *_environment_args(args, "LOOPBACK"), *_setup_file_args(args, runner),
+        ]
+    if runner == "flink":
+        master = _get(args, "flink_master")
+        if not master:
+            raise RunnerConfigError(
+                "--runner flink needs --flink-master HOST:PORT (the Flink REST address, "
+                "localhost:8081 with runners/flink/docker-compose.yml) or [local]")
+        if master not in ("[local]", "[auto]"):
+            _check_host_port("--flink-master", re.sub(r"^https?://", "", master))
+        out = ["--runner=FlinkRunner", f"--flink_master={master}",
+               f"--flink_version={_get(args, 'flink_version') or DEFAULT_FLINK_VERSION}"]
+        jar = _get(args, "flink_job_server_jar")
+        if jar:
+            out.append(f"--flink_job_server_jar={jar}")
+        return [*out, *_environment_args(args, "EXTERNAL"), *_setup_file_args(args, runner)]
+    return _dataflow_args(args)
+
+
+def _dataflow_args(args: argparse.Namespace) -> list[str]:
+    missing = [flag for flag, name in (("--project", "project"), ("--region", "region"))
+               if not _get(args, name)]
+    temp, staging = _get(args, "temp_location"), _get(args, "staging_location")
+    if not temp and not staging:
+        missing.append("--temp-location gs://BUCKET/tmp")
+    if missing:
+        raise RunnerConfigError(f"--runner dataflow needs {', '.join(missing)}")
+    for flag, value in (("--temp-location", temp), ("--staging-location", staging)):
+        if value and not value.startswith("gs://"):
+            raise RunnerConfigError(f"{flag} must be a gs:// path for Dataflow, got {value!r}")
+    out = ["--runner=DataflowRunner", f"--project={args.project}", f"--region={args.region}"]
+    # Beam falls back from one location to the other when only one is given.
+    if temp:
+        out.append(f"--temp_location={temp}")
+    if staging:
+        out.append(f"--staging_location={staging}")
+    out += _setup_file_args(args, "dataflow")
+    if _get(args, "worker_machine_type"):
+        out.append(f"--worker_machine_type={args.worker_machine_type}")
+    if _get(args, "max_workers") is not None:
+        if args.max_workers < 1:
+            raise RunnerConfigError(f"--max-workers must be >= 1, got {args.max_workers}")
+        out.append(f"--max_num_workers={args.max_workers}")
+    if _get(args, "sdk_container_image"):
+        out.append(f"--sdk_container_image={args.sdk_container_image}")
+    if _get(args, "dry_run"):
+        out.append("--dry_run=True")
+    return out
+
+
+# --- graph inspection ----------------------------------------------------------------------
+
+
+def pipeline_proto(pipeline: beam.Pipeline) -> beam_runner_api_pb2.Pipeline:
+    """The portable (Runner API) form of ``pipeline``, what every runner receives; building it
+    runs no transform."""
+    return pipeline.to_runner_api()
+
+
+def _walk(proto: beam_runner_api_pb2.Pipeline, ids: Any) -> Iterator[str]:
+    transforms = proto.components.transforms
+    for transform_id in ids:
+        transform = transforms[transform_id]
+        yield transform_id
+        yield from _walk(proto, transform.subtransforms)
+
+
+def describe_stages(proto: beam_runner_api_pb2.Pipeline) -> list[str]:
+    """Unique names of every transform, composites before their parts, in graph order
+    (``ReadDocuments``, ``ReadDocuments/ListInputFiles``, ...). The synthetic root that
+    ``to_runner_api`` wraps the graph in (no URN) is left out."""
+    transforms = proto.components.transforms
+    names = []
+    for transform_id in _walk(proto, proto.root_transform_ids):
+        transform = transforms[transform_id]
+        if transform_id in proto.root_transform_ids and not transform.spec.urn:
+            continue
+        names.append(transform.unique_name)
+    return names
+
+
+def count_group_by_keys(proto: beam_runner_api_pb2.Pipeline) -> int:
+    """Primitive GroupByKeys (``beam:transform:group_by_key:v1``) in ``proto``: the shuffles a
+    runner executes, including those inside Reshuffle, CombinePerKey and CoGroupByKey."""
+    return sum(1 for t in proto.components.transforms.values()
+               if t.spec.urn == GROUP_BY_KEY_URN)
+
+
+def group_by_key_names(proto: beam_runner_api_pb2.Pipeline) -> list[str]:
+    """Sorted unique names of the primitive GroupByKeys (see :func:`count_group_by_keys`)."""
+    return sorted(t.unique_name for t in proto.components.transforms.values()
+                  if t.spec.urn == GROUP_BY_KEY_URN)
