@@ -25,7 +25,7 @@ JAX uses its default device: the CPU here; on a machine with a GPU, JAX runs the
 output states (``jax.devices()``), and the comparison is then GPU against scikit-learn's CPU.
 scikit-learn uses all cores through OpenMP, XLA:CPU all cores through its thread pool.
 
-Run from the repository root (about a minute on 2 cores)::
+Run from the repository root (about 20 s on 2 cores)::
 
     .venv/bin/python benchmarks/kmeans_speed.py --json /tmp/kmeans_speed.json
     .venv/bin/python benchmarks/kmeans_speed.py --n 20000 --ks 10 --repeats 1   # quick look
@@ -195,11 +195,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"seed {args.seed}); Lloyd, tol=0, max_iter={args.iters}; medians of {args.repeats}"
     )
     x = make_data(args.n, args.d, args.blobs, args.seed)
+    load_before = os.getloadavg()
     results = []
     for k in args.ks:
         results.append(bench_k(x, k, args))
+    load_after = os.getloadavg()
     print()
     print_table(results)
+    # Other processes on the machine slow both libraries (and not equally): say how busy it was.
+    print(
+        f"\n1-minute load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+        f"({os.cpu_count()} cores; above ~0.5 other processes were competing)"
+    )
     if args.json:
         payload = {
             "jax_version": jax.__version__,
@@ -214,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": args.repeats,
             "blobs": args.blobs,
             "seed": args.seed,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
             "results": results,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -24,6 +24,7 @@ from sklearn.datasets import make_blobs
 from runners.kmeans.jax_kmeans import (
     KMeansConfig,
     KMeansModel,
+    absolute_tol,
     balance_bounds,
     balanced_assign,
     capacity_greedy,
@@ -81,6 +82,12 @@ def test_lloyd_matches_sklearn(k: int, n_blobs: int, seed: int, tol: float) -> N
     assert abs(model.inertia - sk.inertia_) <= 1e-4 * sk.inertia_
     assert model.n_iter == sk.n_iter_
     np.testing.assert_allclose(model.centres, sk.cluster_centers_, rtol=0, atol=1e-4)
+
+    # The jitted lloyd() on its own (uncentred data, absolute tolerance) agrees too.
+    result = lloyd(jnp.asarray(x), jnp.asarray(init), 300, absolute_tol(x, tol))
+    assert int(result.n_iter) == sk.n_iter_
+    assert np.array_equal(np.asarray(result.labels), sk.labels_)
+    assert abs(float(result.inertia) - sk.inertia_) <= 1e-4 * sk.inertia_
 
 
 def test_max_iter_limit_matches_sklearn() -> None:
@@ -232,7 +239,7 @@ def test_balanced_assign_close_to_exact_optimum(seed: int, k: int) -> None:
     optimum = exact_balanced_cost(sq_dist, lower, upper)
     ours = sq_dist[np.arange(len(x)), labels].sum()
     greedy = sq_dist[np.arange(len(x)), np.asarray(capacity_greedy(point_scores, lower, upper))]
-    assert optimum <= ours <= 1.08 * optimum
+    assert optimum <= ours <= 1.05 * optimum
     assert ours < greedy.sum()  # the prices earn their keep
 
 

@@ -286,10 +286,11 @@ def _reseed_empty(
     _, far = lax.top_k(dist, k)  # the k farthest points, farthest first
     rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)
     point = far[rank]  # (k,): the point for each cluster, used where empty
-    moved = empty.astype(x.dtype)
-    old = labels[point]
-    sums = sums.at[old].add(-x[point] * moved[:, None])
-    counts = counts.at[old].add(-empty.astype(counts.dtype))
+    # Take the moved points out of their old clusters with a (k, k) one-hot product rather
+    # than a scatter-add, so the order of the subtractions is fixed on every backend.
+    leaving = (labels[point][:, None] == jnp.arange(k)[None, :]) & empty[:, None]
+    sums = sums - jnp.dot(leaving.T.astype(x.dtype), x[point], precision=_PRECISION)
+    counts = counts - jnp.sum(leaving, axis=0, dtype=counts.dtype)
     sums = jnp.where(empty[:, None], x[point], sums)
     counts = jnp.where(empty, 1, counts)
     return sums, counts
@@ -298,28 +299,54 @@ def _reseed_empty(
 def _means(sums: Array, counts: Array, fallback: Array) -> Array:
     """Cluster means; clusters without points keep ``fallback``.
 
-    Multiplies by the reciprocal count, as scikit-learn does, so that float32 centres round the
-    same way (labels then agree even near boundaries).
+    Multiplies by the reciprocal count, as scikit-learn does, so that the float32 centres round
+    the same way as its centres.
     """
     inv = 1.0 / jnp.maximum(counts, 1).astype(sums.dtype)
     return jnp.where((counts > 0)[:, None], sums * inv[:, None], fallback)
 
 
-def _lloyd_step(x: Array, blocks: Array, centres: Array) -> tuple[Array, Array]:
-    labels, sums, counts = _assign_pass(blocks, x.shape[0], centres)
-    empty = counts == 0
-    sums, counts = lax.cond(
-        jnp.any(empty),
-        _reseed_empty,
-        lambda _x, _c, _l, s, n, _e: (s, n),
-        x,
-        centres,
-        labels,
-        sums,
-        counts,
-        empty,
-    )
-    return _means(sums, counts, centres), labels
+def _reseed_from_blocks(
+    blocks: Array, n: int, centres: Array, labels: Array, sums: Array, counts: Array
+) -> tuple[Array, Array]:
+    # The flat (n, d) view is only materialised here, when some cluster is empty (rare).
+    x = blocks.reshape(-1, blocks.shape[2])[:n]
+    return _reseed_empty(x, centres, labels, sums, counts, counts == 0)
+
+
+def _lloyd_iterations(
+    blocks: Array, n: int, centres: Array, max_iter: int | Array, tol: float | Array
+) -> tuple[Array, Array]:
+    """The Lloyd loop on blocked points (see :func:`lloyd`): final centres and iterations run."""
+
+    def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
+        i, _, _, done = state
+        return (i < max_iter) & ~done
+
+    def iterate(state: tuple[Array, Array, Array, Array]):
+        i, current, labels_old, _ = state
+        labels, sums, counts = _assign_pass(blocks, n, current)
+        sums, counts = lax.cond(
+            jnp.any(counts == 0),
+            partial(_reseed_from_blocks, blocks, n, current, labels),
+            lambda s, c: (s, c),
+            sums,
+            counts,
+        )
+        new = _means(sums, counts, current)
+        unchanged = jnp.all(labels == labels_old)
+        shift = jnp.sum((new - current) ** 2)
+        return i + 1, new, labels, unchanged | (shift <= tol)
+
+    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    return centres, n_iter
+
+
+# fit() blocks the data itself (in an aligned, zero-padded numpy buffer that JAX uses in place)
+# and labels the points with predict(), so it calls the loop alone: no padding copy and no
+# second final E-step.
+_lloyd_blocked = jax.jit(_lloyd_iterations, static_argnames=("n",))
 
 
 @jax.jit
@@ -336,20 +363,7 @@ def lloyd(x: Array, centres: Array, max_iter: int | Array, tol: float | Array) -
     centres = jnp.asarray(centres, x.dtype)
     n = x.shape[0]
     blocks = _to_blocks(x, block_rows(n, centres.shape[0]))
-
-    def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
-        i, _, _, done = state
-        return (i < max_iter) & ~done
-
-    def iterate(state: tuple[Array, Array, Array, Array]):
-        i, current, labels_old, _ = state
-        new, labels = _lloyd_step(x, blocks, current)
-        unchanged = jnp.all(labels == labels_old)
-        shift = jnp.sum((new - current) ** 2)
-        return i + 1, new, labels, unchanged | (shift <= tol)
-
-    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
-    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    centres, n_iter = _lloyd_iterations(blocks, n, centres, max_iter, tol)
     labels, _, _ = _assign_pass(blocks, n, centres, with_sums=False)
     inertia = jnp.sum(sq_distances_to(x, centres, labels))
     return LloydResult(centres, labels, inertia, n_iter)
@@ -765,8 +779,8 @@ def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
 def _to_device(a: np.ndarray) -> Array:
     """``a`` on JAX's default device; without a copy on CPU when ``a`` is 64-byte aligned.
 
-    Only for arrays nobody writes to while the computation runs (our own copies and the
-    caller's input during a call).
+    Only for this module's own buffers, which nothing writes to while a computation that reads
+    them is running.
     """
     try:
         return jax.device_put(a, may_alias=True)
@@ -826,16 +840,23 @@ def fit_predict(
     # Centre the data (as scikit-learn): distances computed as ||x||² - 2x·c + ||c||² lose
     # less to cancellation when the points are near the origin.
     mean = data.mean(axis=0, dtype=np.float64).astype(np.float32)
-    xc_np = _aligned_empty(data.shape)
+    # One aligned copy, zero-padded to whole blocks of rows: JAX uses it in place, both as the
+    # (n, d) points and as the (blocks, rows, d) view of the Lloyd loop.
+    rows = block_rows(n, config.k)
+    n_blocks = -(-n // rows)
+    padded = _aligned_empty((n_blocks * rows, data.shape[1]))
+    xc_np = padded[:n]
     np.subtract(data, mean, out=xc_np)
+    padded[n:] = 0.0
     xc = _to_device(xc_np)
     tol = absolute_tol(data, config.tol)
     key_init, key_batches = jax.random.split(prng_key(config.seed))
     start = _initial_centres(xc_np, config, key_init, centres, mean)
 
     if config.mode == "full":
-        result = lloyd(xc, start, config.max_iter, tol)
-        fitted, n_iter = result.centres, int(result.n_iter)
+        blocks = _to_device(padded.reshape(n_blocks, rows, data.shape[1]))
+        fitted, n_iter_array = _lloyd_blocked(blocks, n, start, config.max_iter, tol)
+        n_iter = int(n_iter_array)
     else:
         batch = min(config.batch_size, n)
         n_steps = max(1, config.max_iter * n // batch)
