@@ -103,9 +103,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     add_io_flags(run)
     add_dedup_flags(run)
     add_cluster_flags(run)
+    from runners.dataflow.template import add_template_parser
     from runners.kmeans.service_cli import add_service_parser
+    from runners.options import add_runner_flags
 
+    for sub in (dedup, cluster, run):
+        add_runner_flags(sub)
     add_service_parser(commands)
+    add_template_parser(commands)
     return parser.parse_known_args(argv)
 
 
@@ -151,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         from runners.kmeans.service_cli import run_service_command
 
         return run_service_command(args)
+    if args.command == "template":
+        from runners.dataflow.template import run_template_command
+
+        return run_template_command(args)
     dedup_overrides = {dest: getattr(args, dest, None) for dest, _ in DEDUP_FLAGS.values()}
     cluster_overrides = {dest: getattr(args, dest, None) for dest, _ in CLUSTER_FLAGS.values()}
     cluster_overrides["seed"] = cluster_overrides.pop("cluster_seed")
@@ -158,9 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_dedup_config(args.config, dedup_overrides)
         cluster_cfg = load_cluster_config(args.config, cluster_overrides)
-        load_pipeline_config(args.config)  # unknown keys in the runner section are errors too
+        pipeline_cfg = load_pipeline_config(args.config)
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
+        return 2
+    from runners.options import RunnerConfigError, apply_pipeline_config, runner_beam_args
+
+    try:
+        runner_args = apply_pipeline_config(args, pipeline_cfg)
+        beam_args = [*runner_beam_args(runner_args), *beam_args]
+    except RunnerConfigError as exc:
+        print(f"ndcl: runner error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "dry_run", None):
+        from runners.dataflow.dry_run import run_dry_command
+
+        return run_dry_command(args, cfg, cluster_cfg, beam_args)
+    remote = getattr(runner_args, "runner", "direct") not in ("direct", "DirectRunner", None)
+    if remote and args.command != "dedup" and cluster_cfg.backend == "ray" and (
+            cluster_cfg.service_address is None):
+        print("ndcl: runner error: a remote runner's workers cannot reach a K-Means service "
+              "started on this machine; give --service-address (e.g. ray://HOST:10001) or "
+              "--kmeans-backend local", file=sys.stderr)
         return 2
     from beam_pipeline.run import run_cluster, run_dedup, run_workflow
 
@@ -180,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ndcl: K-Means service unavailable: {exc}", file=sys.stderr)
         return 3
-    print_summary(result.summary, result.output)
+    if result.summary:
+        print_summary(result.summary, result.output)
     return 0
 
 

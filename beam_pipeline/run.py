@@ -24,7 +24,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
 from beam_pipeline.pipeline import build_cluster, build_dedup, build_pipeline
@@ -169,6 +173,13 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
     """Run ``pipeline``, build the summary from its ``_stats.json``, check the accounting and
     commit ``staging`` to ``output``."""
     result = pipeline.run()
+    template = pipeline.options.view_as(GoogleCloudOptions).template_location
+    if template:
+        # A Flex/classic template launch only writes the job file; the job runs later, so
+        # there is nothing to summarise or commit here.
+        LOG.info("template written to %s; the job's output will be staged at %s", template,
+                 staging)
+        return RunResult(summary={}, output=output)
     result.wait_until_finish()
     metrics = collect_metrics(result)
     stats = read_json(staging.rstrip("/") + "/_stats.json")

@@ -23,7 +23,8 @@ Runners
     ``ndcl`` process, so the job service must run on the same machine). For a job server in
     Docker use ``EXTERNAL --environment-config localhost:50000`` (the SDK worker pool of the
     compose file) or ``DOCKER`` (the job server starts SDK containers itself). Emits
-    ``--runner=PortableRunner --job_endpoint=... --environment_type=... [--environment_config=...]``.
+    ``--runner=PortableRunner --job_endpoint=... --environment_type=...`` and, when given,
+    ``--environment_config=...``.
 
 ``--runner flink --flink-master HOST:PORT [--flink-version 1.20 --flink-job-server-jar JAR]``
     Beam's FlinkRunner: it starts a Flink job server (a Java jar, downloaded from Maven Central
@@ -56,6 +57,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
 RUNNERS = ("direct", "portable", "flink", "dataflow")
@@ -113,13 +115,15 @@ def _flink_version(value: str) -> str:
 def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     """Add the runner flags (see the module docstring) to ``parser``.
 
-    Every flag defaults to ``None`` (``--runner`` to ``direct``) so :func:`runner_beam_args`
-    can tell a flag given for the wrong runner from one left alone.
+    Every flag defaults to ``None`` (``--runner``: direct) so :func:`runner_beam_args` can
+    tell a flag given for the wrong runner from one left alone, and
+    :func:`apply_pipeline_config` can fill the flags left alone from a YAML preset.
     """
     group = parser.add_argument_group(
         "runner", "where the pipeline runs (see runners/options.py); other --beam_options "
                   "pass through to Beam")
-    group.add_argument("--runner", type=runner_name, default="direct", metavar="RUNNER",
+    # Default None (meaning direct) so a YAML ``pipeline.runner`` can still apply.
+    group.add_argument("--runner", type=runner_name, default=None, metavar="RUNNER",
                        help="direct (default: in-process FnApiRunner), portable, flink or "
                             "dataflow; Beam's names (PortableRunner, ...) also work")
     group.add_argument("--job-endpoint", "--job_endpoint", dest="job_endpoint",
@@ -251,6 +255,29 @@ def _setup_file_args(args: argparse.Namespace, runner: str) -> list[str]:
     return [f"--setup_file={setup_file}"]
 
 
+# Fields of beam_pipeline.config.PipelineConfig (the YAML ``pipeline`` section) that are
+# runner flags here, under the same names.
+PIPELINE_CONFIG_FIELDS = ("runner", "job_endpoint", "flink_master", "project", "region",
+                          "temp_location", "staging_location", "worker_machine_type",
+                          "max_workers", "sdk_container_image")
+
+
+def apply_pipeline_config(args: argparse.Namespace, pipeline_cfg: Any) -> argparse.Namespace:
+    """``args`` with the runner flags left unset taken from ``pipeline_cfg`` (a
+    ``PipelineConfig``: the YAML ``pipeline`` section). Flags win over the YAML, as for the
+    dedup and cluster sections. Only the YAML fields of the runner in effect are used, so
+    ``--runner direct`` with a Dataflow preset runs locally instead of failing on the
+    preset's ``project``; flags of another runner typed on the command line stay errors."""
+    merged = argparse.Namespace(**vars(args))
+    runner = _get(args, "runner") or _get(pipeline_cfg, "runner") or "direct"
+    merged.runner = runner_name(runner)
+    for name in _PER_RUNNER.get(merged.runner, ()):
+        value = _get(pipeline_cfg, name)
+        if name in PIPELINE_CONFIG_FIELDS and _get(merged, name) is None and value is not None:
+            setattr(merged, name, value)
+    return merged
+
+
 def runner_beam_args(args: argparse.Namespace) -> list[str]:
     """Beam pipeline option strings for the runner flags in ``args`` (see the module
     docstring); raises :class:`RunnerConfigError` naming the missing or misplaced flag."""
@@ -290,6 +317,19 @@ def runner_beam_args(args: argparse.Namespace) -> list[str]:
     return _dataflow_args(args)
 
 
+def _check_gcs_location(flag: str, value: str) -> None:
+    """Beam's own rules for a temp/staging location. Checked here because when both are
+    invalid Beam does not stop: it looks up credentials and tries to create a default bucket
+    (minutes of retries offline), even with --dry_run."""
+    match = re.fullmatch(PipelineOptionsValidator.GCS_URI, value, re.DOTALL)
+    if (match is None or match.group("SCHEME") != PipelineOptionsValidator.GCS_SCHEME
+            or match.group("OBJECT") is None):
+        raise RunnerConfigError(f"{flag} must be gs://BUCKET/PATH for Dataflow, got {value!r}")
+    if not re.fullmatch(PipelineOptionsValidator.GCS_BUCKET, match.group("BUCKET")):
+        raise RunnerConfigError(f"{flag}: {match.group('BUCKET')!r} is not a valid bucket name "
+                                "(3-63 lowercase letters, digits, -, _ or .)")
+
+
 def _dataflow_args(args: argparse.Namespace) -> list[str]:
     missing = [flag for flag, name in (("--project", "project"), ("--region", "region"))
                if not _get(args, name)]
@@ -299,8 +339,11 @@ def _dataflow_args(args: argparse.Namespace) -> list[str]:
     if missing:
         raise RunnerConfigError(f"--runner dataflow needs {', '.join(missing)}")
     for flag, value in (("--temp-location", temp), ("--staging-location", staging)):
-        if value and not value.startswith("gs://"):
-            raise RunnerConfigError(f"{flag} must be a gs:// path for Dataflow, got {value!r}")
+        if value:
+            _check_gcs_location(flag, value)
+    if not re.fullmatch(PipelineOptionsValidator.PROJECT_ID_PATTERN, args.project):
+        raise RunnerConfigError(f"--project must be a project ID (lowercase letters, digits, "
+                                f"dashes), got {args.project!r}")
     out = ["--runner=DataflowRunner", f"--project={args.project}", f"--region={args.region}"]
     # Beam falls back from one location to the other when only one is given.
     if temp:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,6 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from beam_pipeline.config import ClusterConfig, DedupConfig
 from runners.options import (
     RunnerConfigError,
-    count_group_by_keys,
     describe_stages,
     group_by_key_names,
 )
@@ -192,8 +192,6 @@ def run_dry_command(args: argparse.Namespace, dedup_cfg: DedupConfig,
     namespace (``command``, ``input``, ``output``, and for ``run`` ``workflow`` and
     ``dedup_scope``), ``beam_args`` already include ``runner_beam_args(args)``. Prints the
     report; returns the exit status (2 for runner flag errors)."""
-    import sys
-
     try:
         report = dry_run(args.command, args.input, args.output, dedup_cfg, cluster_cfg,
                          beam_args, getattr(args, "workflow", "nd_cl"),
