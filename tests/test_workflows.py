@@ -71,3 +71,20 @@ def _clusters_of_removed(corpus: list[Path], out: Path) -> dict[str, tuple[int, 
                  "--kmeans-backend", "local", "--k1", "4", "--k2", "2"]) == 0
     rows = pq.read_table(cl_out / "kept").to_pylist()
     return {r["id"]: (r["cluster_A"], r["cluster_B"]) for r in rows}
+
+
+@pytest.mark.parametrize("workflow", ["nd_cl", "cl_nd"])
+def test_both_workflows_on_the_bundled_sample(workflow: str, tmp_path: Path) -> None:
+    from tests.conftest import DEMO_CORPUS
+
+    out = tmp_path / workflow
+    assert main(["-q", "run", "--workflow", workflow, "--input", str(DEMO_CORPUS),
+                 "--output", str(out), "--kmeans-backend", "local"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["read"] == 1308
+    assert summary["read"] == summary["kept"] + summary["duplicates"] + summary["rejected"]
+    # The planted near-duplicates are close enough to share a cluster: both orders find them.
+    assert summary["duplicates"] == 277
+    kept = pq.read_table(out / "kept").to_pylist()
+    assert len(kept) == summary["kept"]
+    assert {r["cluster_A"] for r in kept} == set(range(10))
