@@ -87,6 +87,8 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="ndcl", description=__doc__.split("\n\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--db-url", help="benchmark database (SQLAlchemy URL); default "
+                        "$NDCL_DB_URL, else sqlite:///ndcl-benchmarks.db")
     commands = parser.add_subparsers(dest="command", required=True)
     dedup = commands.add_parser("dedup", help="near-duplicate removal (ND) only")
     add_io_flags(dedup)
@@ -111,6 +113,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         add_runner_flags(sub)
     add_service_parser(commands)
     add_template_parser(commands)
+    runs = commands.add_parser("runs", help="list the runs recorded in the benchmark database")
+    runs.add_argument("--limit", type=int, default=50)
+    rerun = commands.add_parser(
+        "rerun", help="repeat a recorded run with the other (or given) ordering")
+    rerun.add_argument("run_id", type=int)
+    rerun.add_argument("--workflow", choices=("nd_cl", "cl_nd"),
+                       help="default: the other ordering")
+    rerun.add_argument("--output", help="default: the recorded output + '-<workflow>'")
+    rerun.add_argument("--print-only", action="store_true",
+                       help="print the command instead of running it")
+    rerun.add_argument("--template-path", metavar="GS_PATH",
+                       help="print a `gcloud dataflow flex-template run` launch instead "
+                            "(with --image and --region)")
+    rerun.add_argument("--image", help="the template's container image")
+    rerun.add_argument("--region", default="us-central1")
     return parser.parse_known_args(argv)
 
 
@@ -143,7 +160,10 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args, beam_args = parse_args(raw_argv)
+    # What `ndcl rerun` repeats: the command and its flags, without the global options.
+    raw_argv = raw_argv[raw_argv.index(args.command):] if args.command in raw_argv else raw_argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Beam logs every string type hint it cannot resolve at INFO; only its warnings matter here.
@@ -160,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         from runners.dataflow.template import run_template_command
 
         return run_template_command(args)
+    if args.command == "runs":
+        from beam_pipeline.db import database_url, format_runs_table, list_runs
+
+        print(format_runs_table(list_runs(database_url(args.db_url), args.limit)))
+        return 0
+    if args.command == "rerun":
+        return rerun(args)
     dedup_overrides = {dest: getattr(args, dest, None) for dest, _ in DEDUP_FLAGS.values()}
     cluster_overrides = {dest: getattr(args, dest, None) for dest, _ in CLUSTER_FLAGS.values()}
     cluster_overrides["seed"] = cluster_overrides.pop("cluster_seed")
@@ -190,16 +217,12 @@ def main(argv: list[str] | None = None) -> int:
               "started on this machine; give --service-address (e.g. ray://HOST:10001) or "
               "--kmeans-backend local", file=sys.stderr)
         return 2
-    from beam_pipeline.run import run_cluster, run_dedup, run_workflow
+    from beam_pipeline.db import ResourceSampler
 
+    sampler = ResourceSampler()
     try:
-        if args.command == "run":
-            result = run_workflow(args.workflow, args.input, args.output, cfg, cluster_cfg,
-                                  beam_args, args.dedup_scope)
-        elif args.command == "cluster":
-            result = run_cluster(args.input, args.output, cluster_cfg, cfg, beam_args)
-        else:
-            result = run_dedup(args.input, args.output, cfg, beam_args)
+        with sampler:
+            result = _run_command(args, cfg, cluster_cfg, beam_args)
     except FileNotFoundError as exc:
         print(f"ndcl: error: {exc}", file=sys.stderr)
         return 2
@@ -210,7 +233,109 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if result.summary:
         print_summary(result.summary, result.output)
+        record(args, result, sampler.result(), raw_argv, runner_args)
     return 0
+
+
+def _run_command(args: argparse.Namespace, cfg: Any, cluster_cfg: Any, beam_args: list[str]
+                 ) -> Any:
+    from beam_pipeline.run import run_cluster, run_dedup, run_workflow
+
+    if args.command == "run":
+        return run_workflow(args.workflow, args.input, args.output, cfg, cluster_cfg,
+                            beam_args, args.dedup_scope)
+    if args.command == "cluster":
+        return run_cluster(args.input, args.output, cluster_cfg, cfg, beam_args)
+    return run_dedup(args.input, args.output, cfg, beam_args)
+
+
+def record(args: argparse.Namespace, result: Any, resources: dict[str, Any],
+           raw_argv: list[str], runner_args: argparse.Namespace) -> None:
+    """Record the run in the benchmark database; say clearly when it could not be."""
+    from beam_pipeline.db import code_version, database_url, record_run, redact
+
+    url = database_url(args.db_url)
+    workers = next((int(a.split("=", 1)[1]) for a in raw_argv
+                    if a.startswith("--direct_num_workers=")), 1)
+    recorded = record_run(
+        url, result.summary, command=args.command, argv=raw_argv,
+        input_patterns=list(args.input), output=args.output,
+        runner=str(getattr(runner_args, "runner", None) or "direct"), workers=workers,
+        resources=resources, input_bytes=result.summary.get("input_bytes"),
+        code_version=code_version())
+    if recorded.recorded:
+        print(f"  recorded as run {recorded.run_id} in {redact(url)}")
+    else:
+        print(f"ndcl: warning: the run was NOT recorded in {redact(url)} ({recorded.error}); "
+              f"its record was written to {recorded.fallback_path}", file=sys.stderr)
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """``ndcl rerun RUN_ID``: the recorded ``ndcl run`` again, same parameters, other order."""
+    from beam_pipeline.db import database_url, get_run
+
+    run = get_run(database_url(args.db_url), args.run_id)
+    if run is None:
+        print(f"ndcl: error: no run {args.run_id} in the benchmark database", file=sys.stderr)
+        return 2
+    argv = list(run["argv"])
+    if not argv or argv[0] != "run":
+        print(f"ndcl: error: run {args.run_id} was `ndcl {' '.join(argv[:1])}`, not `ndcl run`; "
+              "only runs of both engines have another ordering", file=sys.stderr)
+        return 2
+    recorded_workflow = run.get("workflow") or "nd_cl"
+    workflow = args.workflow or ("cl_nd" if recorded_workflow == "nd_cl" else "nd_cl")
+    output = args.output or f"{run['output'].rstrip('/')}-{workflow}"
+    argv = _replace_flag(_replace_flag(argv, "--workflow", workflow), "--output", output)
+    if args.template_path:
+        print(" ".join(template_launch(argv, args.template_path, args.image, args.region)))
+        return 0
+    if args.print_only:
+        print("ndcl " + " ".join(argv))
+        return 0
+    return main([*(["--db-url", args.db_url] if args.db_url else []), *argv])
+
+
+def template_launch(argv: list[str], template_path: str, image: str | None, region: str
+                    ) -> list[str]:
+    """The Flex Template launch of ``ndcl run`` arguments: flags become parameters."""
+    from runners.dataflow.template import run_commands
+
+    params: dict[str, str] = {}
+    i = 1
+    while i < len(argv):
+        flag = argv[i].lstrip("-")
+        if "=" in flag:
+            name, value = flag.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            name, value = flag, argv[i + 1]
+            i += 2
+        else:
+            name, value = flag, "true"
+            i += 1
+        params[name.replace("-", "_")] = value
+    workflow = params.pop("workflow")
+    input_pattern = params.pop("input")
+    output = params.pop("output")
+    command = run_commands(template_path, image or "IMAGE", input_pattern,
+                           output.rsplit("/", 1)[0], region, workflows=(workflow,),
+                           extra_parameters=params)[0]
+    return [c.replace(f"{output.rsplit('/', 1)[0]}/{workflow}", output) for c in command]
+
+
+def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == flag:
+            i += 2
+            continue
+        if argv[i].startswith(flag + "="):
+            i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return [out[0], flag, value, *out[1:]]
 
 
 if __name__ == "__main__":

@@ -143,12 +143,21 @@ def build_summary(stats: dict[str, int], cfg: DedupConfig, bands: int, rows: int
         "cc_max_rounds": cfg.cc_max_rounds,
         "cc_changed_per_round": changes[:used],
         "input_files": len(files),
+        "input_bytes": input_bytes(files),
         "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
                           for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
         "wall_seconds": round(wall, 3),
         "config": cfg.to_dict(),
         "config_hash": cfg.fingerprint(),
     }
+
+
+def input_bytes(files: list[str]) -> int:
+    """Total size of the input files (for the run record)."""
+    total = 0
+    for result in FileSystems.match(files):
+        total += sum(m.size_in_bytes for m in result.metadata_list)
+    return total
 
 
 def check_accounting(summary: dict[str, Any]) -> None:
@@ -278,6 +287,7 @@ def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, An
             "level_1": fit.get("A"), "level_2": fit.get("B"),
         },
         "input_files": len(files),
+        "input_bytes": input_bytes(files),
         "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
                           for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
         "wall_seconds": round(wall, 3),

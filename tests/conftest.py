@@ -22,3 +22,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (a user's clone has no shared folder)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def benchmark_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs made by tests are recorded in a throwaway SQLite file, not the working directory."""
+    import os
+
+    path = tmp_path_factory.mktemp("db") / "ndcl-test.db"
+    os.environ["NDCL_DB_URL"] = f"sqlite:///{path}"
+    return path

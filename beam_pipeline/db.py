@@ -1,0 +1,613 @@
+"""Benchmark database: one row per ``ndcl`` run, with its timings, resources and metrics.
+
+What is stored (SQLAlchemy 2 models, any SQLAlchemy URL; SQLite by default):
+
+* ``BenchmarkRun`` -- the run itself: command, workflow, runner, inputs, the effective
+  configuration (full JSON plus its hash), the CLI arguments needed to repeat it, the
+  document counts from the run summary, wall time and the code version.
+* ``StageTiming`` -- seconds per pipeline stage (``summary["stage_seconds"]``).
+* ``ResourceMetric`` -- CPU / RSS / disk / network usage sampled by ``ResourceSampler``.
+* ``AccuracyMetric`` -- precision / recall / F1 against a reference (filled by evaluation).
+* ``ClusterMetric`` -- per K-Means level: k, NMI / ARI / silhouette when known, sizes.
+
+Typical use from the CLI::
+
+    url = database_url(args.db_url)          # --db-url, else $NDCL_DB_URL, else SQLite file
+    with ResourceSampler() as sampler:
+        summary = run_workflow(...)
+    result = record_run(url, summary, command="run", argv=sys.argv[1:], input_patterns=inputs,
+                        output=output, runner="DirectRunner", workers=4,
+                        resources=sampler.result(), input_bytes=summary.get("input_bytes"))
+    if not result.recorded:
+        print(f"run NOT recorded ({result.error}); record written to {result.fallback_path}")
+
+``list_runs`` / ``format_runs_table`` list past runs, ``get_run`` returns one run with its
+parsed config and argv (for ``ndcl rerun``).  Recording never raises: a database problem
+must not turn a finished, possibly hours-long run into a failure, so the record goes to a
+JSON fallback file instead.  URLs are only ever logged through ``redact``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+LOG = logging.getLogger("ndcl.db")
+
+DEFAULT_DB_URL = "sqlite:///ndcl-benchmarks.db"
+DB_URL_ENV = "NDCL_DB_URL"
+
+
+# Byte counts pass 2**31 easily, so BIGINT on server databases; SQLite's INTEGER is 64-bit.
+_BIG = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the benchmark schema."""
+
+
+class BenchmarkRun(Base):
+    """One ``ndcl`` invocation and its summary numbers."""
+
+    __tablename__ = "benchmark_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    command: Mapped[str] = mapped_column(String(32))
+    workflow: Mapped[str | None] = mapped_column(String(32))
+    runner: Mapped[str | None] = mapped_column(String(64))
+    workers: Mapped[int | None]
+    input_pattern: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    ngram: Mapped[int | None]
+    num_perm: Mapped[int | None]
+    bands: Mapped[int | None]
+    rows: Mapped[int | None]
+    k1: Mapped[int | None]
+    k2: Mapped[int | None]
+    docs_read: Mapped[int | None]
+    docs_kept: Mapped[int | None]
+    duplicates: Mapped[int | None]
+    duplicates_exact: Mapped[int | None]
+    duplicates_near: Mapped[int | None]
+    rejected: Mapped[int | None]
+    total_seconds: Mapped[float | None] = mapped_column(Float)
+    input_bytes: Mapped[int | None] = mapped_column(_BIG)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    config_json: Mapped[str | None] = mapped_column(Text)
+    argv_json: Mapped[str | None] = mapped_column(Text)
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    stage_timings: Mapped[list[StageTiming]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+    resource_metrics: Mapped[list[ResourceMetric]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+    accuracy_metrics: Mapped[list[AccuracyMetric]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+    cluster_metrics: Mapped[list[ClusterMetric]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+
+
+def _run_fk() -> Mapped[int]:
+    return mapped_column(ForeignKey("benchmark_runs.id", ondelete="CASCADE"), index=True)
+
+
+class StageTiming(Base):
+    """Seconds spent in one pipeline stage of a run."""
+
+    __tablename__ = "stage_timings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _run_fk()
+    stage: Mapped[str] = mapped_column(String(64))
+    seconds: Mapped[float] = mapped_column(Float)
+    elements: Mapped[int | None] = mapped_column(_BIG)
+
+    run: Mapped[BenchmarkRun] = relationship(back_populates="stage_timings")
+
+
+class ResourceMetric(Base):
+    """Process-tree CPU/RSS and system disk/network usage over a run."""
+
+    __tablename__ = "resource_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _run_fk()
+    cpu_percent_avg: Mapped[float | None] = mapped_column(Float)
+    cpu_percent_peak: Mapped[float | None] = mapped_column(Float)
+    rss_bytes_avg: Mapped[int | None] = mapped_column(_BIG)
+    rss_bytes_peak: Mapped[int | None] = mapped_column(_BIG)
+    disk_read_bytes: Mapped[int | None] = mapped_column(_BIG)
+    disk_write_bytes: Mapped[int | None] = mapped_column(_BIG)
+    net_sent_bytes: Mapped[int | None] = mapped_column(_BIG)
+    net_recv_bytes: Mapped[int | None] = mapped_column(_BIG)
+    samples_json: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[BenchmarkRun] = relationship(back_populates="resource_metrics")
+
+
+class AccuracyMetric(Base):
+    """Duplicate-detection accuracy of a run against a reference."""
+
+    __tablename__ = "accuracy_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _run_fk()
+    reference: Mapped[str] = mapped_column(Text)
+    tp: Mapped[int | None] = mapped_column(_BIG)
+    fp: Mapped[int | None] = mapped_column(_BIG)
+    fn: Mapped[int | None] = mapped_column(_BIG)
+    precision: Mapped[float | None] = mapped_column(Float)
+    recall: Mapped[float | None] = mapped_column(Float)
+    f1: Mapped[float | None] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(16))  # "pair" or "document"
+
+    run: Mapped[BenchmarkRun] = relationship(back_populates="accuracy_metrics")
+
+
+class ClusterMetric(Base):
+    """Quality of one K-Means level (1 = top level, 2 = sub-clusters) of a run."""
+
+    __tablename__ = "cluster_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _run_fk()
+    level: Mapped[int]
+    k: Mapped[int | None]
+    nmi: Mapped[float | None] = mapped_column(Float)
+    ari: Mapped[float | None] = mapped_column(Float)
+    silhouette: Mapped[float | None] = mapped_column(Float)
+    sizes_json: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[BenchmarkRun] = relationship(back_populates="cluster_metrics")
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def database_url(cli_url: str | None) -> str:
+    """The database URL: ``--db-url``, else ``$NDCL_DB_URL``, else a SQLite file in the cwd."""
+    return cli_url or os.environ.get(DB_URL_ENV) or DEFAULT_DB_URL
+
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden; safe to log or print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unparseable: show nothing of it rather than risk leaking a secret.
+        return "<unparseable database URL>"
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove the URL's password from an error text (drivers sometimes echo DSNs)."""
+    secret = _password(url)
+    if secret:
+        text = text.replace(str(secret), "***")
+    return text
+
+
+def _engine(url: str) -> Engine:
+    # SQLite enforces ON DELETE CASCADE only with foreign keys switched on per connection.
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _fk_on(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    return engine
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class ResourceSampler:
+    """Samples CPU % and RSS of this process and its children in a daemon thread.
+
+    CPU % is summed over the process tree (so it can exceed 100 on several cores); RSS is
+    summed too.  Disk and network byte counts are system-wide deltas between ``__enter__``
+    and ``__exit__`` (per-process network counters do not exist), ``None`` where psutil
+    cannot read them (containers, some platforms).
+    """
+
+    CHILD_RESCAN_S = 5.0
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self._root = psutil.Process()
+        # Keep Process objects between ticks: cpu_percent() measures since the previous
+        # call on the *same* object, so a fresh object would always report 0.
+        self._procs: dict[int, psutil.Process] = {}
+        self._samples: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+        self._last_scan = 0.0
+        self._disk0: Any = None
+        self._net0: Any = None
+        self._disk1: Any = None
+        self._net1: Any = None
+
+    def __enter__(self) -> ResourceSampler:
+        self._t0 = time.monotonic()
+        self._disk0 = _safe_counters(psutil.disk_io_counters)
+        self._net0 = _safe_counters(psutil.net_io_counters)
+        self._sample(record=False, rescan=True)  # prime cpu_percent baselines
+        self._thread = threading.Thread(target=self._loop, name="ndcl-resources", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 * self.interval + 1)
+        # A last sample only if the thread took none lately: cpu_percent over a few
+        # milliseconds is noise (usually 0.0) and would drag the average down.
+        last = self._samples[-1][0] if self._samples else None
+        if last is None or time.monotonic() - self._t0 - last > self.interval / 2:
+            self._sample(record=True)
+        self._disk1 = _safe_counters(psutil.disk_io_counters)
+        self._net1 = _safe_counters(psutil.net_io_counters)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(record=True)
+
+    def _sample(self, record: bool, rescan: bool = False) -> None:
+        # Listing children scans all of /proc, and every read releases the GIL; while the
+        # pipeline keeps the GIL busy each re-acquire waits ~5 ms, so one scan can take a
+        # second.  Hence the tree is re-listed only every CHILD_RESCAN_S, not every tick.
+        now = time.monotonic()
+        if rescan or now - self._last_scan >= self.CHILD_RESCAN_S:
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:
+                tree = list(self._procs.values()) or [self._root]
+            self._last_scan = now
+        else:
+            tree = list(self._procs.values()) or [self._root]
+        cpu, rss, alive = 0.0, 0, {}
+        for proc in tree:
+            proc = self._procs.get(proc.pid, proc)
+            try:
+                with proc.oneshot():
+                    cpu += proc.cpu_percent(None)
+                    rss += proc.memory_info().rss
+            except psutil.Error:  # exited between listing and reading
+                continue
+            alive[proc.pid] = proc
+        self._procs = alive
+        if record:
+            self._samples.append((round(time.monotonic() - self._t0, 3), cpu, rss))
+
+    def result(self) -> dict[str, Any]:
+        """Summary matching the ``ResourceMetric`` columns (``samples_json`` as a JSON text)."""
+        cpus = [s[1] for s in self._samples]
+        rsses = [s[2] for s in self._samples]
+        return {
+            "cpu_percent_avg": round(sum(cpus) / len(cpus), 2) if cpus else None,
+            "cpu_percent_peak": max(cpus) if cpus else None,
+            "rss_bytes_avg": int(sum(rsses) / len(rsses)) if rsses else None,
+            "rss_bytes_peak": max(rsses) if rsses else None,
+            "disk_read_bytes": _delta(self._disk0, self._disk1, "read_bytes"),
+            "disk_write_bytes": _delta(self._disk0, self._disk1, "write_bytes"),
+            "net_sent_bytes": _delta(self._net0, self._net1, "bytes_sent"),
+            "net_recv_bytes": _delta(self._net0, self._net1, "bytes_recv"),
+            "samples_json": json.dumps(
+                [{"t": t, "cpu_percent": c, "rss_bytes": r} for t, c, r in self._samples]),
+        }
+
+
+def _safe_counters(fn: Any) -> Any:
+    try:
+        return fn()
+    except (OSError, RuntimeError, psutil.Error):
+        return None
+
+
+def _delta(before: Any, after: Any, field: str) -> int | None:
+    if before is None or after is None:
+        return None
+    return max(0, int(getattr(after, field)) - int(getattr(before, field)))
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """Outcome of ``record_run``: either a database id or the fallback file and the error."""
+
+    recorded: bool
+    run_id: int | None
+    fallback_path: str | None = None
+    error: str | None = None
+
+
+_RESOURCE_FIELDS = ("cpu_percent_avg", "cpu_percent_peak", "rss_bytes_avg", "rss_bytes_peak",
+                    "disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes",
+                    "samples_json")
+
+
+def _dedup_config(summary: dict[str, Any]) -> dict[str, Any]:
+    config = summary.get("config") or {}
+    if isinstance(config.get("dedup"), dict):
+        return config["dedup"]
+    return config if "threshold" in config else {}
+
+
+def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """ClusterMetric rows from ``summary["cluster"]`` (empty for dedup-only runs)."""
+    cluster = summary.get("cluster")
+    if not isinstance(cluster, dict):
+        return []
+    level_1 = cluster.get("level_1") if isinstance(cluster.get("level_1"), dict) else {}
+    level_2 = cluster.get("level_2") if isinstance(cluster.get("level_2"), dict) else {}
+    # level_2 holds one fit per level-1 cluster, and its "n" is that cluster's size in the
+    # fitted sample, which is the best level-1 size distribution the summary offers.
+    sizes_1 = {str(cid): fit.get("n") for cid, fit in level_2.items() if isinstance(fit, dict)}
+    rows = [{
+        "level": 1,
+        "k": cluster.get("k1", level_1.get("k")),
+        "nmi": level_1.get("nmi"), "ari": level_1.get("ari"),
+        "silhouette": level_1.get("silhouette"),
+        "sizes_json": json.dumps(sizes_1, sort_keys=True) if sizes_1 else None,
+    }]
+    if level_2:
+        rows.append({
+            "level": 2, "k": cluster.get("k2"),
+            "nmi": level_2.get("nmi"), "ari": level_2.get("ari"),
+            "silhouette": level_2.get("silhouette"),
+            # Per-parent k and n of the sub-cluster fits: sub-cluster sizes are not summarised.
+            "sizes_json": json.dumps({str(cid): {"k": fit.get("k"), "n": fit.get("n")}
+                                      for cid, fit in level_2.items() if isinstance(fit, dict)},
+                                     sort_keys=True),
+        })
+    return rows
+
+
+def build_record(summary: dict[str, Any], *, command: str, argv: list[str],
+                 input_patterns: list[str], output: str | None, runner: str | None,
+                 workers: int | None, resources: dict[str, Any] | None,
+                 input_bytes: int | None, code_version: str | None = None,
+                 notes: str | None = None) -> dict[str, Any]:
+    """Plain-dict form of everything ``record_run`` stores (also the fallback file's body)."""
+    dedup = _dedup_config(summary)
+    cluster = summary.get("cluster") if isinstance(summary.get("cluster"), dict) else {}
+    cluster_cfg = (summary.get("config") or {}).get("cluster") or {}
+    run = {
+        "created_at": _utcnow().isoformat(),
+        "command": command,
+        "workflow": summary.get("workflow"),
+        "runner": runner,
+        "workers": workers,
+        "input_pattern": " ".join(input_patterns),
+        "output": output,
+        "threshold": summary.get("threshold", dedup.get("threshold")),
+        "ngram": summary.get("ngram", dedup.get("ngram")),
+        "num_perm": summary.get("num_perm", dedup.get("num_perm")),
+        "bands": summary.get("bands", dedup.get("bands")),
+        "rows": summary.get("rows", dedup.get("rows")),
+        "k1": cluster.get("k1", cluster_cfg.get("k1")),
+        "k2": cluster.get("k2", cluster_cfg.get("k2")),
+        "docs_read": summary.get("read"),
+        "docs_kept": summary.get("kept"),
+        "duplicates": summary.get("duplicates"),
+        "duplicates_exact": summary.get("duplicates_exact"),
+        "duplicates_near": summary.get("duplicates_near"),
+        "rejected": summary.get("rejected"),
+        "total_seconds": summary.get("wall_seconds"),
+        "input_bytes": input_bytes if input_bytes is not None else summary.get("input_bytes"),
+        "config_hash": summary.get("config_hash"),
+        "config_json": json.dumps(summary.get("config") or {}, sort_keys=True),
+        "argv_json": json.dumps(list(argv)),
+        "code_version": code_version,
+        "notes": notes,
+    }
+    stages = [{"stage": name, "seconds": float(secs), "elements": None}
+              for name, secs in sorted((summary.get("stage_seconds") or {}).items())]
+    res = {f: (resources or {}).get(f) for f in _RESOURCE_FIELDS} if resources else None
+    return {"run": run, "stage_timings": stages, "resource_metric": res,
+            "cluster_metrics": _cluster_rows(summary)}
+
+
+def _insert(url: str, record: dict[str, Any]) -> int:
+    engine = _engine(url)
+    try:
+        Base.metadata.create_all(engine)
+        run_cols = dict(record["run"])
+        run_cols["created_at"] = datetime.fromisoformat(run_cols["created_at"])
+        run = BenchmarkRun(**run_cols)
+        run.stage_timings = [StageTiming(**s) for s in record["stage_timings"]]
+        if record["resource_metric"] is not None:
+            run.resource_metrics = [ResourceMetric(**record["resource_metric"])]
+        run.cluster_metrics = [ClusterMetric(**c) for c in record["cluster_metrics"]]
+        with Session(engine) as session, session.begin():  # one transaction for all rows
+            session.add(run)
+            session.flush()
+            return run.id
+    finally:
+        engine.dispose()
+
+
+def _is_local_dir(path: str | None) -> bool:
+    return bool(path) and "://" not in str(path) and os.path.isdir(str(path))
+
+
+def _write_fallback(output: str | None, body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Write ``body`` as JSON; returns (path, None) or (None, why it could not be written)."""
+    stamp = _utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    candidates = []
+    if _is_local_dir(output):
+        candidates.append(os.path.join(str(output), "run-record.json"))
+    candidates.append(os.path.abspath(f"ndcl-unrecorded-{stamp}.json"))
+    problems = []
+    for path in candidates:
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(body, fh, indent=2, sort_keys=True, default=str)
+            return path, None
+        except OSError as exc:
+            problems.append(f"{path}: {exc}")
+    return None, "; ".join(problems)
+
+
+def record_run(url: str, summary: dict[str, Any], *, command: str, argv: list[str],
+               input_patterns: list[str], output: str | None, runner: str | None,
+               workers: int | None, resources: dict[str, Any] | None,
+               input_bytes: int | None, code_version: str | None = None,
+               notes: str | None = None) -> RecordResult:
+    """Store a finished run (creating tables if needed); never raises.
+
+    On any database error the record (and the raw summary) is written as JSON to
+    ``<output>/run-record.json`` when ``output`` is a local directory, else to
+    ``./ndcl-unrecorded-<timestamp>.json``, and ``recorded`` is False.
+    """
+    record = build_record(summary, command=command, argv=argv, input_patterns=input_patterns,
+                          output=output, runner=runner, workers=workers, resources=resources,
+                          input_bytes=input_bytes, code_version=code_version, notes=notes)
+    try:
+        run_id = _insert(url, record)
+    except (SQLAlchemyError, ImportError, OSError, ValueError, TypeError) as exc:
+        # ImportError: driver not installed; OSError/ValueError: bad paths or URL parts that
+        # some drivers raise unwrapped.  Anything here means "not recorded", not "run failed".
+        error = _scrub(f"{type(exc).__name__}: {exc}", url)
+        body = {"recorded": False, "error": error, "db_url": redact(url), **record,
+                "summary": summary}
+        path, write_error = _write_fallback(output, body)
+        if write_error:
+            error = f"{error}; fallback file not written: {write_error}"
+        LOG.warning("run not recorded in %s (%s); record written to %s",
+                    redact(url), error, path or "nowhere")
+        return RecordResult(recorded=False, run_id=None, fallback_path=path, error=error)
+    LOG.info("run recorded as #%d in %s", run_id, redact(url))
+    return RecordResult(recorded=True, run_id=run_id)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def _as_utc(value: datetime | None) -> str | None:
+    # SQLite drops the zone on read; values are always written in UTC, so say so.
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def _has_runs_table(engine: Engine) -> bool:
+    return inspect(engine).has_table(BenchmarkRun.__tablename__)
+
+
+def list_runs(url: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The ``limit`` most recent runs, newest first (raises SQLAlchemyError if unreachable)."""
+    engine = _engine(url)
+    try:
+        if not _has_runs_table(engine):
+            return []
+        with Session(engine) as session:
+            runs = session.query(BenchmarkRun).order_by(
+                BenchmarkRun.created_at.desc(), BenchmarkRun.id.desc()).limit(limit).all()
+            return [{
+                "id": r.id, "created_at": _as_utc(r.created_at),
+                "command": r.command, "workflow": r.workflow, "runner": r.runner,
+                "docs_read": r.docs_read, "kept": r.docs_kept, "duplicates": r.duplicates,
+                "rejected": r.rejected, "total_seconds": r.total_seconds,
+                "input_pattern": r.input_pattern,
+            } for r in runs]
+    finally:
+        engine.dispose()
+
+
+def format_runs_table(rows: list[dict[str, Any]]) -> str:
+    """A plain, column-aligned text table of ``list_runs`` rows."""
+    if not rows:
+        return "no runs recorded"
+    columns = ["id", "created_at", "command", "workflow", "runner", "docs_read", "kept",
+               "duplicates", "rejected", "total_seconds", "input_pattern"]
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    table = [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
+                     for line in table)
+
+
+def get_run(url: str, run_id: int) -> dict[str, Any] | None:
+    """One run's columns plus ``config`` / ``argv`` parsed from their JSON, or None."""
+    engine = _engine(url)
+    try:
+        if not _has_runs_table(engine):
+            return None
+        with Session(engine) as session:
+            run = session.get(BenchmarkRun, run_id)
+            if run is None:
+                return None
+            out = {c.key: getattr(run, c.key) for c in inspect(BenchmarkRun).column_attrs}
+            out["config"] = json.loads(run.config_json) if run.config_json else {}
+            out["argv"] = json.loads(run.argv_json) if run.argv_json else []
+            out["stage_seconds"] = {s.stage: s.seconds for s in run.stage_timings}
+            return out
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- version
+
+
+def code_version() -> str:
+    """Short git commit of the source tree when available, else the package version."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
+                              capture_output=True, text=True, timeout=5, check=False)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from beam_pipeline import __version__
+
+    return __version__

@@ -1,0 +1,235 @@
+"""Benchmark database (beam_pipeline.db): models, recording, fallback, queries, sampler."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from beam_pipeline import db
+
+# Shape of a real `ndcl run --workflow nd_cl` summary.json (level_2 trimmed to two parents).
+SUMMARY = {
+    "read": 1308, "kept": 1031, "duplicates": 277, "duplicates_exact": 136,
+    "duplicates_near": 141, "rejected": 0, "rejected_by_reason": {},
+    "threshold": 0.7, "num_perm": 256, "ngram": 5, "bands": 32, "rows": 8,
+    "cc_rounds": 2, "input_files": 1,
+    "stage_seconds": {"cluster_fit": 11.014, "components": 0.0, "compute_features": 0.299,
+                      "embed": 0.154, "exact": 0.002, "lsh": 0.005, "read": 0.032},
+    "wall_seconds": 15.054,
+    "config": {
+        "dedup": {"threshold": 0.7, "num_perm": 256, "ngram": 5, "bands": None, "rows": None,
+                  "seed": 1, "verify": "exact"},
+        "cluster": {"k1": 10, "k2": 10, "backend": "local", "seed": 1},
+    },
+    "config_hash": "10492abc94529e98",
+    "workflow": "nd_cl",
+    "cluster": {
+        "k1": 10, "k2": 10, "backend": "local", "sample": 1031,
+        "level_1": {"inertia": 864.46, "k": 10, "n": 1031, "n_iter": 16, "seconds": 1.745},
+        "level_2": {
+            "0": {"inertia": 107.49, "k": 10, "n": 155, "n_iter": 7, "seconds": 1.22},
+            "1": {"inertia": 78.99, "k": 10, "n": 115, "n_iter": 5, "seconds": 1.08},
+        },
+    },
+}
+
+ARGV = ["run", "--workflow", "nd_cl", "--kmeans-backend", "local",
+        "--input", "data/demo/c4-demo.00000-of-00001.json.gz", "--output", "/tmp/dby"]
+
+
+def _record(url: str, summary: dict | None = None, output: str | None = "/tmp/dby",
+            **kw) -> db.RecordResult:
+    args = {"command": "run", "argv": ARGV,
+            "input_patterns": ["data/demo/c4-demo.00000-of-00001.json.gz"], "output": output,
+            "runner": "DirectRunner", "workers": 4,
+            "resources": {"cpu_percent_avg": 50.0, "cpu_percent_peak": 99.0,
+                          "rss_bytes_avg": 10, "rss_bytes_peak": 20, "samples_json": "[]"},
+            "input_bytes": 12345, "code_version": "abc1234"}
+    args.update(kw)
+    return db.record_run(url, summary or SUMMARY, **args)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'bench.db'}"
+
+
+def test_models_create_insert_query(url: str) -> None:
+    engine = db._engine(url)
+    db.Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        run = db.BenchmarkRun(command="dedup", docs_read=10, docs_kept=8)
+        run.stage_timings = [db.StageTiming(stage="read", seconds=0.5, elements=10)]
+        run.accuracy_metrics = [db.AccuracyMetric(reference="gold", tp=3, fp=1, fn=0,
+                                                  precision=0.75, recall=1.0, f1=0.857,
+                                                  level="pair")]
+        session.add(run)
+    with Session(engine) as session:
+        got = session.scalars(select(db.BenchmarkRun)).one()
+        assert got.command == "dedup" and got.docs_kept == 8
+        assert got.created_at is not None
+        assert [(s.stage, s.elements) for s in got.stage_timings] == [("read", 10)]
+        assert got.accuracy_metrics[0].level == "pair"
+    engine.dispose()
+
+
+def test_cascade_delete_removes_children(url: str) -> None:
+    result = _record(url)
+    assert result.recorded
+    engine = db._engine(url)
+    with Session(engine) as session, session.begin():
+        session.delete(session.get(db.BenchmarkRun, result.run_id))
+    with Session(engine) as session:
+        for model in (db.StageTiming, db.ResourceMetric, db.ClusterMetric):
+            assert session.scalar(select(func.count()).select_from(model)) == 0
+    engine.dispose()
+
+
+def test_db_level_cascade_on_raw_delete(url: str) -> None:
+    # ondelete=CASCADE must also hold for deletes that bypass the ORM (SQLite FK pragma).
+    result = _record(url)
+    engine = db._engine(url)
+    with engine.begin() as conn:
+        conn.execute(db.BenchmarkRun.__table__.delete())
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(db.StageTiming)) == 0
+    engine.dispose()
+    assert result.run_id is not None
+
+
+def test_record_run_stores_summary(url: str) -> None:
+    result = _record(url, notes="demo")
+    assert result == db.RecordResult(recorded=True, run_id=result.run_id)
+    engine = db._engine(url)
+    with Session(engine) as session:
+        run = session.get(db.BenchmarkRun, result.run_id)
+        assert (run.command, run.workflow, run.runner, run.workers) == (
+            "run", "nd_cl", "DirectRunner", 4)
+        assert (run.docs_read, run.docs_kept, run.duplicates, run.duplicates_near) == (
+            1308, 1031, 277, 141)
+        assert (run.threshold, run.bands, run.rows, run.k1, run.k2) == (0.7, 32, 8, 10, 10)
+        assert run.total_seconds == 15.054 and run.input_bytes == 12345
+        assert json.loads(run.config_json) == SUMMARY["config"]
+        assert run.code_version == "abc1234" and run.notes == "demo"
+        assert {s.stage: s.seconds for s in run.stage_timings} == SUMMARY["stage_seconds"]
+        assert run.resource_metrics[0].cpu_percent_peak == 99.0
+        levels = sorted(run.cluster_metrics, key=lambda c: c.level)
+        assert [(c.level, c.k, c.nmi, c.ari) for c in levels] == [
+            (1, 10, None, None), (2, 10, None, None)]
+        assert json.loads(levels[0].sizes_json) == {"0": 155, "1": 115}
+    engine.dispose()
+
+
+def test_record_run_dedup_only_has_no_cluster_metrics(url: str) -> None:
+    summary = {k: v for k, v in SUMMARY.items() if k not in ("cluster", "workflow")}
+    summary["config"] = SUMMARY["config"]["dedup"]  # dedup-only runs carry a flat config
+    result = _record(url, summary=summary, command="dedup", resources=None)
+    run = db.get_run(url, result.run_id)
+    assert run["workflow"] is None and run["threshold"] == 0.7 and run["k1"] is None
+    engine = db._engine(url)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(db.ClusterMetric)) == 0
+        assert session.scalar(select(func.count()).select_from(db.ResourceMetric)) == 0
+    engine.dispose()
+
+
+def _unreachable_url(tmp_path: Path) -> str:
+    if importlib.util.find_spec("pg8000") is not None:
+        return "postgresql+pg8000://u:secret@127.0.0.1:1/x"
+    return f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}"
+
+
+def test_unreachable_db_falls_back_without_leaking(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    caplog.set_level(logging.DEBUG)
+    result = _record(_unreachable_url(tmp_path), output=str(out))
+    assert result.recorded is False and result.run_id is None and result.error
+    assert result.fallback_path == str(out / "run-record.json")
+    body = json.loads(Path(result.fallback_path).read_text())
+    assert body["summary"] == SUMMARY and body["recorded"] is False
+    assert body["run"]["argv_json"] == json.dumps(ARGV)
+    assert any("not recorded" in r.getMessage() for r in caplog.records)
+    for text in (result.error, result.fallback_path, repr(result),
+                 Path(result.fallback_path).read_text(),
+                 *(r.getMessage() for r in caplog.records)):
+        assert "secret" not in text
+
+
+def test_fallback_to_cwd_when_output_is_remote(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _record(f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}",
+                     output="gs://bucket/out")
+    assert not result.recorded
+    path = Path(result.fallback_path)
+    assert path.parent == tmp_path and path.name.startswith("ndcl-unrecorded-")
+    assert json.loads(path.read_text())["summary"]["kept"] == 1031
+
+
+def test_redact_and_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = db.redact("postgresql+pg8000://u:secret@db.example:5432/bench")
+    assert "secret" not in shown and "u:***@db.example:5432/bench" in shown
+    assert db.redact("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.delenv(db.DB_URL_ENV, raising=False)
+    assert db.database_url(None) == "sqlite:///ndcl-benchmarks.db"
+    monkeypatch.setenv(db.DB_URL_ENV, "sqlite:///env.db")
+    assert db.database_url(None) == "sqlite:///env.db"
+    assert db.database_url("sqlite:///cli.db") == "sqlite:///cli.db"
+
+
+def test_list_runs_newest_first_and_table(url: str) -> None:
+    assert db.list_runs(url) == []  # no tables yet: empty, not an error
+    ids = [_record(url, notes=str(i)).run_id for i in range(3)]
+    # Make the first run the newest to check ordering is by created_at, not by id.
+    engine = db._engine(url)
+    with Session(engine) as session, session.begin():
+        session.get(db.BenchmarkRun, ids[0]).created_at = (
+            datetime.now(timezone.utc) + timedelta(hours=1))
+    engine.dispose()
+    rows = db.list_runs(url)
+    assert [r["id"] for r in rows] == [ids[0], ids[2], ids[1]]
+    assert rows[0]["kept"] == 1031 and rows[0]["input_pattern"].endswith(".json.gz")
+    assert [r["id"] for r in db.list_runs(url, limit=1)] == [ids[0]]
+    table = db.format_runs_table(rows).splitlines()
+    assert table[0].split()[:3] == ["id", "created_at", "command"]
+    assert len(table) == 4 and len({line.index("command") for line in table[:1]}) == 1
+    assert db.format_runs_table([]) == "no runs recorded"
+
+
+def test_get_run_returns_argv_and_config(url: str) -> None:
+    run_id = _record(url).run_id
+    run = db.get_run(url, run_id)
+    assert run["argv"] == ARGV and run["config"] == SUMMARY["config"]
+    assert run["command"] == "run" and run["id"] == run_id
+    assert run["stage_seconds"]["embed"] == 0.154
+    assert db.get_run(url, run_id + 100) is None
+
+
+def test_resource_sampler_busy_loop() -> None:
+    with db.ResourceSampler(interval=0.05) as sampler:
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            sum(i * i for i in range(1000))
+    res = sampler.result()
+    assert set(res) == set(db._RESOURCE_FIELDS)
+    samples = json.loads(res["samples_json"])
+    assert len(samples) >= 3
+    assert 20.0 < res["cpu_percent_peak"] < 100.0 * 64
+    assert 0 <= res["cpu_percent_avg"] <= res["cpu_percent_peak"]
+    assert 1 << 20 < res["rss_bytes_avg"] <= res["rss_bytes_peak"] < 1 << 40
+    for key in ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes"):
+        assert res[key] is None or res[key] >= 0
+
+
+def test_code_version_is_nonempty() -> None:
+    assert db.code_version()
