@@ -209,10 +209,7 @@ def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[
               ) -> RunResult:
     """Run the ND job end to end and commit ``output``; raises on any failure."""
     started = time.perf_counter()
-    files = match_inputs(inputs)
-    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
-    staging = staging_path(output)
-    remove_tree(staging)
+    files, staging, _ = prepare_run(inputs, output)
     pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
     banding = build_dedup(pipeline, cfg, files, staging)
     log_banding(cfg, banding.bands, banding.rows)
@@ -295,18 +292,29 @@ def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, An
     }
 
 
-def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,
-                beam_args: list[str]) -> RunResult:
-    """Run CL alone (every readable document kept, with ``cluster_A``/``cluster_B``)."""
-    started = time.perf_counter()
+def prepare_run(inputs: list[str], output: str) -> tuple[list[str], str, str]:
+    """Match the inputs (an error before any job starts), clear a stale staging folder and
+    name the run: ``(files, staging, run_id)``."""
     files = match_inputs(inputs)
     LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
     staging = staging_path(output)
     remove_tree(staging)
-    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    return files, staging, f"run-{uuid.uuid4().hex[:12]}"
+
+
+def backend_spec(cfg: ClusterConfig, staging: str, address: str | None) -> BackendSpec:
+    """Where this run's K-Means models are fitted and kept (``<staging>/_models``)."""
+    return BackendSpec(kind=cfg.backend, model_dir=staging.rstrip("/") + "/_models",
+                       address=address, timeout_s=cfg.service_timeout_s)
+
+
+def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,
+                beam_args: list[str]) -> RunResult:
+    """Run CL alone (every readable document kept, with ``cluster_A``/``cluster_B``)."""
+    started = time.perf_counter()
+    files, staging, run_id = prepare_run(inputs, output)
     with kmeans_service(cfg) as address:
-        spec = BackendSpec(kind=cfg.backend, model_dir=staging.rstrip("/") + "/_models",
-                           address=address, timeout_s=cfg.service_timeout_s)
+        spec = backend_spec(cfg, staging, address)
         pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
         build_cluster(pipeline, cfg, files, staging, spec, run_id, dedup_cfg.max_doc_bytes,
                       dedup_cfg.batch_size)
@@ -325,14 +333,9 @@ def run_workflow(workflow: str, inputs: list[str], output: str, dedup_cfg: Dedup
                  dedup_scope: str = "cluster_A") -> RunResult:
     """Run ND→CL (``nd_cl``) or CL→ND (``cl_nd``) end to end and commit ``output``."""
     started = time.perf_counter()
-    files = match_inputs(inputs)
-    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
-    staging = staging_path(output)
-    remove_tree(staging)
-    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    files, staging, run_id = prepare_run(inputs, output)
     with kmeans_service(cluster_cfg) as address:
-        spec = BackendSpec(kind=cluster_cfg.backend, model_dir=staging.rstrip("/") + "/_models",
-                           address=address, timeout_s=cluster_cfg.service_timeout_s)
+        spec = backend_spec(cluster_cfg, staging, address)
         pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
         banding = build_pipeline(pipeline, workflow, dedup_cfg, cluster_cfg, files, staging,
                                  spec, run_id, dedup_scope)

@@ -40,6 +40,14 @@ class UnionFind:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    def min_labels(self) -> dict[object, object]:
+        """Every node → the smallest node of its component."""
+        smallest: dict[object, object] = {}
+        for node in self.parent:
+            root = self.find(node)
+            smallest[root] = min(smallest.get(root, node), node)
+        return {node: smallest[self.find(node)] for node in self.parent}
+
     def components(self) -> list[list[object]]:
         groups: dict[object, list[object]] = defaultdict(list)
         for x in list(self.parent):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import xxhash
 
+from tests.reference import UnionFind
 from transforms.batches import DocBatch
 from transforms.components import large_star, small_star, star_labels
 from transforms.exact import exact_groups, rank_key
@@ -88,35 +89,6 @@ def objective(bands: int, rows: int, threshold: float, fp_w: float, fn_w: float)
         return 1.0 - (1.0 - s**rows) ** bands
 
     return fp_w * trap(prob(lower), lower) + fn_w * trap(1.0 - prob(upper), upper)
-
-
-class UnionFind:
-    """Single-process oracle for connected components."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        self.parent.setdefault(x, x)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, x: int, y: int) -> None:
-        rx, ry = self.find(x), self.find(y)
-        if rx != ry:
-            self.parent[max(rx, ry)] = min(rx, ry)
-
-    def min_labels(self) -> dict[int, int]:
-        """Every node → the smallest node of its component."""
-        smallest: dict[int, int] = {}
-        for node in self.parent:
-            root = self.find(node)
-            smallest[root] = min(smallest.get(root, node), node)
-        return {node: smallest[self.find(node)] for node in self.parent}
 
 
 def oracle_labels(a: np.ndarray, b: np.ndarray) -> dict[int, int]:
