@@ -22,9 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ndcl run --workflow nd_cl --input $(DEMO_INPUT) --output $(DEMO_OUTPUT)
 
+# scripts/test_services.sh installs the Debian packages the suite needs (as root with apt),
+# starts a throwaway PostgreSQL server, runs the command with NDCL_TEST_PG_URL exported and
+# stops the server whatever the command's outcome, exiting with the command's status.
 test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	bash scripts/test_services.sh run -- \
+		sh -c '$(BIN)/ruff check . && $(BIN)/python -m pytest -q -rs tests'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,11 +13,14 @@ REQUIRES = [
     "jax>=0.4.30",
     "scikit-learn>=1.4",
     "sqlalchemy>=2.0,<3",
+    "alembic>=1.13",  # benchmark database schema migrations (beam_pipeline/migrations)
+    "psycopg[binary]>=3.1",  # PostgreSQL driver: --db-url postgresql+psycopg://...
     "xxhash>=3.4",
     "ray[default]>=2.40",
     "google-cloud-storage>=2.14",
     "pyyaml>=6",
     "psutil>=5.9",
+    "matplotlib>=3.8",  # ndcl report: PNG plots (Agg backend, no display needed)
 ]
 
 setup(
@@ -30,5 +33,6 @@ setup(
     extras_require={"dev": ["pytest>=8", "ruff>=0.6", "datasketch==2.0.0",
                             "gcp-storage-emulator>=2024.8"]},
     entry_points={"console_scripts": ["ndcl = beam_pipeline.cli:main"]},
-    package_data={"": ["*.yaml"]},
+    # The Alembic environment ships as packages (its .py files); the template needs naming.
+    package_data={"": ["*.yaml"], "beam_pipeline.migrations": ["script.py.mako"]},
 )

@@ -113,6 +113,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         add_runner_flags(sub)
     add_service_parser(commands)
     add_template_parser(commands)
+    from beam_pipeline.report import add_report_parser
+
+    add_report_parser(commands)
+    from beam_pipeline.evaluate import add_evaluate_parsers
+
+    add_evaluate_parsers(commands)
     runs = commands.add_parser("runs", help="list the runs recorded in the benchmark database")
     runs.add_argument("--limit", type=int, default=50)
     rerun = commands.add_parser(
@@ -180,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         from runners.dataflow.template import run_template_command
 
         return run_template_command(args)
+    if args.command == "report":
+        from beam_pipeline.report import run_report_command
+
+        return run_report_command(args, beam_args)
+    if args.command in ("evaluate", "truth"):
+        from beam_pipeline.evaluate import run_evaluate_command, run_truth_command
+
+        command = run_evaluate_command if args.command == "evaluate" else run_truth_command
+        return command(args, beam_args)
     if args.command == "runs":
         from beam_pipeline.db import database_url, format_runs_table, list_runs
 

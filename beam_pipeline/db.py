@@ -22,7 +22,10 @@ Typical use from the CLI::
         print(f"run NOT recorded ({result.error}); record written to {result.fallback_path}")
 
 ``list_runs`` / ``format_runs_table`` list past runs, ``get_run`` returns one run with its
-parsed config and argv (for ``ndcl rerun``).  Recording never raises: a database problem
+parsed config and argv (for ``ndcl rerun``).  The schema is versioned with Alembic
+(``beam_pipeline/migrations``): every function here brings the database to the head revision
+the first time it opens it in a process, so a new database needs no setup and an old one is
+upgraded in place.  Recording never raises: a database problem
 must not turn a finished, possibly hours-long run into a failure, so the record goes to a
 JSON fallback file instead.  URLs are only ever logged through ``redact``.
 """
@@ -35,6 +38,8 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,8 +57,9 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -225,15 +231,122 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+# --------------------------------------------------------------------------- schema
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The revision that creates the schema the pre-migration code made with create_all().
+BASELINE_REVISION = "0001"
+_MIGRATED: set[str] = set()
+_MIGRATE_LOCK = threading.Lock()
+# Key of the PostgreSQL advisory lock held while migrating ("ndclmigr" as a bigint).
+_PG_LOCK_KEY = int.from_bytes(b"ndclmigr", "big") & (2**63 - 1)
+
+
+class SchemaVersionError(SQLAlchemyError):
+    """The database's schema revision is unknown to this code (e.g. made by a newer ndcl)."""
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()  # no ini file: everything it needs is set here
+    # ConfigParser would read "%" in the path as interpolation.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _is_memory_db(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    # Alembic logs its plugins, dialect and DDL mode at INFO on every upgrade, i.e. on every
+    # ndcl run; _migrate logs what changed itself.  An explicitly set level is left alone.
+    logger = logging.getLogger("alembic")
+    if logger.level != logging.NOTSET:
+        yield
+        return
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+def _migrate(engine: Engine) -> None:
+    """Bring ``engine``'s database to the head revision (adopting a pre-migration one)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    shown = redact(engine.url.render_as_string(hide_password=False))
+    # One transaction for the lock, the adoption stamp and the upgrade, so that on
+    # PostgreSQL (transactional DDL) a failure leaves the schema and its version as they
+    # were.  SQLite's driver commits DDL as it goes.
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several runs opening a new database at once: one migrates, the others wait
+            # here and then find it at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        cfg = _alembic_config(conn)
+        script = ScriptDirectory.from_config(cfg)
+        head = script.get_current_head()
+        before = MigrationContext.configure(conn).get_current_revision()
+        if before == head:
+            return
+        if before is not None and before not in {r.revision for r in script.walk_revisions()}:
+            raise SchemaVersionError(
+                f"benchmark database {shown} is at schema revision {before!r}, which this "
+                f"ndcl does not know (its newest is {head!r}): it was written by a newer "
+                "ndcl; upgrade ndcl or use another --db-url")
+        try:
+            if before is None and inspect(conn).has_table(BenchmarkRun.__tablename__):
+                # Made by create_all() before migrations existed: its tables are exactly the
+                # baseline revision's (the models did not change before migrations came),
+                # so record that revision instead of creating the tables again.
+                LOG.info("benchmark database %s predates migrations: adopting it as "
+                         "schema revision %s", shown, BASELINE_REVISION)
+                command.stamp(cfg, BASELINE_REVISION)
+            command.upgrade(cfg, "head")
+        except CommandError as exc:
+            raise SchemaVersionError(
+                f"benchmark database {shown}: cannot migrate from schema revision "
+                f"{before!r} to {head!r}: {exc}") from None
+        LOG.info("benchmark database %s: schema revision %s (was %s)", shown, head,
+                 before or "empty")
+
+
 def _engine(url: str) -> Engine:
-    # SQLite enforces ON DELETE CASCADE only with foreign keys switched on per connection.
+    """An engine for ``url`` whose schema is at the head revision (migrated on first use)."""
+    # In-memory SQLite is a new, empty database for every engine, so it is never "done".
+    if not _is_memory_db(url):
+        with _MIGRATE_LOCK:  # threads of one process: migrate once, the rest wait
+            if url not in _MIGRATED:
+                # A plain engine, without the foreign-key pragma below: with foreign keys
+                # on, SQLite's DROP TABLE (which batch migrations use to rebuild a table)
+                # would cascade-delete the child rows of every run.
+                plain = create_engine(url)
+                try:
+                    with _quiet_alembic():
+                        _migrate(plain)
+                finally:
+                    plain.dispose()
+                _MIGRATED.add(url)
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
+        # SQLite enforces ON DELETE CASCADE only with foreign keys switched on per connection.
         @event.listens_for(engine, "connect")
         def _fk_on(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+        if _is_memory_db(url):
+            with _quiet_alembic():  # empty by definition, so the pragma cascades nothing
+                _migrate(engine)
     return engine
 
 
@@ -453,7 +566,6 @@ def build_record(summary: dict[str, Any], *, command: str, argv: list[str],
 def _insert(url: str, record: dict[str, Any]) -> int:
     engine = _engine(url)
     try:
-        Base.metadata.create_all(engine)
         run_cols = dict(record["run"])
         run_cols["created_at"] = datetime.fromisoformat(run_cols["created_at"])
         run = BenchmarkRun(**run_cols)
@@ -496,7 +608,7 @@ def record_run(url: str, summary: dict[str, Any], *, command: str, argv: list[st
                workers: int | None, resources: dict[str, Any] | None,
                input_bytes: int | None, code_version: str | None = None,
                notes: str | None = None) -> RecordResult:
-    """Store a finished run (creating tables if needed); never raises.
+    """Store a finished run (migrating the schema to head if needed); never raises.
 
     On any database error the record (and the raw summary) is written as JSON to
     ``<output>/run-record.json`` when ``output`` is a local directory, else to
@@ -533,16 +645,10 @@ def _as_utc(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
-def _has_runs_table(engine: Engine) -> bool:
-    return inspect(engine).has_table(BenchmarkRun.__tablename__)
-
-
 def list_runs(url: str, limit: int = 50) -> list[dict[str, Any]]:
     """The ``limit`` most recent runs, newest first (raises SQLAlchemyError if unreachable)."""
     engine = _engine(url)
     try:
-        if not _has_runs_table(engine):
-            return []
         with Session(engine) as session:
             runs = session.query(BenchmarkRun).order_by(
                 BenchmarkRun.created_at.desc(), BenchmarkRun.id.desc()).limit(limit).all()
@@ -580,8 +686,6 @@ def get_run(url: str, run_id: int) -> dict[str, Any] | None:
     """One run's columns plus ``config`` / ``argv`` parsed from their JSON, or None."""
     engine = _engine(url)
     try:
-        if not _has_runs_table(engine):
-            return None
         with Session(engine) as session:
             run = session.get(BenchmarkRun, run_id)
             if run is None:

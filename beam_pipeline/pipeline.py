@@ -3,7 +3,8 @@ never runs it; running belongs to ``beam_pipeline.run``.
 
 Shape of the ND graph (element shapes in brackets):
 
-    ReadDocuments            files → (batch_key, DocBatch) + rejected rows
+    ReadDocuments            files → (batch_key, DocBatch) + rejected rows (ids made unique:
+                             a GroupByKey on id hashes, repeats rejected as duplicate_id)
     ComputeFeatures          → (batch_key, FeatureBatch)         shingles, MinHash, exact hash
     RemoveExactDuplicates    → distinct feature batches + exact members (GroupByKey on hash)
     FindCandidatePairs       → star edges (GroupByKey on LSH band hashes)
@@ -91,7 +92,8 @@ def build_dedup(
     pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str], staging_dir: str
 ) -> Banding:
     """Add the ND graph reading ``files`` and writing under ``staging_dir``; returns b and r."""
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size)
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size,
+                                                       cfg.shuffle_partitions)
     dedup = add_dedup(read.batches, cfg)
     _ = read.batches | "WriteOutputs" >> WriteOutputs(
         staging_dir, dedup.duplicate_rows, read[REJECTED_TAG], dedup.stats)
@@ -141,7 +143,8 @@ def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfi
     if workflow not in WORKFLOWS:
         raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
     read = pipeline | "ReadDocuments" >> ReadDocuments(files, dedup_cfg.max_doc_bytes,
-                                                       dedup_cfg.batch_size)
+                                                       dedup_cfg.batch_size,
+                                                       dedup_cfg.shuffle_partitions)
     if workflow == "nd_cl":
         dedup = add_dedup(read.batches, dedup_cfg)
         kept = read.batches | "SelectKept" >> SelectKept(dedup.duplicate_rows)

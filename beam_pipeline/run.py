@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -177,19 +178,46 @@ def log_banding(cfg: DedupConfig, bands: int, rows: int) -> None:
              "detection probability %s", bands, rows, cfg.threshold, cfg.num_perm, probs)
 
 
+_SERVICE_ERROR = re.compile(r"ServiceUnavailableError: (.+)")
+
+
+def service_error_from(exc: BaseException) -> Exception | None:
+    """The K-Means service error behind a failed job, as a ``ServiceUnavailableError``.
+
+    A worker's exception reaches the driver in different shapes: the in-process FnApiRunner
+    re-raises it as its own type, worker processes and job services as a RuntimeError holding
+    the worker's traceback as text. Either way the CLI should say "K-Means service
+    unavailable" (exit 3) with the service's message, not print a worker traceback.
+    """
+    if type(exc).__name__ == "ServiceUnavailableError":
+        return None  # already the right type: let it through unchanged
+    matches = _SERVICE_ERROR.findall(str(exc))
+    if not matches:
+        return None
+    from runners.kmeans.service import ServiceUnavailableError
+
+    return ServiceUnavailableError(matches[-1].strip())
+
+
 def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
                     summarise: Any) -> RunResult:
     """Run ``pipeline``, build the summary from its ``_stats.json``, check the accounting and
     commit ``staging`` to ``output``."""
-    result = pipeline.run()
-    template = pipeline.options.view_as(GoogleCloudOptions).template_location
-    if template:
-        # A Flex/classic template launch only writes the job file; the job runs later, so
-        # there is nothing to summarise or commit here.
-        LOG.info("template written to %s; the job's output will be staged at %s", template,
-                 staging)
-        return RunResult(summary={}, output=output)
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        template = pipeline.options.view_as(GoogleCloudOptions).template_location
+        if template:
+            # A Flex/classic template launch only writes the job file; the job runs later, so
+            # there is nothing to summarise or commit here.
+            LOG.info("template written to %s; the job's output will be staged at %s",
+                     template, staging)
+            return RunResult(summary={}, output=output)
+        result.wait_until_finish()
+    except Exception as exc:
+        service_error = service_error_from(exc)
+        if service_error is None:
+            raise
+        raise service_error from exc
     metrics = collect_metrics(result)
     stats = read_json(staging.rstrip("/") + "/_stats.json")
     summary = summarise(stats, metrics)

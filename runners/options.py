@@ -19,6 +19,8 @@ Runners
     Beam's PortableRunner against any job service: Beam's own Python one
     (``python -m apache_beam.runners.portability.local_job_service_main --port 8099``), the
     Flink job server of ``runners/flink/docker-compose.yml`` (``localhost:8099``), Spark, ...
+    ``--job-endpoint embed`` runs Beam's Python job service inside the ``ndcl`` process (no
+    server to start; what the reliability tests use).
     ``--environment-type`` defaults to LOOPBACK (the SDK worker runs inside the submitting
     ``ndcl`` process, so the job service must run on the same machine). For a job server in
     Docker use ``EXTERNAL --environment-config localhost:50000`` (the SDK worker pool of the
@@ -127,7 +129,8 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
                        help="direct (default: in-process FnApiRunner), portable, flink or "
                             "dataflow; Beam's names (PortableRunner, ...) also work")
     group.add_argument("--job-endpoint", "--job_endpoint", dest="job_endpoint",
-                       metavar="HOST:PORT", help="portable: the job service")
+                       metavar="HOST:PORT", help="portable: the job service (or 'embed': "
+                                                 "Beam's, inside this process)")
     group.add_argument("--environment-type", "--environment_type", dest="environment_type",
                        type=_environment_type, metavar="TYPE",
                        help="portable/flink: LOOPBACK (portable default), EXTERNAL (flink "
@@ -295,7 +298,8 @@ def runner_beam_args(args: argparse.Namespace) -> list[str]:
                 "--runner portable needs --job-endpoint HOST:PORT (a running job service, "
                 "e.g. `python -m apache_beam.runners.portability.local_job_service_main "
                 "--port 8099` or the Flink job server of runners/flink/docker-compose.yml)")
-        _check_host_port("--job-endpoint", endpoint)
+        if endpoint != "embed":  # Beam's job service inside this process (tests, debugging)
+            _check_host_port("--job-endpoint", endpoint)
         return [
             "--runner=PortableRunner", f"--job_endpoint={endpoint}",
             *_environment_args(args, "LOOPBACK"), *_setup_file_args(args, runner),

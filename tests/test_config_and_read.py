@@ -238,7 +238,9 @@ def test_fingerprint() -> None:
         (b"", "blank_line"),
         (b"   \t  ", "blank_line"),
         (b'{"text": "unterminated', "bad_json"),
-        (b'{"text": "a\x00b"}', "bad_json"),
+        (b'{"text": "a\x00b"}', "nul_byte"),
+        (b'{"text": "a"}\x00', "nul_byte"),
+        (b"\x00{\x00\"\x00t\x00", "nul_byte"),  # UTF-16
         (b'{"text": "tab\tinside"}', "bad_json"),
         (b'{"text": "a"} trailing', "bad_json"),
         (b"{'text': 'single quotes'}", "bad_json"),

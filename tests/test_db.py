@@ -1,19 +1,33 @@
-"""Benchmark database (beam_pipeline.db): models, recording, fallback, queries, sampler."""
+"""Benchmark database (beam_pipeline.db): models, migrations, recording, fallback, queries.
+
+Every test taking ``url`` runs twice: on a fresh SQLite file and on a fresh database of the
+PostgreSQL server at ``$NDCL_TEST_PG_URL`` (``make test`` starts one and sets it; without it
+the PostgreSQL variants skip).
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from beam_pipeline import db
+
+PG_URL_ENV = "NDCL_TEST_PG_URL"
 
 # Shape of a real `ndcl run --workflow nd_cl` summary.json (level_2 trimmed to two parents).
 SUMMARY = {
@@ -57,14 +71,134 @@ def _record(url: str, summary: dict | None = None, output: str | None = "/tmp/db
     return db.record_run(url, summary or SUMMARY, **args)
 
 
+def _fresh_pg_database() -> Iterator[str]:
+    """URL of a new, empty database on the test server, dropped afterwards."""
+    base = os.environ.get(PG_URL_ENV)
+    if not base:
+        pytest.skip(f"{PG_URL_ENV} is unset: no PostgreSQL server to test against "
+                    "(`make test` starts one and sets it)")
+    name = f"ndcl_t_{uuid.uuid4().hex[:12]}"
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            # FORCE: a test that failed mid-way may have left a connection open.
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database (a new URL per test, so each is migrated from scratch)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bench.db'}"
+    else:
+        yield from _fresh_pg_database()
+
+
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'bench.db'}"
+def pg_url() -> Iterator[str]:
+    yield from _fresh_pg_database()
+
+
+def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _schema_diff(url: str) -> list:
+    """Alembic autogenerate's differences between the database and the models."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), db.Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def _head() -> str:
+    return ScriptDirectory(str(db.MIGRATIONS_DIR)).get_current_head()
+
+
+def test_migrated_schema_matches_models(url: str) -> None:
+    db._engine(url).dispose()
+    assert _revision(url) == _head()
+    assert _schema_diff(url) == []
+
+
+def test_migrations_run_once_per_url(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = db._migrate
+    monkeypatch.setattr(db, "_migrate", lambda engine: calls.append(1) or real(engine))
+    for _ in range(3):
+        db._engine(url).dispose()
+    assert _record(url).recorded and db.list_runs(url)
+    assert len(calls) == 1
+
+
+def test_downgrade_to_base_and_upgrade_again(url: str) -> None:
+    db._engine(url).dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "base")
+    with engine.connect() as conn:
+        assert set(db.Base.metadata.tables).isdisjoint(
+            conn.dialect.get_table_names(conn))
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "head")
+    engine.dispose()
+    assert _revision(url) == _head() and _schema_diff(url) == []
+
+
+def test_pre_migration_database_is_adopted(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # What the code before migrations did: create_all, no alembic_version table.
+    engine = create_engine(url)
+    db.Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(db.BenchmarkRun(command="dedup", docs_read=7))
+    engine.dispose()
+    assert _revision(url) is None
+    caplog.set_level(logging.INFO, logger="ndcl.db")
+    assert [r["docs_read"] for r in db.list_runs(url)] == [7]  # kept, not recreated
+    assert any("predates migrations" in r.getMessage() for r in caplog.records)
+    assert _revision(url) == _head() and _schema_diff(url) == []
+    assert _record(url).recorded and len(db.list_runs(url)) == 2
+
+
+def test_unknown_schema_revision_is_refused(url: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    db._engine(url).dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # as if a newer ndcl had migrated it further
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    monkeypatch.setattr(db, "_MIGRATED", set())  # a new process: nothing migrated yet
+    with pytest.raises(db.SchemaVersionError, match=r"'9999'.*newer ndcl"):
+        db.list_runs(url)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = _record(url, output=str(out))
+    assert not result.recorded and "9999" in result.error
+    assert result.fallback_path == str(out / "run-record.json")
+    assert _revision(url) == "9999"  # left alone
+
+
+def test_in_memory_sqlite_is_migrated_every_time() -> None:
+    # Each engine on sqlite:// is a new empty database, so no "already migrated" cache.
+    assert _record("sqlite://").recorded
+    assert db.list_runs("sqlite://") == []
 
 
 def test_models_create_insert_query(url: str) -> None:
-    engine = db._engine(url)
-    db.Base.metadata.create_all(engine)
+    engine = db._engine(url)  # the schema comes from the migrations
     with Session(engine) as session, session.begin():
         run = db.BenchmarkRun(command="dedup", docs_read=10, docs_kept=8)
         run.stage_timings = [db.StageTiming(stage="read", seconds=0.5, elements=10)]
@@ -141,28 +275,22 @@ def test_record_run_dedup_only_has_no_cluster_metrics(url: str) -> None:
     engine.dispose()
 
 
-def _unreachable_url(tmp_path: Path) -> str:
-    if importlib.util.find_spec("pg8000") is not None:
-        return "postgresql+pg8000://u:secret@127.0.0.1:1/x"
-    return f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}"
-
-
 def test_unreachable_db_falls_back_without_leaking(tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "out"
     out.mkdir()
     caplog.set_level(logging.DEBUG)
-    result = _record(_unreachable_url(tmp_path), output=str(out))
+    result = _record("postgresql+psycopg://u:secret@127.0.0.1:1/x", output=str(out))
     assert result.recorded is False and result.run_id is None and result.error
     assert result.fallback_path == str(out / "run-record.json")
     body = json.loads(Path(result.fallback_path).read_text())
     assert body["summary"] == SUMMARY and body["recorded"] is False
     assert body["run"]["argv_json"] == json.dumps(ARGV)
     assert any("not recorded" in r.getMessage() for r in caplog.records)
-    for text in (result.error, result.fallback_path, repr(result),
-                 Path(result.fallback_path).read_text(),
-                 *(r.getMessage() for r in caplog.records)):
-        assert "secret" not in text
+    for shown in (result.error, result.fallback_path, repr(result),
+                  Path(result.fallback_path).read_text(),
+                  *(r.getMessage() for r in caplog.records)):
+        assert "secret" not in shown
 
 
 def test_fallback_to_cwd_when_output_is_remote(tmp_path: Path,
@@ -187,8 +315,32 @@ def test_redact_and_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert db.database_url("sqlite:///cli.db") == "sqlite:///cli.db"
 
 
+def test_wrong_password_falls_back_without_leaking(pg_url: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # A real server rejecting the login: its error text must not carry the password.
+    wrong = make_url(pg_url).set(password="Wr0ngSecret").render_as_string(hide_password=False)
+    caplog.set_level(logging.DEBUG)
+    result = _record(wrong, output=str(tmp_path))
+    assert not result.recorded and "password authentication failed" in result.error
+    texts = [result.error, Path(result.fallback_path).read_text(),
+             *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if "Wr0ngSecret" in t]
+
+
+def test_password_never_logged(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # everything: ndcl, alembic, SQLAlchemy, the driver
+    result = _record(url)
+    assert db.get_run(url, result.run_id)["id"] == result.run_id
+    assert db.list_runs(url)
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"run recorded as #{result.run_id} in {db.redact(url)}" in messages
+    password = make_url(url).password
+    if password:  # the PostgreSQL server's; SQLite URLs have none
+        assert not [m for m in messages if str(password) in m]
+
+
 def test_list_runs_newest_first_and_table(url: str) -> None:
-    assert db.list_runs(url) == []  # no tables yet: empty, not an error
+    assert db.list_runs(url) == []  # a new database: migrated on open, no runs yet
     ids = [_record(url, notes=str(i)).run_id for i in range(3)]
     # Make the first run the newest to check ordering is by created_at, not by id.
     engine = db._engine(url)

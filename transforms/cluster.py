@@ -33,6 +33,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
+from transforms import faults
 from transforms.batches import stage_counter, timed
 from transforms.embed import SvdModel, counts_matrix
 
@@ -183,6 +184,30 @@ class FitLevelsFn(beam.DoFn):
             close()
 
 
+def kill_actor_if_asked(client: Any) -> None:
+    """Test hook (``transforms.faults``): kill the Ray K-Means actor between fit and predict,
+    with (``kmeans_kill``) or without (``kmeans_kill_for_good``) a restart by Ray."""
+    for point, restart in (("kmeans_kill", True), ("kmeans_kill_for_good", False)):
+        actor = getattr(client, "actor", None)
+        if actor is None or not faults.fires(point):
+            continue
+        import ray
+
+        pid = client.health()["pid"]
+        LOG.warning("fault injection: killing the K-Means actor (pid %d, restart: %s)", pid,
+                    restart)
+        ray.kill(actor, no_restart=not restart)
+        if restart:
+            # Wait for the new process, so that the predictions below really go to a
+            # restarted actor (which must reload the models from its model folder).
+            deadline = time.monotonic() + 120
+            new_pid = pid
+            while new_pid == pid and time.monotonic() < deadline:
+                time.sleep(0.2)
+                new_pid = client.health()["pid"]
+            LOG.warning("fault injection: K-Means actor restarted (pid %d -> %d)", pid, new_pid)
+
+
 class ClusterModelHandler(ModelHandler):
     """RunInference handler: ``(uids, embeddings)`` → ``(labels_A, labels_B)``."""
 
@@ -197,6 +222,7 @@ class ClusterModelHandler(ModelHandler):
     def run_inference(self, batch: Sequence[tuple[np.ndarray, np.ndarray]], model: Any,
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
+        kill_actor_if_asked(model)
         results = []
         for uids, x in batch:
             results.append(PredictionResult((uids, x), predict_levels(model, self.run_id, x)))

@@ -1,15 +1,30 @@
 """Read C4-style JSON lines (plain or gzip) and Parquet into document batches.
 
 Every record gets a stable id: its ``id`` field when present (a string, or an integer written
-in decimal), else ``<file base name>:<line number starting at 1>`` (for Parquet: the 1-based
-row number). External tools rely on this rule.
+in decimal), else ``<file name>:<line number starting at 1>`` (for Parquet: the 1-based row
+number). ``<file name>`` is the file's base name; only when two input files share a base name
+(``2019/data.json`` and ``2020/data.json``) is it the shortest path suffix that tells them
+apart (``2019/data.json:7``), so that derived ids never collide. External tools rely on this
+rule.
+
+Ids are unique in the output. When several records carry the same id (explicit ids repeated
+within or across files), the first one in input order (files in sorted path order, then line)
+is the document and every later one is rejected as ``duplicate_id``, with the source and line
+of the first in its ``detail``. Keeping both would put two rows with one id in ``kept/`` and
+make ``duplicate_of`` ambiguous. Finding repeats takes one shuffle of ``(64-bit id hash, uid,
+id)`` triples and a filter of the document batches; ids with equal hashes are compared as
+strings, so a hash collision cannot reject a document.
 
 A record that cannot be used never crashes the job and is never dropped silently: it goes to
 the ``rejected`` output with one of these reasons:
 
-``too_large``      raw line (Parquet: text) longer than ``max_doc_bytes`` bytes
+``too_large``      raw line (Parquet: text) longer than ``max_doc_bytes`` bytes; the reader
+                   never holds more than ``max_doc_bytes`` (+1 MiB) of such a line in memory
+``nul_byte``       a raw NUL byte (0x00) in the line: JSON forbids unescaped control characters,
+                   and NULs usually mean a binary or UTF-16 file. An escaped ``\u0000`` inside a
+                   string is valid JSON and kept as it is (so is a NUL in Parquet text)
 ``invalid_utf8``   bytes that are not UTF-8
-``bad_json``       not parseable JSON (this includes raw control characters such as NUL)
+``bad_json``       not parseable JSON (this includes other raw control characters, e.g. a tab)
 ``invalid_unicode`` escapes that decode to a lone surrogate (not representable in UTF-8)
 ``not_object``     JSON that is not an object
 ``missing_text``   no ``text`` field
@@ -17,6 +32,8 @@ the ``rejected`` output with one of these reasons:
 ``bad_id``         an ``id`` that is neither a string nor an integer
 ``blank_line``     a line holding only whitespace
 ``read_error``     the file could not be read on (e.g. truncated gzip); earlier lines are kept
+``duplicate_id``   the id of an earlier record (see above); ``raw`` is the record re-encoded
+                   as JSON, since the raw line is no longer at hand where repeats are found
 """
 
 from __future__ import annotations
@@ -26,21 +43,36 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import xxhash
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import DocBatch, batch_key_of, make_uid, stage_counter, timed
+from transforms.batches import (
+    LINE_BITS,
+    LINE_MASK,
+    DocBatch,
+    batch_key_of,
+    batch_keys_of,
+    make_uid,
+    stage_counter,
+    timed,
+)
 
 LOG = logging.getLogger(__name__)
 
 REJECTED_TAG = "rejected"
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 RAW_PREVIEW_CHARS = 1000
+# A preview of RAW_PREVIEW_CHARS characters needs at most 4 bytes per character.
+PREVIEW_BYTES = RAW_PREVIEW_CHARS * 4
+# The rest of an over-long line is skipped in chunks of this size (bounded memory).
+SKIP_CHUNK_BYTES = 1 << 20
 PROGRESS_EVERY = 100_000
 
 
@@ -75,6 +107,10 @@ def parse_json_line(
     """Parse one JSON line into ``(id, record)`` or ``(None, (reason, detail))``."""
     if len(raw) > max_doc_bytes:
         return None, ("too_large", f"{len(raw)} bytes > max_doc_bytes={max_doc_bytes}")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        # Its own reason rather than bad_json: NULs mostly mean a binary or UTF-16 file.
+        return None, ("nul_byte", f"raw NUL byte at byte {nul} (binary or UTF-16 input?)")
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -110,20 +146,62 @@ def check_record(
     return doc_id, record
 
 
-def iter_lines(path: str) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the reader's limit: its first bytes (for the preview) and its size
+    in bytes without the terminator. The line itself is never held whole."""
+
+    head: bytes
+    size: int
+
+
+def _skip_long_line(handle: Any, first: bytes) -> LongLine:
+    """Read past the rest of a line whose first ``first`` bytes were read, in bounded chunks."""
+    head = first[:PREVIEW_BYTES]
+    size = len(first)
+    last = first
+    while not last.endswith(b"\n"):
+        last = handle.readline(SKIP_CHUNK_BYTES)
+        if not last:
+            break
+        size += len(last)
+        if len(head) < PREVIEW_BYTES:
+            head += last[: PREVIEW_BYTES - len(head)]
+    terminator = len(last) - len(last.rstrip(b"\r\n"))
+    if size <= PREVIEW_BYTES:
+        head = head.rstrip(b"\r\n")
+    return LongLine(head=head, size=size - terminator)
+
+
+def iter_lines(path: str, max_line_bytes: int | None = None) -> Iterator[bytes | LongLine]:
     """Raw lines of a (possibly gzip) file, without their line terminator.
 
     Beam's FileSystems opens the file (local, gs://, ...); gzip is decoded by the standard
     library's C reader rather than Beam's pure-Python ``CompressedFile``, which is slower.
     A truncated gzip member raises ``EOFError`` after the lines before the damage.
+
+    With ``max_line_bytes``, a longer line comes back as a :class:`LongLine` and is read in
+    chunks, so a file with a 50 MB line (or no newline at all) costs bounded memory.
     """
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_handle:
         handle = raw_handle
         if path.endswith(".gz"):
             # GzipFile decodes in small chunks, so a damaged file still yields its good start.
             handle = gzip.GzipFile(fileobj=raw_handle, mode="rb")
-        for raw in handle:
-            yield raw.rstrip(b"\r\n")
+        if max_line_bytes is None:
+            for raw in handle:
+                yield raw.rstrip(b"\r\n")
+            return
+        # Room for a "\r\n" terminator after a line of exactly max_line_bytes.
+        limit = max_line_bytes + 2
+        while True:
+            raw = handle.readline(limit)
+            if not raw:
+                return
+            if len(raw) < limit or raw.endswith(b"\n"):
+                yield raw.rstrip(b"\r\n")
+            else:
+                yield _skip_long_line(handle, raw)
 
 
 class _BatchBuilder:
@@ -171,9 +249,12 @@ class ReadFileFn(beam.DoFn):
 
     timer = stage_counter("read")
 
-    def __init__(self, max_doc_bytes: int, batch_size: int) -> None:
+    def __init__(self, max_doc_bytes: int, batch_size: int,
+                 id_names: dict[str, str] | None = None) -> None:
         self.max_doc_bytes = max_doc_bytes
         self.batch_size = batch_size
+        # File name used in derived ids, by path (default: the base name; see id_names).
+        self.id_names = id_names or {}
         self.read_counter = beam.metrics.Metrics.counter("ndcl", "read")
 
     def process(self, element: tuple[int, str]) -> Iterator[Any]:
@@ -181,7 +262,7 @@ class ReadFileFn(beam.DoFn):
 
     def _process(self, element: tuple[int, str]) -> Iterator[Any]:
         file_index, path = element
-        base_name = os.path.basename(path)
+        base_name = self.id_names.get(path) or os.path.basename(path)
         builder = _BatchBuilder(file_index, self.batch_size)
         reader = self._read_parquet if path.endswith(".parquet") else self._read_json
         count = 0
@@ -205,8 +286,12 @@ class ReadFileFn(beam.DoFn):
     def _read_json(self, path: str, base_name: str) -> Iterator[Any]:
         line = 0
         try:
-            for raw in iter_lines(path):
+            for raw in iter_lines(path, self.max_doc_bytes):
                 line += 1
+                if isinstance(raw, LongLine):
+                    yield rejection(path, line, "too_large", raw.head,
+                                    f"{raw.size} bytes > max_doc_bytes={self.max_doc_bytes}")
+                    continue
                 doc_id, value = parse_json_line(raw, base_name, line, self.max_doc_bytes)
                 if doc_id is None:
                     reason, detail = value
@@ -263,23 +348,191 @@ def match_inputs(patterns: list[str]) -> list[str]:
     return sorted(files)
 
 
-class ReadDocuments(beam.PTransform):
-    """Files → ``(batch_key, DocBatch)`` main output and a ``rejected`` dead-letter output."""
+def id_names(files: list[str]) -> dict[str, str]:
+    """The file name used in derived ids (``<name>:<line>``) for each input file: its base name,
+    or, when several inputs share that base name, the shortest path suffix (whole components)
+    that differs between them, so derived ids of different files never collide."""
+    parts = {path: path.replace("\\", "/").split("/") for path in files}
+    names: dict[str, str] = {}
+    depth = 1
+    pending = list(files)
+    while pending:
+        suffixes: dict[str, list[str]] = {}
+        for path in pending:
+            suffixes.setdefault("/".join(parts[path][-depth:]), []).append(path)
+        pending = []
+        for suffix, paths in suffixes.items():
+            whole = all(depth >= len(parts[p]) for p in paths)
+            if len(paths) == 1 or whole:
+                for path in paths:
+                    names[path] = suffix if len(paths) == 1 else path
+            else:
+                pending.extend(paths)
+        depth += 1
+    return names
 
-    def __init__(self, files: list[str], max_doc_bytes: int, batch_size: int) -> None:
+
+# --------------------------------------------------------------------------------------------
+# Repeated ids: the first record in input order keeps the id, later ones are rejected.
+# --------------------------------------------------------------------------------------------
+
+
+def id_hashes(ids: list[str]) -> np.ndarray:
+    """``uint64[m]``: the xxh3-64 of each id. Only a sort and partition key: equal hashes are
+    compared as strings afterwards, so a collision costs a comparison, never a document."""
+    encoded = [doc_id.encode("utf-8", "surrogatepass") for doc_id in ids]
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, encoded), dtype=np.uint64,
+                       count=len(encoded))
+
+
+class EmitIdKeysFn(beam.DoFn):
+    """``(batch_key, DocBatch)`` → ``(partition, (id hashes, uids, ids))`` per partition."""
+
+    timer = stage_counter("read")
+
+    def __init__(self, num_partitions: int) -> None:
+        self.num_partitions = num_partitions
+
+    def process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, tuple]]:
+        _, batch = element
+        hashes = id_hashes(batch.ids)
+        parts = (hashes % np.uint64(self.num_partitions)).astype(np.int64)
+        for part in np.unique(parts).tolist():
+            rows = np.flatnonzero(parts == part)
+            yield part, (hashes[rows], batch.uids[rows], [batch.ids[r] for r in rows.tolist()])
+
+
+def repeated_ids(hashes: np.ndarray, uids: np.ndarray, ids: list[str]
+                 ) -> list[tuple[int, int]]:
+    """``(uid, first uid)`` for every record whose id already belongs to a smaller uid."""
+    if len(uids) < 2:
+        return []
+    order = np.lexsort((uids, hashes))
+    sorted_hashes = hashes[order]
+    same = sorted_hashes[1:] == sorted_hashes[:-1]
+    if not same.any():
+        return []
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    sizes = np.diff(np.append(starts, len(order)))
+    out: list[tuple[int, int]] = []
+    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+        first: dict[str, int] = {}
+        # Rows are in uid order within a run; equal hashes are compared as strings too.
+        for row in order[start : start + size].tolist():
+            uid = int(uids[row])
+            earlier = first.setdefault(ids[row], uid)
+            if earlier != uid:
+                out.append((uid, earlier))
+    return out
+
+
+class FindRepeatedIdsFn(beam.DoFn):
+    """One partition's ids → ``(batch_key, (uid, first uid))`` for each repeated id."""
+
+    timer = stage_counter("read")
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
+        return timed(self._process(element), self.timer)
+
+    def _process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
+        _, chunks = element
+        chunks = list(chunks)
+        hashes = np.concatenate([c[0] for c in chunks])
+        uids = np.concatenate([c[1] for c in chunks])
+        ids = [doc_id for c in chunks for doc_id in c[2]]
+        for uid, first in repeated_ids(hashes, uids, ids):
+            key = int(batch_keys_of(np.array([uid], dtype=np.int64), self.batch_size)[0])
+            yield key, (uid, first)
+
+
+class DropRepeatedIdsFn(beam.DoFn):
+    """Document batches without their repeated-id records, which go to ``rejected``."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+
+    def process(self, element: tuple[int, DocBatch], repeats: Any) -> Iterator[Any]:
+        key, batch = element
+        dropped = dict(repeats[key])
+        if not dropped:
+            yield element
+            return
+        keep = []
+        for row, uid in enumerate(batch.uids.tolist()):
+            first = dropped.get(uid)
+            if first is None:
+                keep.append(row)
+                continue
+            shown = batch.ids[row] if len(batch.ids[row]) <= 200 else batch.ids[row][:200] + "…"
+            detail = (f"id {shown!r} first seen at {self._source(first)}:"
+                      f"{first & LINE_MASK}")
+            raw = json.dumps(batch.records[row], ensure_ascii=False, default=str)
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, rejection(
+                self._source(uid), uid & LINE_MASK, "duplicate_id", raw, detail))
+        if keep:
+            rows = np.array(keep, dtype=np.int64)
+            yield key, DocBatch(
+                batch_key=batch.batch_key, uids=batch.uids[rows],
+                ids=[batch.ids[r] for r in keep], records=[batch.records[r] for r in keep],
+                nbytes=batch.nbytes * len(keep) // max(len(batch.ids), 1))
+
+    def _source(self, uid: int) -> str:
+        return self.files[uid >> LINE_BITS]
+
+
+class ReadResult(dict):
+    """``{"batches": ..., "rejected": ...}``; ``.batches`` as on Beam's tagged outputs."""
+
+    @property
+    def batches(self) -> beam.PCollection:
+        return self["batches"]
+
+
+class ReadDocuments(beam.PTransform):
+    """Files → ``(batch_key, DocBatch)`` ``batches`` and a ``rejected`` dead-letter output.
+
+    Ids are unique in ``batches``: records repeating an earlier id are rejected (module doc).
+    """
+
+    def __init__(self, files: list[str], max_doc_bytes: int, batch_size: int,
+                 num_partitions: int = 32) -> None:
         super().__init__()
         self.files = files
         self.max_doc_bytes = max_doc_bytes
         self.batch_size = batch_size
+        self.num_partitions = num_partitions
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> ReadResult:
         indexed_files = list(enumerate(self.files))
-        return (
+        parsed = (
             pbegin
             | "ListInputFiles" >> beam.Create(indexed_files)
             # Spread files over workers before the expensive read.
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(ReadFileFn(self.max_doc_bytes, self.batch_size))
+            | "ParseFiles" >> beam.ParDo(
+                ReadFileFn(self.max_doc_bytes, self.batch_size, id_names(self.files)))
             .with_output_types(tuple[int, DocBatch])
             .with_outputs(REJECTED_TAG, main="batches")
         )
+        repeats = (
+            parsed.batches
+            | "EmitIdKeys" >> beam.ParDo(EmitIdKeysFn(self.num_partitions))
+            | "GroupIds" >> beam.GroupByKey()
+            | "FindRepeatedIds" >> beam.ParDo(FindRepeatedIdsFn(self.batch_size))
+        )
+        checked = (
+            parsed.batches
+            | "DropRepeatedIds" >> beam.ParDo(
+                DropRepeatedIdsFn(self.files), beam.pvalue.AsMultiMap(repeats))
+            .with_output_types(tuple[int, DocBatch])
+            .with_outputs(REJECTED_TAG, main="batches")
+        )
+        rejected = ((parsed[REJECTED_TAG], checked[REJECTED_TAG])
+                    | "CollectRejected" >> beam.Flatten())
+        return ReadResult(batches=checked.batches, rejected=rejected)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import xxhash
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import faults
 from transforms.batches import DocBatch, JoinByKey, stage_counter, timed
 from transforms.resolve import DuplicateRow
 
@@ -184,6 +185,8 @@ class WriteBatchFn(beam.DoFn):
                 "url": [u if isinstance(u, str) or u is None else str(u) for u in urls],
             }, schema=DUPLICATE_SCHEMA)
             write_parquet(table, f"{self.staging_dir}/duplicates/{name}")
+        # Test hook (a no-op unless NDCL_FAULTS names it): fail or stall after the side effects.
+        faults.inject("write")
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
                "duplicates_near": len(rows) - exact}

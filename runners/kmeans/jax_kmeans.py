@@ -118,6 +118,8 @@ _MAX_BLOCK_ROWS = 4096
 _PREDICT_CHUNK_ELEMENTS = 1 << 21
 # Up to this k, argmin; above, min then first index attaining it (see nearest()).
 _ARGMIN_MAX_K = 16
+# fit_predict pads up to this many points to a power of two (see padded_rows).
+_BUCKET_MAX_ROWS = 1 << 16
 
 # Mini-batch constants: scikit-learn's MiniBatchKMeans defaults.
 MAX_NO_IMPROVEMENT = 10  # steps without a smaller smoothed batch inertia before stopping
@@ -181,12 +183,13 @@ def scores(x: Array, centres: Array, centre_sq: Array | None = None) -> Array:
 
 
 def nearest(point_scores: Array) -> Array:
-    """Index (int32) of the smallest score in each row; the first one on ties, as argmin.
+    """Index (int32) of the smallest score in each row of (n, k); the first one on ties.
 
     For k > 16 this is a plain min, then the smallest index attaining it (a float min over
     indices, exact below 2**24): the same result as argmin, but XLA:CPU runs argmin as a
-    scalar variadic reduction, which made it the largest cost of a Lloyd iteration at k = 100;
-    the two vectorised reductions take about a quarter of that time.
+    scalar variadic reduction, which made it the largest cost of a Lloyd iteration at k = 100.
+    Used where a batch is scored once (mini-batch steps, balanced assignment); the Lloyd pass
+    scores in the transposed layout of :func:`nearest_in_columns`.
     """
     k = point_scores.shape[1]
     if k <= _ARGMIN_MAX_K:
@@ -194,6 +197,23 @@ def nearest(point_scores: Array) -> Array:
     best = jnp.min(point_scores, axis=1, keepdims=True)
     index = jnp.arange(k, dtype=jnp.float32)
     first = jnp.min(jnp.where(point_scores == best, index, float(k)), axis=1)
+    return jnp.minimum(first, k - 1).astype(jnp.int32)  # k only if a score were NaN
+
+
+def nearest_in_columns(column_scores: Array) -> Array:
+    """:func:`nearest` for transposed scores (k, rows): the first smallest score per column.
+
+    The Lloyd pass scores a block as ``(k, d) @ (d, rows)``: the reductions then run over the
+    leading axis, i.e. element-wise over contiguous rows of ``rows`` lanes, which XLA:CPU
+    vectorises fully, where a reduction over the minor axis of (rows, k) is a horizontal
+    reduction per row. At k = 100 this made a Lloyd iteration about twice as fast.
+    """
+    k = column_scores.shape[0]
+    if k <= _ARGMIN_MAX_K:
+        return jnp.argmin(column_scores, axis=0).astype(jnp.int32)
+    best = jnp.min(column_scores, axis=0, keepdims=True)
+    index = jnp.arange(k, dtype=jnp.float32)[:, None]
+    first = jnp.min(jnp.where(column_scores == best, index, float(k)), axis=0)
     return jnp.minimum(first, k - 1).astype(jnp.int32)  # k only if a score were NaN
 
 
@@ -230,45 +250,49 @@ def _to_blocks(x: Array, rows: int) -> Array:
     return jnp.pad(x, ((0, n_blocks * rows - n), (0, 0))).reshape(n_blocks, rows, d)
 
 
-def _block_scorer(centres: Array):
-    """``xb -> scores(xb, centres)`` with the centre terms prepared once per pass.
+def _column_scorer(centres: Array):
+    """``xt -> (k, rows)`` scores ``||c||² - 2·c·x`` of a transposed block ``xt`` (d, rows).
 
-    ``-2·c`` is scaled and transposed before the loop (the scaling by a power of two is exact,
-    so the scores are bit-identical to ``||c||² - 2·(x·c)``, which is how scikit-learn forms
-    them); a pre-transposed operand made the block products ~10% faster on CPU.
+    ``-2·c`` is formed once per pass (the scaling by a power of two is exact, so the scores
+    are bit-identical to ``||c||² - 2·(c·x)``, which is how scikit-learn forms them).
     """
     centre_sq = jnp.sum(centres * centres, axis=1)
-    neg2_t = jnp.transpose(-2.0 * centres)
+    neg2 = -2.0 * centres
 
-    def score(xb: Array) -> Array:
-        return centre_sq[None, :] + jnp.dot(xb, neg2_t, precision=_PRECISION)
+    def score(xt: Array) -> Array:
+        return centre_sq[:, None] + jnp.dot(neg2, xt, precision=_PRECISION)
 
     return score
 
 
 def _assign_pass(
-    blocks: Array, n: int, centres: Array, with_sums: bool = True
+    blocks: Array, blocks_t: Array, n: Array, centres: Array, with_sums: bool = True
 ) -> tuple[Array, Array, Array]:
-    """Nearest-centre labels (n,), cluster sums (k, d) and counts (k,), block by block."""
+    """Labels (n_blocks · rows,), cluster sums (k, d) and counts (k,), block by block.
+
+    ``blocks`` (n_blocks, rows, d) feed the cluster sums, ``blocks_t`` (n_blocks, d, rows), the
+    same points transposed, the scores (see :func:`nearest_in_columns`). Rows from ``n`` on are
+    padding: they get label k, which counts in no cluster. ``n`` is traced, so fits of
+    different sizes that pad to the same shape share one compilation.
+    """
     n_blocks, rows, d = blocks.shape
     k = centres.shape[0]
     offsets = jnp.arange(n_blocks, dtype=jnp.int32) * rows
-    score = _block_scorer(centres)
+    score = _column_scorer(centres)
 
-    def block(carry: tuple[Array, Array], inputs: tuple[Array, Array]):
+    def block(carry: tuple[Array, Array], inputs: tuple[Array, Array, Array]):
         sums, counts = carry
-        xb, offset = inputs
-        labels = nearest(score(xb))
+        xb, xt, offset = inputs
+        labels = nearest_in_columns(score(xt))
+        labels = jnp.where(offset + jnp.arange(rows, dtype=jnp.int32) < n, labels, k)
         if not with_sums:
             return carry, labels
-        # Padding rows get label k, which counts in no cluster.
-        labels = jnp.where(offset + jnp.arange(rows, dtype=jnp.int32) < n, labels, k)
         block_sums, block_counts = cluster_sums(xb, labels, k)
         return (sums + block_sums, counts + block_counts), labels
 
     init = (jnp.zeros((k, d), blocks.dtype), jnp.zeros((k,), jnp.int32))
-    (sums, counts), labels = lax.scan(block, init, (blocks, offsets))
-    return labels.reshape(-1)[:n], sums, counts
+    (sums, counts), labels = lax.scan(block, init, (blocks, blocks_t, offsets))
+    return labels.reshape(-1), sums, counts
 
 
 def _reseed_empty(
@@ -279,10 +303,11 @@ def _reseed_empty(
     As scikit-learn's ``_relocate_empty_clusters_dense``: the j-th empty cluster (by index)
     takes the j-th farthest point (ties: lower index first, so deterministic), and that point is
     taken out of its old cluster's sum and count. A cluster left with no point keeps its old
-    centre (see :func:`_means`), so no centre is ever NaN.
+    centre (see :func:`_means`), so no centre is ever NaN. Padding rows (label k) are never
+    taken.
     """
     k = centres.shape[0]
-    dist = sq_distances_to(x, centres, labels)
+    dist = jnp.where(labels < k, sq_distances_to(x, centres, labels), -1.0)
     _, far = lax.top_k(dist, k)  # the k farthest points, farthest first
     rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)
     point = far[rank]  # (k,): the point for each cluster, used where empty
@@ -306,18 +331,18 @@ def _means(sums: Array, counts: Array, fallback: Array) -> Array:
     return jnp.where((counts > 0)[:, None], sums * inv[:, None], fallback)
 
 
-def _reseed_from_blocks(
-    blocks: Array, n: int, centres: Array, labels: Array, sums: Array, counts: Array
-) -> tuple[Array, Array]:
-    # The flat (n, d) view is only materialised here, when some cluster is empty (rare).
-    x = blocks.reshape(-1, blocks.shape[2])[:n]
-    return _reseed_empty(x, centres, labels, sums, counts, counts == 0)
-
-
 def _lloyd_iterations(
-    blocks: Array, n: int, centres: Array, max_iter: int | Array, tol: float | Array
+    blocks: Array, n: int | Array, centres: Array, max_iter: int | Array, tol: float | Array
 ) -> tuple[Array, Array]:
-    """The Lloyd loop on blocked points (see :func:`lloyd`): final centres and iterations run."""
+    """The Lloyd loop on blocked points (see :func:`lloyd`): final centres and iterations run.
+
+    ``blocks`` (n_blocks, rows, d) hold the n points, then zero padding.
+    """
+    n = jnp.asarray(n, jnp.int32)
+    # The transposed copy is made once, before the loop (a loop-invariant operand, so XLA
+    # materialises it rather than folding a transpose into every block product).
+    blocks_t = jnp.swapaxes(blocks, 1, 2)
+    flat = blocks.reshape(-1, blocks.shape[2])
 
     def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
         i, _, _, done = state
@@ -325,28 +350,40 @@ def _lloyd_iterations(
 
     def iterate(state: tuple[Array, Array, Array, Array]):
         i, current, labels_old, _ = state
-        labels, sums, counts = _assign_pass(blocks, n, current)
+        labels, sums, counts = _assign_pass(blocks, blocks_t, n, current)
         sums, counts = lax.cond(
             jnp.any(counts == 0),
-            partial(_reseed_from_blocks, blocks, n, current, labels),
-            lambda s, c: (s, c),
+            partial(_reseed_empty, flat, current, labels),
+            lambda s, c, e: (s, c),
             sums,
             counts,
+            counts == 0,
         )
         new = _means(sums, counts, current)
-        unchanged = jnp.all(labels == labels_old)
+        unchanged = jnp.all(labels == labels_old)  # padding rows are k in both
         shift = jnp.sum((new - current) ** 2)
         return i + 1, new, labels, unchanged | (shift <= tol)
 
-    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    state = (jnp.int32(0), centres, jnp.full((flat.shape[0],), -1, jnp.int32), jnp.bool_(False))
     n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
     return centres, n_iter
 
 
-# fit() blocks the data itself (in an aligned, zero-padded numpy buffer that JAX uses in place)
-# and labels the points with predict(), so it calls the loop alone: no padding copy and no
-# second final E-step.
-_lloyd_blocked = jax.jit(_lloyd_iterations, static_argnames=("n",))
+@jax.jit
+def _lloyd_blocked(
+    blocks: Array, n: Array, centres: Array, max_iter: Array, tol: Array
+) -> tuple[Array, Array, Array, Array]:
+    """:func:`lloyd` on data that :func:`fit_predict` has already blocked and padded.
+
+    Returns the centres, iterations, and the final E-step: labels and squared distances
+    (computed directly, ``sum((x - c)²)``) for every row, padding included (the caller drops
+    it). ``n`` is traced: one compilation per padded shape (see :func:`padded_rows`).
+    """
+    centres, n_iter = _lloyd_iterations(blocks, n, centres, max_iter, tol)
+    labels, _, _ = _assign_pass(blocks, jnp.swapaxes(blocks, 1, 2), n, centres, False)
+    flat = blocks.reshape(-1, blocks.shape[2])
+    k = centres.shape[0]
+    return centres, n_iter, labels, sq_distances_to(flat, centres, jnp.minimum(labels, k - 1))
 
 
 @jax.jit
@@ -364,33 +401,42 @@ def lloyd(x: Array, centres: Array, max_iter: int | Array, tol: float | Array) -
     n = x.shape[0]
     blocks = _to_blocks(x, block_rows(n, centres.shape[0]))
     centres, n_iter = _lloyd_iterations(blocks, n, centres, max_iter, tol)
-    labels, _, _ = _assign_pass(blocks, n, centres, with_sums=False)
+    blocks_t = jnp.swapaxes(blocks, 1, 2)
+    labels, _, _ = _assign_pass(blocks, blocks_t, jnp.int32(n), centres, with_sums=False)
+    labels = labels[:n]
     inertia = jnp.sum(sq_distances_to(x, centres, labels))
     return LloydResult(centres, labels, inertia, n_iter)
 
 
-@partial(jax.jit, static_argnames=("k",))
-def kmeans_plus_plus(x: Array, k: int, key: Array) -> Array:
+def kmeans_plus_plus(x: Array, k: int, key: Array, n: int | None = None) -> Array:
     """k centres by standard k-means++ (D² sampling), deterministic for a given key.
 
     The first centre is a uniformly drawn point; each next one is drawn with probability
     proportional to its squared distance to the nearest centre so far, so a point already
     chosen (distance 0) is never drawn again and the centres are distinct whenever the data
-    have k distinct points. Draw j uses ``fold_in(key, j)``.
+    have k distinct points. Draw j uses ``fold_in(key, j)``. Only the first ``n`` rows of ``x``
+    are points (default: all); the rest is padding, never drawn, so that samples of different
+    sizes padded to one shape share a compilation (see :func:`padded_rows`).
     """
     x = jnp.asarray(x)
-    n, d = x.shape
+    return _kmeans_plus_plus(x, k, key, jnp.int32(x.shape[0] if n is None else n))
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _kmeans_plus_plus(x: Array, k: int, key: Array, n: Array) -> Array:
+    rows, d = x.shape
+    valid = jnp.arange(rows) < n
     first = x[jax.random.randint(jax.random.fold_in(key, 0), (), 0, n)]
     centres = jnp.zeros((k, d), x.dtype).at[0].set(first)
-    nearest = jnp.sum((x - first) ** 2, axis=1)
+    nearest = jnp.where(valid, jnp.sum((x - first) ** 2, axis=1), 0.0)
 
     def draw(j: Array, state: tuple[Array, Array]) -> tuple[Array, Array]:
         centres, nearest = state
         logits = jnp.where(nearest > 0, jnp.log(nearest), -jnp.inf)
         # Fewer than k distinct points: every distance is 0; draw uniformly instead of index 0.
-        logits = jnp.where(jnp.any(nearest > 0), logits, 0.0)
+        logits = jnp.where(jnp.any(nearest > 0), logits, jnp.where(valid, 0.0, -jnp.inf))
         chosen = x[jax.random.categorical(jax.random.fold_in(key, j), logits)]
-        nearest = jnp.minimum(nearest, jnp.sum((x - chosen) ** 2, axis=1))
+        nearest = jnp.minimum(nearest, jnp.where(valid, jnp.sum((x - chosen) ** 2, axis=1), 0.0))
         return centres.at[j].set(chosen), nearest
 
     centres, _ = lax.fori_loop(1, k, draw, (centres, nearest))
@@ -653,14 +699,18 @@ def _assign_chunk(x: Array, centres: Array, shift: Array) -> tuple[Array, Array]
     """Nearest centre and squared distance for a chunk of rows, block by block.
 
     ``centres`` are already shifted; each block of ``x`` is shifted inside the loop, so no
-    chunk-sized temporary is written (fresh memory costs page faults on CPU).
+    chunk-sized temporary is written (fresh memory costs page faults on CPU). Scores are in
+    the (rows, k) layout here: the Lloyd pass's transposed layout pays for its transpose only
+    over many iterations, and per chunk it made predict slower (1.2 against 3.0 ms per 16,384
+    rows at k = 10 on one core).
     """
     n = x.shape[0]
-    score = _block_scorer(centres)
+    centre_sq = jnp.sum(centres * centres, axis=1)
+    neg2_t = jnp.transpose(-2.0 * centres)
 
     def block(carry: None, xb: Array) -> tuple[None, tuple[Array, Array]]:
         xb = xb - shift
-        labels = nearest(score(xb))
+        labels = nearest(centre_sq[None, :] + jnp.dot(xb, neg2_t, precision=_PRECISION))
         return carry, (labels, sq_distances_to(xb, centres, labels))
 
     blocks = _to_blocks(x, block_rows(n, centres.shape[0]))
@@ -801,9 +851,15 @@ def prng_key(seed: int) -> Array:
 
 
 def _initial_centres(
-    xc: np.ndarray, config: KMeansConfig, key: Array, given: np.ndarray | None, mean: np.ndarray
+    padded: np.ndarray,
+    n: int,
+    config: KMeansConfig,
+    key: Array,
+    given: np.ndarray | None,
+    mean: np.ndarray,
 ) -> Array:
-    n, d = xc.shape
+    """Starting centres (centred coordinates) from the centred points ``padded[:n]``."""
+    d = padded.shape[1]
     if config.init == "given":
         if given is None:
             raise ValueError('init="given" needs the initial centres (centres=...)')
@@ -813,15 +869,31 @@ def _initial_centres(
         return jnp.asarray(start - mean)
     if given is not None:
         raise ValueError('centres were given but init is not "given"')
-    sample = xc
     if config.mode == "minibatch":
         # As scikit-learn: seed on 3 batches' worth of points (3k if that is fewer than k).
         batch = min(config.batch_size, n)
         size = min(3 * batch if 3 * batch >= config.k else 3 * config.k, n)
         if size < n:
             idx = jax.random.randint(jax.random.fold_in(key, 1), (size,), 0, n)
-            sample = xc[np.asarray(idx)]
-    return kmeans_plus_plus(jnp.asarray(sample), config.k, jax.random.fold_in(key, 0))
+            sample = jnp.asarray(padded[np.asarray(idx)])
+            return kmeans_plus_plus(sample, config.k, jax.random.fold_in(key, 0))
+    # The padded buffer, so that fits padded to one shape share the compilation.
+    return kmeans_plus_plus(_to_device(padded), config.k, jax.random.fold_in(key, 0), n)
+
+
+def padded_rows(n: int, k: int) -> int:
+    """Rows that :func:`fit_predict` pads n points to: whole Lloyd blocks, few distinct shapes.
+
+    Up to ``_BUCKET_MAX_ROWS`` points the next power of two (at least 256): the second-level
+    fits, one per first-level cluster with a sample of its own size, then share a handful of
+    compilations (each new shape cost ~1.2 s of compiling, more than the fit). Above it,
+    whole blocks only: a large fit is worth its own compilation, and padding 100,000 points
+    to 131,072 would cost a third more work in every iteration.
+    """
+    if n <= _BUCKET_MAX_ROWS:
+        return max(_pow2_ceil(n), _MIN_BLOCK_ROWS)
+    rows = block_rows(n, k)
+    return -(-n // rows) * rows
 
 
 def fit_predict(
@@ -830,51 +902,57 @@ def fit_predict(
     """Fit and return ``(model, labels, sq_distances)`` for the training points.
 
     Labels are int32, distances float32 squared Euclidean distances to the assigned centre.
-    Without ``balanced`` they are exactly :func:`predict` on ``x``; with it, the balanced
-    training assignment (``predict(model, x, balanced=True)`` gives the same sizes bounds).
+    Without ``balanced``: the final E-step of the fit (on the centred data, as scikit-learn's
+    ``labels_``), which :func:`predict` on ``x`` reproduces except for a point whose two
+    nearest centres are equidistant to within float32 rounding; with it, the balanced training
+    assignment (``predict(model, x, balanced=True)`` gives the same size bounds).
     """
     data = _as_matrix(x)
-    n = data.shape[0]
+    n, d = data.shape
     if n < config.k:
         raise ValueError(f"n_samples={n} must be >= k={config.k}")
     # Centre the data (as scikit-learn): distances computed as ||x||² - 2x·c + ||c||² lose
     # less to cancellation when the points are near the origin.
     mean = data.mean(axis=0, dtype=np.float64).astype(np.float32)
-    # One aligned copy, zero-padded to whole blocks of rows: JAX uses it in place, both as the
-    # (n, d) points and as the (blocks, rows, d) view of the Lloyd loop.
-    rows = block_rows(n, config.k)
-    n_blocks = -(-n // rows)
-    padded = _aligned_empty((n_blocks * rows, data.shape[1]))
+    # One aligned copy, zero-padded (see padded_rows): JAX uses it in place, both as the (n, d)
+    # points and as the (blocks, rows, d) view of the Lloyd loop.
+    total = padded_rows(n, config.k)
+    rows = block_rows(total, config.k)
+    padded = _aligned_empty((total, d))
     xc_np = padded[:n]
     np.subtract(data, mean, out=xc_np)
     padded[n:] = 0.0
-    xc = _to_device(xc_np)
     tol = absolute_tol(data, config.tol)
     key_init, key_batches = jax.random.split(prng_key(config.seed))
-    start = _initial_centres(xc_np, config, key_init, centres, mean)
+    start = _initial_centres(padded, n, config, key_init, centres, mean)
 
+    labels: np.ndarray | None = None
+    dist: np.ndarray | None = None
     if config.mode == "full":
-        blocks = _to_device(padded.reshape(n_blocks, rows, data.shape[1]))
-        fitted, n_iter_array = _lloyd_blocked(blocks, n, start, config.max_iter, tol)
+        blocks = _to_device(padded.reshape(total // rows, rows, d))
+        fitted, n_iter_array, labels_all, dist_all = _lloyd_blocked(
+            blocks, jnp.int32(n), start, jnp.int32(config.max_iter), jnp.float32(tol)
+        )
         n_iter = int(n_iter_array)
+        labels, dist = np.asarray(labels_all)[:n], np.asarray(dist_all)[:n]
     else:
         batch = min(config.batch_size, n)
         n_steps = max(1, config.max_iter * n // batch)
-        mb = minibatch(xc, start, key_batches, batch, n_steps, tol)
+        mb = minibatch(_to_device(xc_np), start, key_batches, batch, n_steps, tol)
         fitted, n_iter = mb.centres, int(mb.n_steps)
 
-    labels: np.ndarray | None = None
     if config.balanced:
         lower, upper = balance_bounds(n, config.k, config.balance_tolerance)
-        result = balanced_lloyd(xc, fitted, config.max_iter, tol, lower, upper)
+        result = balanced_lloyd(_to_device(xc_np), fitted, config.max_iter, tol, lower, upper)
         fitted, labels = result.centres, np.asarray(result.labels)
         n_iter += int(result.n_iter)
+        dist = None
 
     centres_out = (np.asarray(fitted, np.float64) + mean).astype(np.float32)
     model = KMeansModel(centres=centres_out, inertia=0.0, n_iter=n_iter, config=config)
     if labels is None:
         labels, dist = predict(model, data)
-    else:
+    elif dist is None:
         dist = np.asarray(sq_distances_to(jnp.asarray(data), jnp.asarray(centres_out), labels))
     inertia = float(np.sum(dist, dtype=np.float64))
     return dataclasses.replace(model, inertia=inertia), labels, dist

@@ -1,0 +1,377 @@
+"""`ndcl evaluate` and `ndcl truth`: the metrics on planted clusters with hand-computed counts,
+truth files (parsing, building against a brute-force oracle), and end to end through the CLI
+on the demo corpus (one recorded `ndcl dedup` run shared by the module)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from beam_pipeline.cli import main
+from beam_pipeline.db import AccuracyMetric, _engine, database_url
+from beam_pipeline.evaluate import (
+    Counts,
+    EvaluationError,
+    RunOutput,
+    TruthFileError,
+    build_truth,
+    cluster_labels,
+    document_counts,
+    evaluate,
+    lsh_parameters,
+    miss_probability,
+    pair_counts,
+    parse_truth,
+    predicted_labels,
+    read_output,
+    union_find_clusters,
+)
+from tests.conftest import DEMO_CORPUS, REPO
+from tests.fixtures import planted_records, write_corpus
+
+DEMO_TRUTH = REPO / "data" / "demo" / "truth.json"
+
+# Truth {a,b,c}, {d,e}; the run keeps a and d and removes b (→ a) and e, f (→ d).
+TRUTH = [["a", "b", "c"], ["d", "e"]]
+ROWS = {"b": "a", "e": "d", "f": "d"}
+
+
+def run_of(rows: dict[str, str], others: tuple[str, ...] = ("c", "g")) -> RunOutput:
+    ids = frozenset(rows) | frozenset(rows.values()) | frozenset(others)
+    return RunOutput(path="mem", duplicate_of=dict(rows), doc_ids=ids)
+
+
+# --------------------------------------------------------------------------- pure metrics
+
+
+def test_pair_counts_by_hand() -> None:
+    counts = pair_counts(predicted_labels(ROWS), cluster_labels(TRUTH))
+    # Predicted pairs: {a,b} → ab; {d,e,f} → de, df, ef: 4. Truth pairs: ab, ac, bc, de: 4.
+    # Both: ab (n_11 = |{a,b}| = 2 → C(2,2) = 1) and de (n_22 = 2 → 1): TP = 2.
+    # FP = 4 - 2 = 2 (df, ef); FN = 4 - 2 = 2 (ac, bc). P = R = 2/4, F1 = 4 / (4 + 2 + 2).
+    assert counts == Counts(tp=2, fp=2, fn=2)
+    assert (counts.precision, counts.recall, counts.f1) == (0.5, 0.5, 0.5)
+
+
+def test_document_counts_by_hand() -> None:
+    counts = document_counts(ROWS.keys(), cluster_labels(TRUTH))
+    # Removed R = {b, e, f}. Truth wants |T| - 1 removed: 2 from {a,b,c}, 1 from {d,e}: 3.
+    # TP = min(|R ∩ {a,b,c}| = 1, 2) + min(|R ∩ {d,e}| = 1, 1) = 2.
+    # FP = |R| - TP = 1 (f is in no truth cluster); FN = 3 - 2 = 1 (a and c both kept).
+    assert counts == Counts(tp=2, fp=1, fn=1)
+    assert counts.precision == counts.recall == counts.f1 == pytest.approx(2 / 3)
+
+
+def test_counts_do_not_depend_on_which_member_is_kept() -> None:
+    truth = cluster_labels(TRUTH)
+    results = set()
+    # Every choice of kept document: 2 for {a,b} times 3 for {d,e,f}.
+    for kept_1, kept_2 in itertools.product("ab", "def"):
+        rows = {m: kept_1 for m in "ab" if m != kept_1}
+        rows |= {m: kept_2 for m in "def" if m != kept_2}
+        results.add((pair_counts(predicted_labels(rows), truth),
+                     document_counts(rows.keys(), truth)))
+    assert results == {(Counts(2, 2, 2), Counts(2, 1, 1))}
+    # The truth's own clusters with any kept member score perfectly on both levels.
+    for kept_1, kept_2 in itertools.product("abc", "de"):
+        rows = {m: kept_1 for m in "abc" if m != kept_1}
+        rows |= {m: kept_2 for m in "de" if m != kept_2}
+        result = evaluate(run_of(rows), truth)
+        assert result["pair"]["f1"] == result["document"]["f1"] == 1.0
+
+
+def test_over_removal_and_merges_are_document_errors() -> None:
+    # One predicted cluster {a,b,c,d,e} keeping a: all of {d,e} is removed, so that family
+    # lost every copy. R = {b,c,d,e}: TP = min(2, 2) + min(2, 1) = 3, FP = 4 - 3 = 1, FN = 0.
+    # Pairs: predicted C(5,2) = 10, truth 4, TP = C(3,2) + C(2,2) = 4 → FP 6, FN 0.
+    rows = {m: "a" for m in "bcde"}
+    truth = cluster_labels(TRUTH)
+    assert document_counts(rows.keys(), truth) == Counts(3, 1, 0)
+    assert pair_counts(predicted_labels(rows), truth) == Counts(4, 6, 0)
+
+
+def test_undefined_ratios_are_none_not_invented() -> None:
+    nothing = Counts(0, 0, 3)  # truth has duplicates, the run removed none
+    assert (nothing.precision, nothing.recall, nothing.f1) == (None, 0.0, 0.0)
+    empty = Counts(0, 0, 0)
+    assert (empty.precision, empty.recall, empty.f1) == (None, None, None)
+
+
+def test_evaluate_lists_split_and_impure_clusters_and_unknown_ids() -> None:
+    result = evaluate(run_of(ROWS), cluster_labels([*TRUTH, ["x", "y"]]), examples=1)
+    # {a,b,c}: c is apart from a; {x,y}: neither is a document of the run.
+    assert result["split_reference_clusters"] == {"count": 2, "examples": [["a", "c"]]}
+    # {d,e,f}: f is in no truth cluster.
+    assert result["impure_predicted_clusters"] == {"count": 1, "examples": [["d", "f"]]}
+    assert result["unknown_reference_ids"] == {"count": 2, "examples": ["x"]}
+    assert result["reference_duplicates"] == 4 and result["predicted_duplicates"] == 3
+    with pytest.raises(EvaluationError, match="another corpus"):
+        evaluate(run_of(ROWS), cluster_labels([["x", "y"]]))
+
+
+def test_agreement_between_two_runs() -> None:
+    # Run A: {k1: d1, d2} and {k2: d3}. Run B splits d2 off and keeps d1 instead of k1.
+    a_rows = {"d1": "k1", "d2": "k1", "d3": "k2"}
+    b_rows = {"k1": "d1", "d3": "k2"}
+    b = run_of(b_rows, others=("d2",))
+    result = evaluate(b, predicted_labels(a_rows), a_rows)
+    # A's pairs: k1d1, k1d2, d1d2, k2d3 = 4; B's: k1d1, k2d3 = 2, both in A: P = 1, R = 2/4.
+    assert result["pair"] == {"tp": 2, "fp": 0, "fn": 2, "precision": 1.0,
+                                   "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    # Documents: A wants 2 removed from {k1,d1,d2} and 1 from {k2,d3}; B removed k1 and d3.
+    assert (result["document"]["tp"], result["document"]["fp"], result["document"]["fn"]) == (
+        2, 0, 1)
+    # d2 → k1 of A is not inside one cluster of B (d2 is alone there).
+    assert result["missing_duplicates"] == {"count": 1, "examples": [["d2", "k1"]]}
+    assert result["extra_duplicates"] == {"count": 0, "examples": []}
+
+
+# --------------------------------------------------------------------------- truth files
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ([["a", "b"]], "expected a JSON object"),
+    ({"threshold": 0.7}, "expected a JSON object"),
+    ({"clusters": {"a": 1}}, "must be a list of lists"),
+    ({"clusters": [["a", "b"], "c"]}, r"clusters\[1\] is str"),
+    ({"clusters": [["a", 1.5]]}, r"clusters\[0\]\[1\] is 1.5"),
+    ({"clusters": [["a", True]]}, r"clusters\[0\]\[1\] is True"),
+    ({"clusters": [["a", "b"], ["c", "a"]]}, r"in clusters\[0\] and clusters\[1\]"),
+    ({"clusters": [["a", "b", "a"]]}, "listed twice"),
+])
+def test_malformed_truth_files_are_clear_errors(obj: object, message: str) -> None:
+    with pytest.raises(TruthFileError, match=message):
+        parse_truth(obj, "t.json")
+
+
+def test_truth_ids_may_be_integers_and_extra_keys_are_metadata() -> None:
+    truth = parse_truth({"threshold": 0.7, "clusters": [[12345, "a"], ["z"]]}, "t.json")
+    assert truth.clusters == [["12345", "a"], ["z"]] and truth.metadata == {"threshold": 0.7}
+    # A one-document cluster has no pair and nothing to remove.
+    assert cluster_labels(truth.clusters) == {"12345": 0, "a": 0}
+
+
+def test_invalid_json_truth_file_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    out = write_output(tmp_path / "out", ["a", "b"], {})
+    bad = tmp_path / "truth.json"
+    bad.write_text('{"clusters": [["a", "b"]')
+    assert main(["-q", "evaluate", str(out), "--truth", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def write_output(out: Path, kept: list[str], rows: dict[str, str]) -> Path:
+    """A minimal finished output directory in the ND output contract."""
+    (out / "kept").mkdir(parents=True)
+    pq.write_table(pa.table({"id": kept, "text": ["t"] * len(kept)}),
+                   out / "kept" / "part-0.parquet")
+    if rows:
+        (out / "duplicates").mkdir()
+        pq.write_table(pa.table({"id": list(rows), "duplicate_of": list(rows.values())}),
+                       out / "duplicates" / "part-0.parquet")
+    (out / "summary.json").write_text(json.dumps({"read": len(kept) + len(rows),
+                                                  "duplicates": len(rows)}))
+    (out / "_SUCCESS").write_text("")
+    return out
+
+
+def test_read_output_checks_the_contract(tmp_path: Path) -> None:
+    out = write_output(tmp_path / "ok", ["a", "d", "c"], ROWS)
+    run = read_output(str(out))
+    assert run.duplicate_of == ROWS and run.doc_ids == frozenset("abcdef")
+    (out / "_SUCCESS").unlink()
+    with pytest.raises(EvaluationError, match="no _SUCCESS"):
+        read_output(str(out))
+    with pytest.raises(EvaluationError, match="does not exist"):
+        read_output(str(tmp_path / "missing"))
+    chained = write_output(tmp_path / "chained", ["a"], {"b": "a", "c": "b"})
+    with pytest.raises(EvaluationError, match="itself a removed document"):
+        read_output(str(chained))
+
+
+# --------------------------------------------------------------------------- truth building
+
+
+def test_lsh_parameters_reach_the_target_recall() -> None:
+    bands, rows = lsh_parameters(0.7, 256)
+    # 64 bands of 4 rows: (1 - 0.7^4)^64 = 0.7599^64 ≈ 2.3e-8; 5 rows (51 bands) give 8e-5.
+    assert (bands, rows) == (64, 4)
+    assert miss_probability(0.7, bands, rows) == pytest.approx(2.3357e-8, rel=1e-3)
+    assert miss_probability(0.7, 51, 5) > 1e-6
+
+
+def test_union_find_clusters() -> None:
+    assert union_find_clusters(6, [(4, 1), (1, 0), (3, 5)]) == [[0, 1, 4], [2], [3, 5]]
+
+
+def oracle_clusters(paths: list[Path], threshold: float) -> list[list[str]]:
+    """All-pairs exact Jaccard over string shingles, independent of the pipeline's hashing."""
+    from tests.reference import UnionFind, read_docs
+
+    docs = []
+    for doc in read_docs(paths):
+        tokens = re.findall(r"[^\W_]+", doc.text.lower())
+        if tokens:
+            n = min(5, len(tokens))
+            docs.append((doc.uid, doc.id,
+                         {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}))
+    uf = UnionFind()
+    for (u, _, a), (v, _, b) in itertools.combinations(docs, 2):
+        if len(a & b) / len(a | b) >= threshold:
+            uf.union(u, v)
+    id_of = {uid: doc_id for uid, doc_id, _ in docs}
+    # Input order (uid) within and across clusters, as truth files list them.
+    return [[id_of[u] for u in c] for c in sorted(uf.components()) if len(c) >= 2]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_build_truth_equals_all_pairs_oracle(tmp_path: Path, threshold: float) -> None:
+    paths = write_corpus(tmp_path, planted_records(), files=3)
+    expected = oracle_clusters(paths, threshold)
+    assert len(expected) >= 20
+    for candidates in ("lsh", "index"):
+        truth = build_truth([str(tmp_path / "*")], threshold=threshold, candidates=candidates)
+        assert truth["clusters"] == expected, candidates
+        assert truth["metadata"]["untokenized"] == 2
+    assert truth["docs"] == len(planted_records())
+
+
+def test_truth_cli_reproduces_the_demo_truth(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "truth.json"
+    assert main(["-q", "truth", str(DEMO_CORPUS), "--output", str(out), "--threshold", "0.7"]) == 0
+    made = json.loads(out.read_text())
+    shipped = json.loads(DEMO_TRUTH.read_text())
+    assert made["clusters"] == shipped["clusters"]
+    assert (made["threshold"], made["ngram"], made["docs"]) == (0.7, 5, 1308)
+    candidates = made["metadata"]["candidates"]
+    assert candidates["recall_at_threshold"] >= 1 - 1e-6
+    assert candidates["s_curve"]["0.70"] == candidates["recall_at_threshold"]
+    assert "144 clusters" in capsys.readouterr().out
+
+
+def test_truth_cli_refuses_large_corpora(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "truth.json"
+    assert main(["-q", "truth", str(DEMO_CORPUS), "--output", str(out),
+                 "--max-docs", "1000"]) == 2
+    assert "more than 1,000 documents (--max-docs)" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["-q", "truth", str(DEMO_CORPUS), "--output", str(out), "--thresold=0.5"]) == 2
+    assert "unrecognised argument(s) --thresold=0.5" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, benchmark_db: Path) -> tuple[Path, int]:
+    """One recorded `ndcl dedup` of the demo corpus: (output directory, run id)."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["-q", "dedup", "--input", str(DEMO_CORPUS), "--output", str(out)]) == 0
+    found = re.search(r"recorded as run (\d+)", printed.getvalue())
+    assert found, printed.getvalue()
+    return out, int(found.group(1))
+
+
+def accuracy_rows(run_id: int) -> list[AccuracyMetric]:
+    engine = _engine(database_url(None))
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(AccuracyMetric).where(
+                AccuracyMetric.run_id == run_id).order_by(AccuracyMetric.reference,
+                                                          AccuracyMetric.level)))
+    finally:
+        engine.dispose()
+
+
+def rewrite_duplicates(src: Path, dst: Path, rows: dict[str, str]) -> Path:
+    """A copy of output ``src`` whose duplicates are ``rows`` (kept/ adjusted to match)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("evaluation.json"))
+    everything = {*pq.read_table(src / "kept", columns=["id"]).column("id").to_pylist(),
+                  *pq.read_table(src / "duplicates", columns=["id"]).column("id").to_pylist()}
+    shutil.rmtree(dst / "kept")
+    shutil.rmtree(dst / "duplicates")
+    (dst / "kept").mkdir()
+    (dst / "duplicates").mkdir()
+    kept = sorted(everything - set(rows))
+    pq.write_table(pa.table({"id": kept}), dst / "kept" / "part-0.parquet")
+    pq.write_table(pa.table({"id": list(rows), "duplicate_of": list(rows.values())}),
+                   dst / "duplicates" / "part-0.parquet")
+    return dst
+
+
+@pytest.mark.slow
+def test_evaluate_demo_run_against_truth_is_perfect_and_stored(
+        demo_run: tuple[Path, int], capsys: pytest.CaptureFixture[str]) -> None:
+    out, run_id = demo_run
+    assert main(["-q", "evaluate", str(out), "--truth", str(DEMO_TRUTH)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"pair\s+447\s+0\s+0\s+1\.0000\s+1\.0000\s+1\.0000", printed), printed
+    assert re.search(r"document\s+277\s+0\s+0\s+1\.0000\s+1\.0000\s+1\.0000", printed), printed
+    assert f"AccuracyMetric rows (pair, document) of run {run_id}" in printed
+    rows = accuracy_rows(run_id)
+    assert [(r.level, r.tp, r.fp, r.fn, r.f1) for r in rows] == [
+        ("document", 277, 0, 0, 1.0), ("pair", 447, 0, 0, 1.0)]
+    assert rows[0].reference == str(DEMO_TRUTH) and rows[0].precision == rows[0].recall == 1.0
+    # By run id, the same evaluation replaces its rows instead of adding more.
+    assert main(["-q", "evaluate", str(run_id), "--truth", str(DEMO_TRUTH)]) == 0
+    assert len(accuracy_rows(run_id)) == 2
+    saved = json.loads((out / "evaluation.json").read_text())["evaluations"]
+    assert [(e["reference"], e["run_id"], e["stored"]) for e in saved] == [
+        (str(DEMO_TRUTH), run_id, True)]
+    assert saved[0]["pair"]["f1"] == saved[0]["document"]["f1"] == 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_against_another_run(demo_run: tuple[Path, int], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out, run_id = demo_run
+    rows = read_output(str(out)).duplicate_of
+    clusters: dict[str, list[str]] = {}
+    for doc_id, kept in rows.items():
+        clusters.setdefault(kept, [kept]).append(doc_id)
+    # Same clusters, other kept member (the largest id): perfect agreement.
+    other_keep = {d: max(c) for c in clusters.values() for d in c if d != max(c)}
+    relabelled = rewrite_duplicates(out, tmp_path / "relabelled", other_keep)
+    assert main(["-q", "evaluate", str(relabelled), "--against", str(run_id)]) == 0
+    printed = capsys.readouterr().out
+    assert "not stored in the benchmark database: no run recorded" in printed
+    result = json.loads((relabelled / "evaluation.json").read_text())["evaluations"][0]
+    assert result["reference"] == f"run:{run_id}" and result["stored"] is False
+    assert result["pair"]["f1"] == result["document"]["f1"] == 1.0
+    assert result["missing_duplicates"]["count"] == result["extra_duplicates"]["count"] == 0
+    # A run that missed the last two members of the five largest clusters (as CL→ND misses
+    # duplicates that fell into different clusters).
+    largest = sorted(clusters.values(), key=lambda c: (-len(c), c[0]))[:5]
+    dropped = {c[-1] for c in largest} | {c[-2] for c in largest}
+    partial = rewrite_duplicates(out, tmp_path / "partial",
+                                 {d: k for d, k in rows.items() if d not in dropped})
+    assert main(["-q", "evaluate", str(partial), "--against", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "not in one cluster of the run: 10 (e.g." in printed
+    result = json.loads((partial / "evaluation.json").read_text())["evaluations"][0]
+    assert result["reference"] == f"run:{run_id}"
+    assert result["document"] == {"tp": 267, "fp": 0, "fn": 10, "precision": 1.0,
+                                       "recall": pytest.approx(267 / 277),
+                                       "f1": pytest.approx(2 * 267 / (2 * 267 + 10))}
+    assert result["pair"]["precision"] == 1.0 and result["pair"]["recall"] < 1.0
+    # Stored on the recorded run when it is the one evaluated.
+    assert main(["-q", "evaluate", str(run_id), "--against", str(partial)]) == 0
+    # The full run against the partial one: the 10 extra removals are its false positives.
+    stored = {r.level: r for r in accuracy_rows(run_id) if r.reference == f"output:{partial}"}
+    assert (stored["document"].tp, stored["document"].fp, stored["document"].fn) == (267, 10, 0)
+    assert stored["pair"].fp > 0 and stored["pair"].fn == 0

@@ -1,0 +1,262 @@
+"""`ndcl report`: plots and HTML from runs recorded in a temporary benchmark database, rendered
+by headless Chromium when one is installed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy.orm import Session
+
+from beam_pipeline import db, report
+from beam_pipeline.cli import main
+
+NOTE = '<script>alert("x")</script> & more'
+PNGS = ("stages.png", "documents.png", "retention.png", "cluster_sizes.png", "s_curve.png",
+        "resources.png")
+INPUT = "data/demo/c4-demo.00000-of-00001.json.gz"
+
+
+def _summary(workflow: str | None, kept: int, exact: int, near: int, wall: float,
+             stages: dict[str, float], clustered: bool = True) -> dict[str, Any]:
+    """The shape of a real summary.json (beam_pipeline/run.py), with made-up numbers."""
+    summary: dict[str, Any] = {
+        "read": kept + exact + near + 10, "kept": kept, "duplicates": exact + near,
+        "duplicates_exact": exact, "duplicates_near": near, "rejected": 10,
+        "rejected_by_reason": {"bad_json": 10}, "threshold": 0.7, "num_perm": 256,
+        "ngram": 5, "bands": 32, "rows": 8, "stage_seconds": stages, "wall_seconds": wall,
+        "config": {"dedup": {"threshold": 0.7, "num_perm": 256, "ngram": 5}},
+        "config_hash": "10492abc94529e98",
+    }
+    if workflow is not None:
+        summary["workflow"] = workflow
+    if clustered:
+        summary["cluster"] = {
+            "k1": 4, "k2": 3, "backend": "local", "sample": kept,
+            "level_1": {"k": 4, "n": kept},
+            "level_2": {str(a): {"k": 3, "n": n} for a, n in enumerate((400, 200, 150, 50))},
+        }
+    return summary
+
+
+def _resources(seconds: float, peak_cpu: float) -> dict[str, Any]:
+    samples = [{"t": 0.5 * i, "cpu_percent": peak_cpu * (0.5 + 0.5 * math.sin(i / 3)),
+                "rss_bytes": (300 + 15 * i) << 20} for i in range(int(seconds * 2))]
+    return {"cpu_percent_avg": peak_cpu / 2, "cpu_percent_peak": peak_cpu,
+            "rss_bytes_avg": 500 << 20, "rss_bytes_peak": samples[-1]["rss_bytes"],
+            "samples_json": json.dumps(samples)}
+
+
+def _record(url: str, summary: dict[str, Any], command: str, argv: list[str],
+            output: str | None, resources: dict[str, Any] | None = None,
+            notes: str | None = None) -> int:
+    result = db.record_run(url, summary, command=command, argv=argv, input_patterns=[INPUT],
+                           output=output, runner="direct", workers=1, resources=resources,
+                           input_bytes=12345, code_version="abc1234", notes=notes)
+    assert result.recorded, result.error
+    assert result.run_id is not None
+    return result.run_id
+
+
+def _write_kept(out: Path, kept: int) -> None:
+    """OUT/kept with cluster labels for ``kept`` documents (sizes 400/200/150/rest)."""
+    (out / "kept").mkdir(parents=True)
+    a = np.repeat(np.arange(4), [400, 200, 150, kept - 750])
+    b = np.arange(kept) % 3
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(kept)], "cluster_A": a,
+                             "cluster_B": b}), out / "kept" / "part-0.parquet")
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> dict[str, Any]:
+    """A database with an old and a new ND→CL run, a CL→ND, a dedup-only and a cluster-only."""
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    nd_stages = {"read": 0.03, "compute_features": 0.3, "exact": 0.001, "lsh": 0.005,
+                 "verify": 0.06, "components": 0.0, "resolve": 0.02, "embed": 0.2,
+                 "cluster_fit": 12.0, "write_outputs": 0.05}
+    cl_stages = {**nd_stages, "scope": 0.002, "cluster_fit": 9.0}
+    out_nd = tmp_path / "out-nd"
+    ids = {
+        "old_nd": _record(url, _summary("nd_cl", 790, 120, 80, 40.0, nd_stages), "run",
+                          ["run", "--workflow", "nd_cl"], str(tmp_path / "old")),
+        "nd": _record(url, _summary("nd_cl", 800, 120, 70, 30.0, nd_stages), "run",
+                      ["run", "--workflow", "nd_cl", "--output", str(out_nd)], str(out_nd),
+                      _resources(30.0, 110.0), notes=NOTE),
+        "cl": _record(url, _summary("cl_nd", 830, 110, 50, 25.0, cl_stages), "run",
+                      ["run", "--workflow", "cl_nd", "--dedup-scope", "cluster_B"],
+                      str(tmp_path / "out-cl"), _resources(25.0, 100.0)),
+        "dedup": _record(url, _summary(None, 800, 120, 70, 3.0, {
+            k: v for k, v in nd_stages.items() if k not in ("embed", "cluster_fit")},
+            clustered=False), "dedup", ["dedup"], str(tmp_path / "out-dd")),
+        "cluster": _record(url, _summary("cl", 990, 0, 0, 22.0, {
+            "read": 0.03, "embed": 0.2, "cluster_fit": 15.0}), "cluster", ["cluster"], None,
+            _resources(22.0, 130.0)),
+    }
+    _write_kept(out_nd, 800)
+    (out_nd / "evaluation.json").write_text(json.dumps({"evaluations": [{
+        "reference": "truth.json", "kind": "truth",
+        "pair": {"recall": 0.97, "by_similarity": [
+            {"lo": 0.7, "hi": 0.8, "pairs": 40, "found": 36},
+            {"lo": 0.8, "hi": 0.9, "pairs": 30, "found": 30}]}}]}))
+    engine = db._engine(url)
+    with Session(engine) as session, session.begin():
+        session.add_all([
+            db.AccuracyMetric(run_id=ids["nd"], reference="data/demo/truth.json", level="pair",
+                              tp=97, fp=0, fn=3, precision=1.0, recall=0.97, f1=0.985),
+            db.AccuracyMetric(run_id=ids["cl"], reference=f"run:{ids['nd']}", level="pair",
+                              tp=80, fp=0, fn=20, precision=1.0, recall=0.8, f1=0.889),
+        ])
+    engine.dispose()
+    return {"url": url, "ids": ids, "tmp": tmp_path}
+
+
+def _colours(path: Path) -> int:
+    import matplotlib.image as mpimg
+
+    # RGB(A) floats → one integer per pixel: np.unique over rows of a big array is slow.
+    pixels = (mpimg.imread(str(path))[..., :3] * 255).round().astype(np.uint32)
+    return len(np.unique(pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]))
+
+
+def _report(recorded: dict[str, Any], *extra: str) -> Path:
+    out = recorded["tmp"] / "report"
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(out),
+                 *extra]) == 0
+    return out
+
+
+def test_report_writes_plots_and_escaped_html(recorded: dict[str, Any],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = _report(recorded)
+    ids = recorded["ids"]
+    assert f"({ids['nd']}, {ids['cl']}, {ids['dedup']}, {ids['cluster']})" in (
+        capsys.readouterr().out)  # default: the newest run of each kind, not the old nd_cl
+    import matplotlib.image as mpimg
+
+    for name in PNGS:
+        image = mpimg.imread(str(out / name))
+        assert image.shape[0] >= 300 and image.shape[1] >= 800, name
+        assert _colours(out / name) > 50, f"{name} looks empty"
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert sorted(re.findall(r'<img src="([^"]+)"', page)) == sorted(PNGS)
+    assert "<script" not in page and "alert(&quot;x&quot;)" in page
+    assert "&lt;script&gt;" in page and "&amp; more" in page
+    # The ordering comparison, the CL→ND scope from its argv, the cluster sizes from
+    # OUT/kept, and measured points: recall from the truth row only, bins from evaluation.json.
+    assert "ND→CL vs CL→ND" in page and "30 fewer duplicates" in page
+    assert "CL→ND (in cluster_B)" in page
+    assert "Open circles" in page and "Squares" in page
+    assert "run:" in page  # the run-against-run accuracy row is listed in the table
+    assert f"#{ids['old_nd']} " not in page
+
+
+def test_report_selection_and_db_url_after_the_command(recorded: dict[str, Any],
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    ids = recorded["ids"]
+    out = recorded["tmp"] / "one"
+    assert main(["report", "--output", str(out), "--db-url", recorded["url"], "--runs",
+                 str(ids["dedup"])]) == 0
+    page = (out / "index.html").read_text(encoding="utf-8")
+    # A dedup-only run without resources: no cluster or resource plot, and a note instead.
+    assert "cluster_sizes.png" not in page and "No run among these clustered" in page
+    assert "resources.png" not in page and not (out / "resources.png").exists()
+    assert (out / "s_curve.png").exists() and "No evaluation against a truth file" in page
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(out),
+                 "--last", "2"]) == 0
+    assert f"({ids['dedup']}, {ids['cluster']})" in capsys.readouterr().out
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(out),
+                 "--runs", "999"]) == 2
+    assert "no run(s) 999" in capsys.readouterr().err
+
+
+def test_select_ids_defaults_to_the_newest_of_each_kind() -> None:
+    rows = [(6, "run", "nd_cl"), (5, "dedup", None), (4, "run", "cl_nd"), (3, "run", "nd_cl"),
+            (2, "cluster", "cl"), (1, "dedup", None)]
+    assert report.select_ids(rows, None, None) == [2, 4, 5, 6]
+    assert report.select_ids(rows, None, 3) == [4, 5, 6]
+    assert report.select_ids(rows, [3, 1, 3], None) == [1, 3]
+    with pytest.raises(report.ReportError, match="no run"):
+        report.select_ids(rows, [7], None)
+
+
+def test_empty_or_missing_database_exits_2(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "none.db"
+    out = tmp_path / "report"
+    assert main(["--db-url", f"sqlite:///{missing}", "report", "--output", str(out)]) == 2
+    assert "no benchmark database" in capsys.readouterr().err
+    assert not missing.exists() and not out.exists()  # nothing created by looking
+    empty = tmp_path / "empty.db"
+    db.Base.metadata.create_all(db._engine(f"sqlite:///{empty}"))
+    assert main(["--db-url", f"sqlite:///{empty}", "report", "--output", str(out)]) == 2
+    assert "no runs recorded" in capsys.readouterr().err
+    assert not (out / "index.html").exists()
+
+
+def test_page_never_shows_a_database_password(recorded: dict[str, Any]) -> None:
+    runs = report.load_runs(recorded["url"], [recorded["ids"]["dedup"]])
+    page = report.render_html(runs, [], "postgresql+pg8000://ndcl:s3cret@db.example/bench",
+                              datetime.now(timezone.utc))
+    assert "s3cret" not in page and "ndcl:***@db.example" in page
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
+                  "headless_shell")
+# Sets data-images on <body> to "src:naturalWidth ..." once every image has loaded or failed.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  document.body.setAttribute("data-images", Array.from(document.images)
+    .map(i => i.getAttribute("src") + ":" + (i.complete ? i.naturalWidth : -1)).join(" "));
+});
+</script>"""
+
+
+def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_report_renders_in_headless_chromium(recorded: dict[str, Any]) -> None:
+    binary = next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+    if binary is None:
+        pytest.skip("no Chromium binary on PATH (apt-get install chromium); the render "
+                    "check needs a browser")
+    out = _report(recorded)
+    tmp = recorded["tmp"]
+    shot = tmp / "shot.png"
+    done = _chromium(binary, tmp / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
+                     (out / "index.html").as_uri())
+    assert shot.exists(), done.stderr[-2000:]
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (2000, 1280)
+    assert _colours(shot) > 200, "the screenshot is (nearly) blank"
+    # Plots, not only text, made it onto the page: the first run colour (tab10 blue).
+    blue = np.abs(pixels - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=-1) < 0.03
+    assert blue.sum() > 500
+    # Every <img> loaded: a copy of the page with a probe script, read back with --dump-dom.
+    probe = out / "probe.html"
+    probe.write_text((out / "index.html").read_text(encoding="utf-8").replace(
+        "</body>", PROBE + "</body>"), encoding="utf-8")
+    dumped = _chromium(binary, tmp / "profile", "--virtual-time-budget=10000", "--dump-dom",
+                       probe.as_uri())
+    match = re.search(r'data-images="([^"]*)"', dumped.stdout)
+    assert match, dumped.stderr[-2000:]
+    loaded = dict(item.rsplit(":", 1) for item in match.group(1).split())
+    assert sorted(loaded) == sorted(PNGS)
+    assert all(int(width) > 0 for width in loaded.values()), loaded
