@@ -25,9 +25,16 @@ JAX uses its default device: the CPU here; on a machine with a GPU, JAX runs the
 output states (``jax.devices()``), and the comparison is then GPU against scikit-learn's CPU.
 scikit-learn uses all cores through OpenMP, XLA:CPU all cores through its thread pool.
 
+``--single-core`` pins the process to one core and both libraries to one thread (XLA:CPU
+without its Eigen thread pool, OpenMP/BLAS with one thread), and times CPU seconds of the
+process as well as wall seconds: a per-core comparison that other processes on a busy machine
+barely move (they take turns on the core, but CPU time counts only this process's share),
+where the all-cores wall times are only meaningful on a quiet machine.
+
 Run from the repository root (about 20 s on 2 cores)::
 
     .venv/bin/python benchmarks/kmeans_speed.py --json /tmp/kmeans_speed.json
+    .venv/bin/python benchmarks/kmeans_speed.py --single-core
     .venv/bin/python benchmarks/kmeans_speed.py --n 20000 --ks 10 --repeats 1   # quick look
 """
 
@@ -49,6 +56,17 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `runners` importable
     sys.path.insert(0, str(REPO_ROOT))
+
+SINGLE_CORE = "--single-core" in sys.argv[1:]
+if SINGLE_CORE:
+    # Before JAX and scikit-learn load: thread counts are read once, at start-up.
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = "1"
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import jax  # noqa: E402
 import sklearn  # noqa: E402
@@ -73,9 +91,11 @@ def make_data(n: int, d: int, n_blobs: int, seed: int) -> np.ndarray:
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
-    start = time.perf_counter()
+    """Seconds taken by ``fn()``: CPU seconds of this process with --single-core, else wall."""
+    clock = time.process_time if SINGLE_CORE else time.perf_counter
+    start = clock()
     result = fn()
-    return time.perf_counter() - start, result
+    return clock() - start, result
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -88,6 +108,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--blobs", type=int, default=256, help="blob centres in the data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="save the results here")
+    parser.add_argument("--single-core", action="store_true",
+                        help="one core, one thread each; CPU seconds (see the docstring)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.iters < 1 or args.n < max(args.ks) or min(args.ks) < 1:
         parser.error("need --repeats >= 1, --iters >= 1 and 1 <= k <= --n")
@@ -189,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"JAX {jax.__version__} on {backend}: {', '.join(devices)}")
     if backend != "cpu":
         print(f"note: JAX is running on {backend.upper()}, scikit-learn on the CPU")
+    if SINGLE_CORE:
+        print("single core: one thread each, pinned to one CPU; times are CPU seconds")
     print(
         f"scikit-learn {sklearn.__version__}; {os.cpu_count()} CPU cores; "
         f"data {args.n} x {args.d} float32, unit-normalised blobs ({args.blobs} centres, "
@@ -221,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": args.repeats,
             "blobs": args.blobs,
             "seed": args.seed,
+            "single_core": SINGLE_CORE,
             "load_average_before": load_before,
             "load_average_after": load_after,
             "results": results,

@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -118,7 +119,9 @@ _MAX_BLOCK_ROWS = 4096
 _PREDICT_CHUNK_ELEMENTS = 1 << 21
 # Up to this k, argmin; above, min then first index attaining it (see nearest()).
 _ARGMIN_MAX_K = 16
-# fit_predict pads up to this many points to a power of two (see padded_rows).
+# fit_predict pads small fits to at least _BUCKET_MIN_ROWS rows and fits up to _BUCKET_MAX_ROWS
+# points to a power of two (see padded_rows).
+_BUCKET_MIN_ROWS = 4096
 _BUCKET_MAX_ROWS = 1 << 16
 
 # Mini-batch constants: scikit-learn's MiniBatchKMeans defaults.
@@ -331,18 +334,19 @@ def _means(sums: Array, counts: Array, fallback: Array) -> Array:
     return jnp.where((counts > 0)[:, None], sums * inv[:, None], fallback)
 
 
-def _lloyd_iterations(
-    blocks: Array, n: int | Array, centres: Array, max_iter: int | Array, tol: float | Array
+def _lloyd_loop(
+    step: Callable[[Array], tuple[Array, Array, Array]],
+    centres: Array,
+    n_rows: int,
+    max_iter: int | Array,
+    tol: float | Array,
 ) -> tuple[Array, Array]:
-    """The Lloyd loop on blocked points (see :func:`lloyd`): final centres and iterations run.
+    """Lloyd's loop around an E-step: final centres and the number of centre updates.
 
-    ``blocks`` (n_blocks, rows, d) hold the n points, then zero padding.
+    ``step(centres)`` returns labels (n_rows,), cluster sums (k, d) and counts (k,): the plain
+    nearest-centre pass or the balanced assignment. Stops when ``max_iter`` updates ran, the
+    labels did not change, or the summed squared centre shift is ``<= tol``.
     """
-    n = jnp.asarray(n, jnp.int32)
-    # The transposed copy is made once, before the loop (a loop-invariant operand, so XLA
-    # materialises it rather than folding a transpose into every block product).
-    blocks_t = jnp.swapaxes(blocks, 1, 2)
-    flat = blocks.reshape(-1, blocks.shape[2])
 
     def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
         i, _, _, done = state
@@ -350,6 +354,32 @@ def _lloyd_iterations(
 
     def iterate(state: tuple[Array, Array, Array, Array]):
         i, current, labels_old, _ = state
+        labels, sums, counts = step(current)
+        new = _means(sums, counts, current)
+        unchanged = jnp.all(labels == labels_old)
+        shift = jnp.sum((new - current) ** 2)
+        return i + 1, new, labels, unchanged | (shift <= tol)
+
+    state = (jnp.int32(0), centres, jnp.full((n_rows,), -1, jnp.int32), jnp.bool_(False))
+    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    return centres, n_iter
+
+
+def _lloyd_iterations(
+    blocks: Array, n: int | Array, centres: Array, max_iter: int | Array, tol: float | Array
+) -> tuple[Array, Array]:
+    """The Lloyd loop on blocked points (see :func:`lloyd`): final centres and iterations run.
+
+    ``blocks`` (n_blocks, rows, d) hold the n points, then zero padding (label k in every
+    pass, so it never changes and never counts).
+    """
+    n = jnp.asarray(n, jnp.int32)
+    # The transposed copy is made once, before the loop (a loop-invariant operand, so XLA
+    # materialises it rather than folding a transpose into every block product).
+    blocks_t = jnp.swapaxes(blocks, 1, 2)
+    flat = blocks.reshape(-1, blocks.shape[2])
+
+    def step(current: Array) -> tuple[Array, Array, Array]:
         labels, sums, counts = _assign_pass(blocks, blocks_t, n, current)
         sums, counts = lax.cond(
             jnp.any(counts == 0),
@@ -359,14 +389,9 @@ def _lloyd_iterations(
             counts,
             counts == 0,
         )
-        new = _means(sums, counts, current)
-        unchanged = jnp.all(labels == labels_old)  # padding rows are k in both
-        shift = jnp.sum((new - current) ** 2)
-        return i + 1, new, labels, unchanged | (shift <= tol)
+        return labels, sums, counts
 
-    state = (jnp.int32(0), centres, jnp.full((flat.shape[0],), -1, jnp.int32), jnp.bool_(False))
-    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
-    return centres, n_iter
+    return _lloyd_loop(step, centres, flat.shape[0], max_iter, tol)
 
 
 @jax.jit
@@ -674,21 +699,11 @@ def balanced_lloyd(
     def assign(c: Array) -> Array:
         return balanced_assign(scores(x, c), lower, upper)
 
-    def not_done(state: tuple[Array, Array, Array, Array]) -> Array:
-        i, _, _, done = state
-        return (i < max_iter) & ~done
-
-    def iterate(state: tuple[Array, Array, Array, Array]):
-        i, current, labels_old, _ = state
+    def step(current: Array) -> tuple[Array, Array, Array]:
         labels = assign(current)
-        sums, counts = cluster_sums(x, labels, k)
-        new = _means(sums, counts, current)
-        unchanged = jnp.all(labels == labels_old)
-        shift = jnp.sum((new - current) ** 2)
-        return i + 1, new, labels, unchanged | (shift <= tol)
+        return (labels, *cluster_sums(x, labels, k))
 
-    state = (jnp.int32(0), centres, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
-    n_iter, centres, _, _ = lax.while_loop(not_done, iterate, state)
+    centres, n_iter = _lloyd_loop(step, centres, n, max_iter, tol)
     labels = assign(centres)
     inertia = jnp.sum(sq_distances_to(x, centres, labels))
     return LloydResult(centres, labels, inertia, n_iter)
@@ -884,14 +899,15 @@ def _initial_centres(
 def padded_rows(n: int, k: int) -> int:
     """Rows that :func:`fit_predict` pads n points to: whole Lloyd blocks, few distinct shapes.
 
-    Up to ``_BUCKET_MAX_ROWS`` points the next power of two (at least 256): the second-level
-    fits, one per first-level cluster with a sample of its own size, then share a handful of
-    compilations (each new shape cost ~1.2 s of compiling, more than the fit). Above it,
+    Up to ``_BUCKET_MAX_ROWS`` points the next power of two, and at least 4,096 rows: the
+    second-level fits, one per first-level cluster with a sample of its own size (a few
+    hundred points each by default), then share one compilation (each new shape cost 1-2 s of
+    compiling, far more than such a fit; the padding rows cost microseconds). Above it,
     whole blocks only: a large fit is worth its own compilation, and padding 100,000 points
     to 131,072 would cost a third more work in every iteration.
     """
     if n <= _BUCKET_MAX_ROWS:
-        return max(_pow2_ceil(n), _MIN_BLOCK_ROWS)
+        return max(_pow2_ceil(n), _BUCKET_MIN_ROWS)
     rows = block_rows(n, k)
     return -(-n // rows) * rows
 
