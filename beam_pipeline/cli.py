@@ -196,9 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         command = run_evaluate_command if args.command == "evaluate" else run_truth_command
         return command(args, beam_args)
     if args.command == "runs":
-        from beam_pipeline.db import database_url, format_runs_table, list_runs
+        from sqlalchemy.exc import SQLAlchemyError
 
-        print(format_runs_table(list_runs(database_url(args.db_url), args.limit)))
+        from beam_pipeline.db import database_url, format_runs_table, list_runs, redact
+
+        url = database_url(args.db_url)
+        try:
+            rows = list_runs(url, args.limit)
+        except SQLAlchemyError as exc:
+            # One line, without the driver's traceback (and without the password).
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"ndcl: cannot read the benchmark database {redact(url)}: "
+                  f"{reason.replace(url, redact(url))}", file=sys.stderr)
+            return 2
+        print(format_runs_table(rows))
         return 0
     if args.command == "rerun":
         return rerun(args)

@@ -64,3 +64,13 @@ def test_rerun_of_a_dedup_only_run_is_refused(tmp_path: Path,
                  str(tmp_path / "out")]) == 0
     assert main(["--db-url", url, "rerun", "1"]) == 2
     assert "not `ndcl run`" in capsys.readouterr().err
+
+
+def test_runs_on_an_unreachable_database_is_one_clear_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql+psycopg://ndcl:hunter2secret@127.0.0.1:1/none"
+    assert main(["--db-url", url, "runs"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ndcl: cannot read the benchmark database") and len(
+        err.strip().splitlines()) == 1
+    assert "hunter2secret" not in err and "***" in err
