@@ -9,6 +9,11 @@ CL→ND against ND→CL). Both print a table, write ``OUT/evaluation.json`` and 
 
 Clusters. A truth file is ``{"clusters": [[id, id, ...], ...]}`` (other top-level keys are kept
 as metadata), with the pipeline's document ids (``id`` of ``OUT/kept`` and ``OUT/duplicates``).
+It may also list scored pairs: ``"pairs": [[id_a, id_b, jaccard], ...]``, every verified pair of
+exact Jaccard >= ``"pairs_min"`` (below the threshold too), and ``"identical": [[id, ...], ...]``,
+documents with identical shingle sets: a pair's ids are the first members of their identical
+groups and stand for every pair across the two groups, and each group for all its inner pairs
+at Jaccard 1 (so a thousand copies of one post cost a thousand ids, not half a million pairs).
 A run's predicted clusters are each kept document with the rows of ``OUT/duplicates`` whose
 ``duplicate_of`` is that document. Only clusters of two or more documents matter.
 
@@ -28,6 +33,15 @@ so keep policies (``smallest_id``, ``longest``, ``first``) that agree on the clu
 Precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2·TP / (2·TP + FP + FN); a ratio with
 a zero denominator is undefined (``null``/``n/a``) rather than a made-up 0 or 1.
 
+Detection by similarity (``by_similarity``, when the truth file has pairs): the truth pairs are
+binned by exact Jaccard (width 0.05 from ``pairs_min`` up to 1) and each bin counts its pairs and
+those the run put in one duplicate cluster. That is the run's measured end-to-end detection rate
+per similarity: LSH banding, then verification (``--verify exact`` rejects every edge below the
+threshold, so below it only pairs joined through other documents count; ``--verify none``
+keeps the raw LSH curve), then connected components (a pair is detected when a chain of edges
+joins it). ``same_truth_cluster`` counts the pairs the truth's own components join, which is
+what a perfect ``--verify exact`` run detects below the threshold.
+
 ``--against A``: run A's clusters are the truth for the evaluated run B (same two levels), and
 A's duplicate rows (id → duplicate_of) that B did not put in one cluster are counted and
 listed as ``missing_duplicates`` (``extra_duplicates`` the other way round).
@@ -39,7 +53,9 @@ most rows per band whose miss probability at the threshold is at most 1e-6; the 
 are written to the file's metadata) or, with ``--candidates index``, from a shingle inverted index
 (every pair sharing a shingle, recall exactly 1, for small corpora). Every candidate is verified
 by exact Jaccard, edges ≥ threshold are joined by a union-find, and clusters of two or more
-documents are written in input order. Corpora above ``--max-docs`` are refused (exit 2): all
+documents are written in input order. Verified pairs ≥ ``--pairs-min`` (default 0.5) are written
+as ``pairs`` with their Jaccard; the candidates' S-curve at that bound (in the metadata) says how
+complete the low bins are. Corpora above ``--max-docs`` are refused (exit 2): all
 shingle sets are held in memory.
 """
 
@@ -75,6 +91,15 @@ TRUTH_MAX_MISS = 1e-6
 TRUTH_SEED = 97
 DEFAULT_MAX_DOCS = 200_000
 S_CURVE_POINTS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Verified pairs down to this Jaccard are written to truth files: the candidate set of 64 bands
+# of 4 rows still finds a pair of 0.5 with probability 0.984, so bins below the threshold are
+# nearly complete and the measured S-curve has points on its rising side.
+DEFAULT_PAIRS_MIN = 0.5
+# Pair similarities are written with this many decimals, truncated rather than rounded so that a
+# written value is at or above a bin edge (or the threshold) exactly when the Jaccard is.
+JACCARD_DECIMALS = 4
+# Bins of ``by_similarity``, in units of 10^-JACCARD_DECIMALS so that edges are exact integers.
+BIN_WIDTH_UNITS = 500
 SIGNATURE_CHUNK_DOCS = 4096
 
 
@@ -100,6 +125,18 @@ class Truth:
     clusters: list[list[str]]
     metadata: dict[str, Any]
     source: str
+    # ``(id_a, id_b, jaccard)`` of the file's "pairs"; None when it has none (older files).
+    pairs: list[tuple[str, str, float]] | None = None
+    # Documents with identical shingle sets, first member standing for the group in ``pairs``.
+    identical: list[list[str]] = field(default_factory=list)
+
+    @property
+    def pairs_min(self) -> float | None:
+        """The lower Jaccard bound of ``pairs``: as written, else the lowest pair listed."""
+        value = self.metadata.get("pairs_min")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return min((p[2] for p in self.pairs), default=None) if self.pairs else None
 
 
 def parse_truth(obj: Any, source: str) -> Truth:
@@ -133,7 +170,56 @@ def parse_truth(obj: Any, source: str) -> Truth:
             where[doc_id] = c
             ids.append(doc_id)
         parsed.append(ids)
-    return Truth(parsed, {k: v for k, v in obj.items() if k != "clusters"}, source)
+    pairs = _parse_pairs(obj["pairs"], source) if "pairs" in obj else None
+    identical = _parse_identical(obj.get("identical", []), source)
+    # The pair lists can be long; they are data, not metadata to echo.
+    metadata = {k: v for k, v in obj.items() if k not in ("clusters", "pairs", "identical")}
+    return Truth(parsed, metadata, source, pairs, identical)
+
+
+def _doc_id(value: Any, source: str, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TruthFileError(f"{source}: {where} is {value!r}: ids are strings (or integers)")
+    return str(value)
+
+
+def _parse_pairs(pairs: Any, source: str) -> list[tuple[str, str, float]]:
+    """``"pairs": [[id_a, id_b, jaccard], ...]`` with 0 <= jaccard <= 1 and id_a != id_b."""
+    if not isinstance(pairs, list):
+        raise TruthFileError(f"{source}: \"pairs\" must be a list of [id, id, jaccard], got "
+                             f"{_describe(pairs)}")
+    parsed = []
+    for k, item in enumerate(pairs):
+        if not isinstance(item, list) or len(item) != 3:
+            raise TruthFileError(f"{source}: pairs[{k}] is {_describe(item)}, not "
+                                 "[id, id, jaccard]")
+        a = _doc_id(item[0], source, f"pairs[{k}][0]")
+        b = _doc_id(item[1], source, f"pairs[{k}][1]")
+        score = item[2]
+        if (isinstance(score, bool) or not isinstance(score, (int, float))
+                or not 0.0 <= score <= 1.0):
+            raise TruthFileError(f"{source}: pairs[{k}][2] is {score!r}: a Jaccard in [0, 1]")
+        if a == b:
+            raise TruthFileError(f"{source}: pairs[{k}] pairs {a!r} with itself")
+        parsed.append((a, b, float(score)))
+    return parsed
+
+
+def _parse_identical(groups: Any, source: str) -> list[list[str]]:
+    """``"identical": [[id, ...], ...]``: disjoint groups of documents with one shingle set."""
+    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+        raise TruthFileError(f"{source}: \"identical\" must be a list of lists of ids, got "
+                             f"{_describe(groups)}")
+    seen: set[str] = set()
+    parsed = []
+    for c, group in enumerate(groups):
+        ids = [_doc_id(v, source, f"identical[{c}][{k}]") for k, v in enumerate(group)]
+        if seen.intersection(ids) or len(set(ids)) != len(ids):
+            raise TruthFileError(f"{source}: identical[{c}] repeats an id of an earlier group "
+                                 "or of itself: groups must be disjoint")
+        seen.update(ids)
+        parsed.append(ids)
+    return parsed
 
 
 def load_truth(path: str) -> Truth:
@@ -350,6 +436,83 @@ def evaluate(run: RunOutput, reference: Mapping[str, Hashable],
     return result
 
 
+def _pairs_between(left: list[str], right: list[str], labels: Mapping[str, Hashable]) -> int:
+    """How many pairs (a in ``left``, b in ``right``) share a label: Σ_L |left_L|·|right_L|."""
+    if len(left) == len(right) == 1:  # the common case: two single documents
+        return int(_label(labels, left[0]) == _label(labels, right[0]))
+    counts = Counter(_label(labels, d) for d in left)
+    return sum(counts[_label(labels, d)] for d in right)
+
+
+def _pairs_within(group: list[str], labels: Mapping[str, Hashable]) -> int:
+    return _pairs(Counter(_label(labels, d) for d in group).values())
+
+
+def _grid(similarity: float) -> int:
+    """A Jaccard in units of 10^-JACCARD_DECIMALS, cut as truncate_jaccard cuts it."""
+    return math.floor(similarity * 10**JACCARD_DECIMALS + 1e-9)
+
+
+def truth_candidate_recall(truth: Truth, similarity: float) -> float | None:
+    """P(the truth's candidate set holds a pair of this Jaccard), from its metadata."""
+    meta = truth.metadata.get("metadata")
+    candidates = meta.get("candidates") if isinstance(meta, dict) else None
+    if not isinstance(candidates, dict):
+        return None
+    if candidates.get("method") == "shingle_index":
+        return 1.0
+    bands, rows = candidates.get("bands"), candidates.get("rows")
+    if isinstance(bands, int) and isinstance(rows, int) and bands > 0 and rows > 0:
+        return 1.0 - miss_probability(similarity, bands, rows)
+    return None
+
+
+def similarity_bins(truth: Truth, predicted: Mapping[str, Hashable]) -> list[dict[str, Any]]:
+    """Per bin of exact Jaccard: the truth pairs, how many ``predicted`` puts in one cluster
+    (``detected``, and its ``rate``), and how many one truth cluster holds.
+
+    Bins are BIN_WIDTH_UNITS wide on the 10^-JACCARD_DECIMALS grid, from the one holding the
+    truth's ``pairs_min`` up to 1 (the last bin holds 1 itself). Identical groups expand into
+    every pair they stand for, so the counts are document pairs, as at the pair level.
+    """
+    if truth.pairs is None:
+        return []
+    scale = 10**JACCARD_DECIMALS
+    reference = cluster_labels(truth.clusters)
+    members = {group[0]: group for group in truth.identical if group}
+    # (Jaccard in grid units, pairs, detected, in one truth cluster) per listed pair or group.
+    scored: list[tuple[int, int, int, int]] = []
+    for a, b, score in truth.pairs:
+        left, right = members.get(a, [a]), members.get(b, [b])
+        scored.append((_grid(score), len(left) * len(right),
+                       _pairs_between(left, right, predicted),
+                       _pairs_between(left, right, reference)))
+    for group in truth.identical:
+        if len(group) >= 2:
+            scored.append((scale, len(group) * (len(group) - 1) // 2,
+                           _pairs_within(group, predicted), _pairs_within(group, reference)))
+    floor = truth.pairs_min
+    lowest = min([s[0] for s in scored] + ([_grid(floor)] if floor is not None else []),
+                 default=scale)
+    start = lowest // BIN_WIDTH_UNITS * BIN_WIDTH_UNITS
+    edges = list(range(start, scale, BIN_WIDTH_UNITS)) or [min(start, scale - BIN_WIDTH_UNITS)]
+    totals = [[0, 0, 0] for _ in edges]
+    for units, n, found, same in scored:
+        k = min(max((units - start) // BIN_WIDTH_UNITS, 0), len(edges) - 1)
+        totals[k][0] += n
+        totals[k][1] += found
+        totals[k][2] += same
+    bins = []
+    for edge, (n, found, same) in zip(edges, totals):
+        # A first bin that starts below pairs_min holds only the pairs from pairs_min up.
+        lo = max(edge, lowest) / scale
+        bins.append({"lo": lo, "hi": min(edge + BIN_WIDTH_UNITS, scale) / scale, "pairs": n,
+                     "detected": found, "rate": found / n if n else None,
+                     "same_truth_cluster": same,
+                     "truth_candidate_recall": truth_candidate_recall(truth, lo)})
+    return bins
+
+
 def parameter_notes(truth: Truth, summary: Mapping[str, Any]) -> list[str]:
     """Differences between the truth's definition and the run's that explain lower scores."""
     config = summary.get("config") or {}
@@ -516,25 +679,35 @@ def index_candidates(shingles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return np.stack([unique // n, unique % n], axis=1), counts
 
 
-def verify_pairs(pairs: np.ndarray, shingles: list[np.ndarray], threshold: float,
-                 intersections: np.ndarray | None = None) -> np.ndarray:
-    """The candidate pairs whose exact Jaccard is at least ``threshold`` (the pipeline's
-    ``--verify exact`` comparison: ``|A ∩ B| / (|A| + |B| - |A ∩ B|) >= threshold``)."""
+def pair_jaccards(pairs: np.ndarray, shingles: list[np.ndarray], floor: float,
+                  intersections: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs whose exact Jaccard is at least ``floor``, and those Jaccards (the
+    pipeline's ``--verify exact`` comparison: ``|A ∩ B| / (|A| + |B| - |A ∩ B|)``)."""
     from transforms.verify import jaccard
 
     if len(pairs) == 0:
-        return pairs
+        return pairs, np.zeros(0, dtype=np.float64)
     if intersections is not None:
         sizes = np.array([len(s) for s in shingles], dtype=np.int64)
-        union = sizes[pairs[:, 0]] + sizes[pairs[:, 1]] - intersections
-        return pairs[intersections / union >= threshold]
-    keep = []
+        scores = intersections / (sizes[pairs[:, 0]] + sizes[pairs[:, 1]] - intersections)
+        keep = scores >= floor
+        return pairs[keep], scores[keep]
+    kept, scores = [], []
     for k, (i, j) in enumerate(pairs.tolist()):
         small, large = sorted((len(shingles[i]), len(shingles[j])))
         # Jaccard is at most |small| / |large|: skip the intersection when that is too low.
-        if small >= threshold * large and jaccard(shingles[i], shingles[j]) >= threshold:
-            keep.append(k)
-    return pairs[np.array(keep, dtype=np.int64)]
+        if small >= floor * large:
+            score = jaccard(shingles[i], shingles[j])
+            if score >= floor:
+                kept.append(k)
+                scores.append(score)
+    return pairs[np.array(kept, dtype=np.int64)], np.array(scores, dtype=np.float64)
+
+
+def verify_pairs(pairs: np.ndarray, shingles: list[np.ndarray], threshold: float,
+                 intersections: np.ndarray | None = None) -> np.ndarray:
+    """The candidate pairs whose exact Jaccard is at least ``threshold``."""
+    return pair_jaccards(pairs, shingles, threshold, intersections)[0]
 
 
 def union_find_clusters(n: int, edges: Iterable[tuple[int, int]]) -> list[list[int]]:
@@ -557,40 +730,80 @@ def union_find_clusters(n: int, edges: Iterable[tuple[int, int]]) -> list[list[i
     return sorted(groups.values())
 
 
-def truth_clusters(shingles: list[np.ndarray], threshold: float, candidates: str,
-                   num_perm: int, bands: int, rows: int, seed: int
-                   ) -> tuple[list[list[int]], dict[str, int]]:
-    """Clusters (document indices, ≥ 2 members, input order) of the exact-Jaccard graph."""
+@dataclass(frozen=True)
+class TruthGraph:
+    """The exact-Jaccard graph of a corpus over its distinct shingle sets."""
+
+    # Clusters (document indices, ≥ 2 members, input order) of the edges ≥ threshold.
+    clusters: list[list[int]]
+    stats: dict[str, int]
+    # Document indices with one shingle set, in input order; distinct set k is ``groups[k]``.
+    groups: list[list[int]]
+    # ``int64[k, 2]`` pairs of distinct sets (i < j) of Jaccard ≥ the pairs floor, and Jaccards.
+    pairs: np.ndarray
+    jaccards: np.ndarray
+
+
+def truth_graph(shingles: list[np.ndarray], threshold: float, candidates: str, num_perm: int,
+                bands: int, rows: int, seed: int, pairs_min: float | None = None
+                ) -> TruthGraph:
+    """Verify the candidates of ``shingles`` down to ``pairs_min`` (default: the threshold)
+    and cluster the pairs at or above the threshold."""
+    floor = threshold if pairs_min is None else min(pairs_min, threshold)
     groups = identical_groups(shingles)
     distinct = [shingles[g[0]] for g in groups]
     if candidates == "index":
-        pairs, intersections = index_candidates(distinct)
-        edges = verify_pairs(pairs, distinct, threshold, intersections)
+        candidate_pairs, intersections = index_candidates(distinct)
+        scored, scores = pair_jaccards(candidate_pairs, distinct, floor, intersections)
     else:
-        pairs = lsh_candidates(distinct, num_perm, bands, rows, seed)
-        edges = verify_pairs(pairs, distinct, threshold)
+        candidate_pairs = lsh_candidates(distinct, num_perm, bands, rows, seed)
+        scored, scores = pair_jaccards(candidate_pairs, distinct, floor)
+    # Edges from the unrounded Jaccards: the clusters are those of the threshold alone,
+    # whatever pairs_min is.
+    edges = scored[scores >= threshold]
     components = union_find_clusters(len(distinct), map(tuple, edges.tolist()))
     clusters = sorted(sorted(i for g in comp for i in groups[g]) for comp in components)
     stats = {"distinct_shingle_sets": len(distinct),
              "identical_groups": sum(len(g) > 1 for g in groups),
-             "candidate_pairs": len(pairs), "verified_pairs": len(edges)}
-    return [c for c in clusters if len(c) >= 2], stats
+             "candidate_pairs": len(candidate_pairs), "verified_pairs": len(edges)}
+    return TruthGraph([c for c in clusters if len(c) >= 2], stats, groups, scored, scores)
+
+
+def truth_clusters(shingles: list[np.ndarray], threshold: float, candidates: str,
+                   num_perm: int, bands: int, rows: int, seed: int
+                   ) -> tuple[list[list[int]], dict[str, int]]:
+    """Clusters (document indices, ≥ 2 members, input order) of the exact-Jaccard graph."""
+    graph = truth_graph(shingles, threshold, candidates, num_perm, bands, rows, seed)
+    return graph.clusters, graph.stats
+
+
+def truncate_jaccard(value: float) -> float:
+    """``value`` cut (not rounded) to JACCARD_DECIMALS decimals; the epsilon keeps a float such
+    as 0.7 (stored as 0.69999...) at 0.7."""
+    return _grid(value) / 10**JACCARD_DECIMALS
 
 
 def candidate_metadata(candidates: str, threshold: float, num_perm: int, bands: int, rows: int,
-                       seed: int, verified_pairs: int) -> dict[str, Any]:
+                       seed: int, verified_pairs: int, pairs_min: float | None = None
+                       ) -> dict[str, Any]:
     """How sensitive the candidate set is, for the truth file's metadata."""
     if candidates == "index":
-        return {"method": "shingle_index", "recall_at_threshold": 1.0,
-                "note": "every pair of documents sharing a shingle is verified"}
+        found = {"method": "shingle_index", "recall_at_threshold": 1.0,
+                 "note": "every pair of documents sharing a shingle is verified"}
+        return found if pairs_min is None else {**found, "recall_at_pairs_min": 1.0}
     miss = miss_probability(threshold, bands, rows)
+    low = {} if pairs_min is None else {
+        # The share of the pairs at the lowest listed Jaccard that the candidates found (more
+        # above it): how complete the lowest bins of a per-similarity evaluation are.
+        "recall_at_pairs_min": 1.0 - miss_probability(pairs_min, bands, rows)}
+    points = {*S_CURVE_POINTS, threshold} | ({pairs_min} if pairs_min is not None else set())
     return {
         "method": "minhash_lsh", "num_perm": num_perm, "bands": bands, "rows": rows,
         "seed": seed,
         "recall_at_threshold": 1.0 - miss,
         "miss_probability_at_threshold": miss,
-        "s_curve": {f"{s:.2f}": 1.0 - miss_probability(s, bands, rows)
-                    for s in sorted({*S_CURVE_POINTS, threshold})},
+        **low,
+        "s_curve": {f"{s:.2f}": 1.0 - miss_probability(s, bands, rows) for s in sorted(points)},
         # Pairs above the threshold are found with probability >= recall_at_threshold, so the
         # expected number of missed edges is at most this (clusters often survive a miss).
         "expected_missed_pairs_at_most": verified_pairs * miss / (1.0 - miss) if miss < 1 else None,
@@ -603,10 +816,14 @@ def build_truth(patterns: list[str], threshold: float = 0.7, ngram: int = 5,
                 tokenizer: str = "unicode", max_docs: int = DEFAULT_MAX_DOCS,
                 candidates: str = "lsh", num_perm: int = 256, bands: int | None = None,
                 rows: int | None = None, seed: int = TRUTH_SEED,
-                max_doc_bytes: int = 10_000_000) -> dict[str, Any]:
-    """The truth file (as a JSON-ready dict) of the documents matched by ``patterns``."""
+                max_doc_bytes: int = 10_000_000, pairs_min: float | None = DEFAULT_PAIRS_MIN
+                ) -> dict[str, Any]:
+    """The truth file (as a JSON-ready dict) of the documents matched by ``patterns``; with
+    ``pairs_min`` (None: none) also its scored pairs and identical groups."""
     if not 0.0 < threshold <= 1.0:
         raise EvaluationError(f"threshold must be in (0, 1], got {threshold}")
+    if pairs_min is not None and not 0.0 < pairs_min <= 1.0:
+        raise EvaluationError(f"--pairs-min must be in (0, 1], got {pairs_min}")
     if ngram < 1 or num_perm < 1 or max_docs < 1:
         raise EvaluationError("ngram, num-perm and max-docs must be >= 1")
     if (bands is None) != (rows is None):
@@ -617,8 +834,9 @@ def build_truth(patterns: list[str], threshold: float = 0.7, ngram: int = 5,
         raise EvaluationError(f"--bands {bands} x --rows {rows} must be >= 1 and fit in "
                               f"--num-perm {num_perm}")
     corpus = read_shingles(patterns, ngram, seed, tokenizer, max_docs, max_doc_bytes)
-    clusters, stats = truth_clusters(corpus.shingles, threshold, candidates, num_perm, bands,
-                                     rows, seed)
+    graph = truth_graph(corpus.shingles, threshold, candidates, num_perm, bands, rows, seed,
+                        pairs_min)
+    clusters, stats = graph.clusters, graph.stats
     from beam_pipeline.db import code_version
 
     if corpus.repeated_ids:
@@ -632,15 +850,50 @@ def build_truth(patterns: list[str], threshold: float = 0.7, ngram: int = 5,
         "rejected_lines": corpus.rejected, "repeated_ids": corpus.repeated_ids,
         "clustered_documents": sum(len(c) for c in clusters), **stats,
         "candidates": candidate_metadata(candidates, threshold, num_perm, bands, rows, seed,
-                                         stats["verified_pairs"]),
+                                         stats["verified_pairs"], pairs_min),
         "definition": f"connected components of the graph of document pairs whose exact "
                       f"Jaccard of word {ngram}-gram shingle sets is >= {threshold} "
                       f"({tokenizer} tokens, a document of fewer than {ngram} tokens is one "
                       "shingle, documents without tokens left out); clusters of >= 2 "
                       "documents, ids in input order",
     }
-    return {"threshold": threshold, "ngram": ngram, "docs": corpus.docs, "metadata": metadata,
-            "clusters": [[corpus.ids[i] for i in c] for c in clusters]}
+    truth: dict[str, Any] = {"threshold": threshold, "ngram": ngram, "docs": corpus.docs}
+    if pairs_min is not None:
+        truth["pairs_min"] = pairs_min
+        metadata["scored_pairs"] = int((graph.jaccards >= pairs_min).sum())
+        metadata["pairs_definition"] = (
+            f"pairs: every verified candidate pair of exact Jaccard >= {pairs_min} (below the "
+            f"threshold too) as [id_a, id_b, Jaccard truncated to {JACCARD_DECIMALS} decimals]; "
+            "identical: documents with identical shingle sets, whose first member stands for "
+            "the group in pairs (a pair stands for every pair across its two groups, a group "
+            "for its inner pairs at Jaccard 1); candidates.recall_at_pairs_min is how likely a "
+            "pair at the lower bound was a candidate")
+    truth["metadata"] = metadata
+    truth["clusters"] = [[corpus.ids[i] for i in c] for c in clusters]
+    if pairs_min is not None:
+        rep_id = [corpus.ids[g[0]] for g in graph.groups]
+        truth["identical"] = [[corpus.ids[i] for i in g] for g in graph.groups if len(g) > 1]
+        # Verified down to min(pairs_min, threshold); listed from pairs_min up.
+        listed = graph.jaccards >= pairs_min
+        truth["pairs"] = [[rep_id[i], rep_id[j], truncate_jaccard(score)] for (i, j), score in
+                          zip(graph.pairs[listed].tolist(), graph.jaccards[listed].tolist())]
+    return truth
+
+
+def format_truth(truth: Mapping[str, Any]) -> str:
+    """The truth file's text: small keys indented, one cluster, group or pair per line, so
+    the file stays compact and its diffs readable."""
+    lines = ["{"]
+    items = list(truth.items())
+    for k, (key, value) in enumerate(items):
+        comma = "," if k < len(items) - 1 else ""
+        if key in ("clusters", "identical", "pairs") and isinstance(value, list) and value:
+            rows = [f"  {json.dumps(row, ensure_ascii=False)}" for row in value]
+            lines += [f" {json.dumps(key)}: [", ",\n".join(rows), f" ]{comma}"]
+        else:
+            text = json.dumps(value, indent=1, ensure_ascii=False).replace("\n", "\n ")
+            lines.append(f" {json.dumps(key)}: {text}{comma}")
+    return "\n".join([*lines, "}"]) + "\n"
 
 
 # --------------------------------------------------------------------------- benchmark database
@@ -826,6 +1079,13 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
                        help=f"shingle and MinHash seed (default {TRUTH_SEED}, not the "
                             "pipeline's, so their LSH misses are independent)")
     truth.add_argument("--max-doc-bytes", type=int, default=DedupConfig.max_doc_bytes)
+    pairs = truth.add_mutually_exclusive_group()
+    pairs.add_argument("--pairs-min", type=float, default=DEFAULT_PAIRS_MIN,
+                       help="also write every verified pair of Jaccard >= this (below the "
+                            "threshold too), with its Jaccard, for `ndcl evaluate`'s detection "
+                            f"rate per similarity (default {DEFAULT_PAIRS_MIN})")
+    pairs.add_argument("--no-pairs", action="store_true",
+                       help="write the clusters only (the file format before pairs)")
 
 
 def _unexpected(command: str, extra: list[str] | None) -> int | None:
@@ -850,6 +1110,20 @@ def format_table(result: Mapping[str, Any]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                                       for i, (cell, w) in enumerate(zip(line, widths)))
+                     for line in lines)
+
+
+def format_bins(bins: list[dict[str, Any]]) -> str:
+    """``by_similarity`` as an aligned text table."""
+    lines = [("Jaccard", "pairs", "detected", "rate", "in 1 truth cluster", "truth recall")]
+    for b in bins:
+        found = b.get("truth_candidate_recall")
+        lines.append((f"{b['lo']:.2f}-{b['hi']:.2f}", str(b["pairs"]), str(b["detected"]),
+                      "–" if b["rate"] is None else f"{b['rate']:.3f}",
+                      str(b["same_truth_cluster"]), "–" if found is None else f"≥{found:.4f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("    " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                        for i, (cell, w) in enumerate(zip(line, widths)))
                      for line in lines)
 
 
@@ -879,6 +1153,10 @@ def print_result(target: Target, reference: str, result: Mapping[str, Any],
     if result["unknown_reference_ids"]["count"]:
         print(f"  warning: reference ids that are not documents of the run (counted as missed): "
               f"{_examples(result['unknown_reference_ids'])}")
+    if result.get("by_similarity"):
+        print("  detection by exact Jaccard: truth pairs the run put in one cluster (after "
+              "LSH, verification and connected components):")
+        print(format_bins(result["by_similarity"]))
     for note in notes:
         print(f"  note: {note}")
 
@@ -901,6 +1179,12 @@ def run_evaluate_command(args: argparse.Namespace, extra: list[str] | None = Non
             reference = os.path.normpath(args.truth) if "://" not in args.truth else args.truth
             kind = "truth"
             result = evaluate(run, cluster_labels(truth.clusters), examples=args.examples)
+            if truth.pairs is not None:
+                result["by_similarity"] = similarity_bins(
+                    truth, predicted_labels(run.duplicate_of))
+            else:
+                notes.append("the truth file lists no scored pairs, so there is no detection "
+                             "rate per similarity (`ndcl truth` writes them)")
             notes += parameter_notes(truth, run.summary)
         else:
             against, other = resolve_target(args.against, url)
@@ -953,13 +1237,14 @@ def run_truth_command(args: argparse.Namespace, extra: list[str] | None = None) 
                             tokenizer=args.tokenizer, max_docs=args.max_docs,
                             candidates=args.candidates, num_perm=args.num_perm,
                             bands=args.bands, rows=args.rows, seed=args.seed,
-                            max_doc_bytes=args.max_doc_bytes)
+                            max_doc_bytes=args.max_doc_bytes,
+                            pairs_min=None if args.no_pairs else args.pairs_min)
     except (EvaluationError, FileNotFoundError) as exc:
         print(f"ndcl truth: error: {exc}", file=sys.stderr)
         return 2
     try:
         with FileSystems.create(args.output) as handle:
-            handle.write((json.dumps(truth, indent=1, ensure_ascii=False) + "\n").encode())
+            handle.write(format_truth(truth).encode("utf-8"))
     except OSError as exc:
         print(f"ndcl truth: error: cannot write {args.output}: {exc}", file=sys.stderr)
         return 2
@@ -970,4 +1255,9 @@ def run_truth_command(args: argparse.Namespace, extra: list[str] | None = None) 
           f"{truth['threshold']}, {truth['ngram']}-grams, {meta['tokenizer']} tokens; "
           f"{meta['candidate_pairs']} candidate pairs, {meta['verified_pairs']} verified; "
           f"candidate recall at the threshold {recall:.10f})")
+    if "pairs" in truth:
+        low = meta["candidates"]["recall_at_pairs_min"]
+        print(f"  {len(truth['pairs'])} scored pairs of Jaccard >= {truth['pairs_min']} and "
+              f"{len(truth['identical'])} identical groups listed (candidate recall at "
+              f"{truth['pairs_min']}: {low:.6f})")
     return 0

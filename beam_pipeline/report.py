@@ -19,8 +19,10 @@ no script and nothing fetched from elsewhere, so the folder can be copied or att
   similarity for each run's chosen ``b`` and ``r`` (``transforms.lsh.detection_probability``),
   the threshold marked, and measured points where an evaluation exists: the pair-level recall
   of ``AccuracyMetric`` rows (one number over all true pairs at or above the threshold, drawn
-  across ``[t, 1]``), and per-similarity-bin detection rates when ``OUT/evaluation.json``
-  carries them;
+  across ``[t, 1]``), and the measured end-to-end detection rate per bin of exact Jaccard that
+  ``ndcl evaluate --truth`` writes to ``OUT/evaluation.json`` when the truth file lists scored
+  pairs (one marker shape per run, area by the bin's pair count, hollow under 5 pairs, the
+  counts on a top axis);
 * ``resources.png`` -- CPU % and RSS of the ``ndcl`` process tree over the run's time, from
   the samples ``ResourceSampler`` stores in ``ResourceMetric.samples_json``.
 
@@ -58,6 +60,10 @@ PLOT_FILES = ("stages.png", "documents.png", "retention.png", "cluster_sizes.png
               "s_curve.png", "resources.png")
 DPI = 110
 WIDTH_IN = 10.0
+# Measured S-curve points: one shape per run sharing a curve; bins with fewer truth pairs are
+# drawn hollow (a rate of 2 out of 3 says little).
+BIN_MARKERS = ("s", "^", "D", "v", "P", "X")
+FEW_PAIRS = 5
 
 
 class ReportError(Exception):
@@ -97,6 +103,9 @@ class RunData:
     samples: list[dict[str, float]] = field(default_factory=list)
     accuracy: list[dict[str, Any]] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
+    # ``--verify`` of the de-duplication (from the stored config): says whether measured
+    # detection below the threshold can be more than transitive joins.
+    verify: str | None = None
 
     @property
     def kind(self) -> str:
@@ -178,7 +187,21 @@ def _run_data(run: Any) -> RunData:
         clusters=[{"level": c.level, "k": c.k, "nmi": c.nmi, "ari": c.ari,
                    "silhouette": c.silhouette, "sizes_json": c.sizes_json}
                   for c in sorted(run.cluster_metrics, key=lambda c: c.level)],
+        verify=_config_verify(run.config_json),
     )
+
+
+def _config_verify(config_json: str | None) -> str | None:
+    """``verify`` of a stored config: flat for ``ndcl dedup``, under ``dedup`` for ``run``."""
+    try:
+        config = json.loads(config_json) if config_json else {}
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    dedup = config.get("dedup") if isinstance(config.get("dedup"), dict) else config
+    verify = dedup.get("verify")
+    return verify if isinstance(verify, str) else None
 
 
 def select_ids(rows: Sequence[tuple[int, str, str | None]], run_ids: Sequence[int] | None,
@@ -295,12 +318,14 @@ def recorded_sample_sizes(run: RunData) -> list[int] | None:
 def evaluation_bins(run: RunData) -> list[tuple[float, float, int | None]]:
     """Measured detection rate per similarity bin from ``OUT/evaluation.json``, if any.
 
-    ``ndcl evaluate`` writes ``{"evaluations": [{"reference", "kind", "pair": {tp, fp, fn,
-    precision, recall, f1}, ...}]}``: one pair-level recall, no bins (that recall reaches the
-    plot through ``AccuracyMetric``). Should an evaluation against a truth file carry bins, a
-    list under ``by_similarity``, ``similarity_bins`` or ``recall_by_similarity`` (in the
+    ``ndcl evaluate --truth`` writes ``{"evaluations": [{"reference", "kind": "truth", "pair":
+    {tp, fp, fn, precision, recall, f1}, "by_similarity": [{"lo", "hi", "pairs", "detected",
+    "rate", ...}], ...}]}`` when the truth file lists scored pairs (the pair-level recall
+    reaches the plot through ``AccuracyMetric``). Bins are read from the first truth entry with
+    a list under ``by_similarity`` (or ``similarity_bins`` / ``recall_by_similarity``, in the
     entry or its ``pair``), each with ``lo``/``hi`` (or ``similarity``) and ``recall`` /
-    ``rate`` or ``found`` out of ``pairs``, they are returned as ``(bin centre, rate, pairs)``.
+    ``rate`` or ``detected`` / ``found`` out of ``pairs``, and returned as ``(bin centre, rate,
+    pairs)``; empty bins (no rate) are left out.
     """
     folder = _local_dir(run.output)
     path = folder / "evaluation.json" if folder else None
@@ -575,18 +600,23 @@ def plot_s_curve(runs: Sequence[RunData], out: Path) -> Plot:
                           []).append(run)
     fig, ax = _figure(4.6)
     s = np.linspace(0.0, 1.0, 501)
-    measured_recall, measured_bins = False, False
+    measured_recall = False
+    # The curve of a run's colour is that of its group (its first member's colour).
+    curve_color = {r.id: colors[members[0].id] for members in groups.values() for r in members}
+    measured = [(run, bins) for run in banded if (bins := evaluation_bins(run))]
     for (bands, rows, threshold), members in groups.items():
         color = colors[members[0].id]
         ids = ", ".join(f"#{r.id}" for r in members)
-        ax.plot(s, detection_probability(s, bands, rows), color=color, linewidth=2,
-                label=f"b={bands}, r={rows} ({ids})")
+        # t and P(t) go in the legend: as text beside the curve they collided with the
+        # measured points, which cluster around t.
+        at_t = ""
         if threshold is not None:
             p_t = float(detection_probability(threshold, bands, rows))
+            at_t = f", P(t={threshold:.2f}) = {p_t:.3f}"
             ax.axvline(threshold, color=color, linestyle=":", linewidth=1)
             ax.plot([threshold], [p_t], marker="D", color=color, markersize=5)
-            ax.annotate(f"t={threshold:.2f}\nP(t)={p_t:.3f}", (threshold, p_t),
-                        textcoords="offset points", xytext=(-62, 4), fontsize=8, color=color)
+        ax.plot(s, detection_probability(s, bands, rows), color=color, linewidth=2,
+                label=f"b={bands}, r={rows}{at_t} ({ids})")
         # Equal recalls of several runs (e.g. both orderings at 1.0) would be drawn on top
         # of each other: one point, labelled with every run it stands for.
         recalls: dict[float, list[str]] = {}
@@ -601,17 +631,28 @@ def plot_s_curve(runs: Sequence[RunData], out: Path) -> Plot:
             ax.plot([threshold], [recall], linestyle="none", marker="o", markersize=7,
                     markerfacecolor="white", markeredgecolor=color, markeredgewidth=1.5,
                     label=f"measured pair recall {recall:.3f} ({', '.join(dict.fromkeys(who))})")
-        for run in members:
-            bins = evaluation_bins(run)
-            if bins:
-                measured_bins = True
-                ax.plot([b[0] for b in bins], [b[1] for b in bins], linestyle="none",
-                        marker="s", markersize=5, color=color,
-                        label=f"#{run.id} measured detection rate per bin")
-    ax.set_xlim(0, 1)
+    counts = _draw_bins(ax, measured, curve_color)
+    measured_bins = bool(measured)
+    if counts:
+        # Pair counts on a top axis: written inside the plot they sat under the points of a
+        # run that detects nothing below t (rate 0).
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(sorted(counts), ["/".join(map(str, counts[c])) for c in sorted(counts)])
+        top.tick_params(labelsize=7, length=2, pad=1)
+        top.set_xlabel("truth pairs per bin", fontsize=8)
+    left = 0.0
+    if measured:
+        # Measured bins start at the truth's pairs_min (0.5 by default), and below ~0.3 a
+        # usual curve is flat at 0: start at 0.3, or lower (to a tenth) where a curve
+        # already rises or a bin lies.
+        rising = [float(s[np.argmax(detection_probability(s, b, r) > 0.005)])
+                  for b, r, _ in groups]
+        lowest = min(b[0] for _, bins in measured for b in bins) - 0.05
+        left = max(0.0, math.floor(min(0.3, lowest, *rising) * 10) / 10)
+    ax.set_xlim(left, 1)
     ax.set_ylim(-0.02, 1.04)
     ax.set_xlabel("Jaccard similarity s")
-    ax.set_ylabel("P(candidate pair)")
+    ax.set_ylabel("P(candidate pair); measured rate")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     caption = ("Probability that two documents of Jaccard similarity s share at least one "
@@ -624,12 +665,54 @@ def plot_s_curve(runs: Sequence[RunData], out: Path) -> Plot:
                     "dashed across [t, 1]; it also includes verification and connected "
                     "components, not only banding.")
     if measured_bins:
-        caption += (" Squares: the measured detection rate per similarity bin from the run's "
-                    "evaluation.json.")
+        caption += (" Filled markers (one shape per run, marker area growing with the number "
+                    "of truth pairs in the bin, hollow when fewer than "
+                    f"{FEW_PAIRS}; the counts are on the top axis): the measured "
+                    "detection rate per bin of exact Jaccard from `ndcl evaluate --truth` "
+                    "(evaluation.json), i.e. the share of the truth pairs of that similarity "
+                    "that the run put in one duplicate cluster. That is end to end, not the "
+                    "banding alone: with --verify exact every candidate below t is rejected, so "
+                    "below t only pairs joined through other documents (transitive connected "
+                    "components, e.g. two variants of one source) are detected, while "
+                    "--verify none keeps every candidate and follows the LSH curve; above t, "
+                    "connected components also recover pairs the banding missed.")
     if not measured_recall and not measured_bins:
         caption += (" No evaluation against a truth file is recorded for these runs, so there "
                     "are no measured points.")
     return Plot(title, _save(fig, out, "s_curve.png"), caption)
+
+
+def _draw_bins(ax: Any, measured: Sequence[tuple[RunData, list[tuple[float, float, int | None]]]],
+               colors: dict[int, Any]) -> dict[float, list[int]]:
+    """The measured per-bin detection rates: one marker shape per run, in the colour of its
+    curve, runs nudged apart so that equal rates (often 1.0) do not hide each other. Returns
+    the distinct truth pair counts per bin centre."""
+    counts: dict[float, list[int]] = {}
+    for k, (run, bins) in enumerate(measured):
+        color = colors[run.id]
+        marker = BIN_MARKERS[k % len(BIN_MARKERS)]
+        shift = (k - (len(measured) - 1) / 2) * 0.009
+        x = np.array([b[0] for b in bins]) + shift
+        y = np.array([b[1] for b in bins])
+        n = np.array([b[2] or 0 for b in bins])
+        # Area grows with the count, so a bin of 250 pairs outweighs one of 3 at a glance
+        # without drowning the curve.
+        sizes = 18 + 9 * np.sqrt(n)
+        few = n < FEW_PAIRS
+        verify = f", verify={run.verify}" if run.verify else ""
+        label = f"#{run.id} measured per bin{verify}"
+        ax.scatter(x[~few], y[~few], s=sizes[~few], marker=marker, color=color,
+                   edgecolors="black", linewidths=0.6, zorder=3, label=label)
+        # Too few pairs to read a rate from: hollow, so they do not look as sure.
+        ax.scatter(x[few], y[few], s=sizes[few], marker=marker, facecolors="white",
+                   edgecolors=color, linewidths=1.2, zorder=3,
+                   label=None if (~few).any() else label)
+        for centre, _, pairs in bins:
+            # Runs evaluated against one truth file share the counts: one label per bin.
+            seen = counts.setdefault(round(centre, 4), [])
+            if pairs is not None and pairs not in seen:
+                seen.append(pairs)
+    return counts
 
 
 def plot_resources(runs: Sequence[RunData], out: Path) -> Plot:

@@ -24,7 +24,8 @@ Documents carry no ``id`` field; a document's id is
   Jaccard;
 * ``truth.json``   -- the exact ground truth: connected components of the graph
   "Jaccard >= 0.7" over all documents (every pair sharing a shingle is checked),
-  which also catches near-duplicates that occur naturally in C4;
+  which also catches near-duplicates that occur naturally in C4, and every pair
+  of Jaccard >= 0.5 with its Jaccard (``pairs``, the format of ``ndcl truth``);
 * ``README.md``    -- provenance, attribution and the regeneration command.
 
 The output is byte-for-byte reproducible for a given ``--seed``.  Run from the
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -413,6 +415,8 @@ class Truth:
     weak_sibling_pairs: int
     # Pairs of original C4 documents with NEAR_MISS_FLOOR <= Jaccard < THRESHOLD.
     original_near_misses: list[tuple[int, int, float]]
+    # Every pair with Jaccard >= NEAR_MISS_FLOOR, for detection rates per similarity.
+    pairs: list[tuple[int, int, float]]
 
 
 def assemble(
@@ -470,7 +474,7 @@ def compute_truth(entries: Sequence[Entry]) -> Truth:
         for p in below
         if entries[p[0]].original is not None and entries[p[1]].original is not None
     ]
-    return Truth(clusters, weak, sorted(misses, key=lambda p: -p[2]))
+    return Truth(clusters, weak, sorted(misses, key=lambda p: -p[2]), pairs)
 
 
 def readme_text(
@@ -517,6 +521,11 @@ A document's id is `<file base name>:<1-based line number>`, e.g.
   documents, so it would also hold near-duplicates that occur naturally in C4. Only
   components of size >= 2 are listed; documents without any token are left out. Ids
   in a cluster are in line order and clusters are ordered by their first line.
+  `pairs` lists every document pair with Jaccard >= {NEAR_MISS_FLOOR} (below the
+  threshold too) with its Jaccard, for `ndcl evaluate`'s detection rate per
+  similarity. The bundled file was rewritten by `ndcl truth` (same clusters and
+  pairs, with copies of one shingle set listed once under `identical`, and its
+  metadata).
 
 Tokens are `re.findall(r"[^\\W_]+", text.lower())`; the shingles of a document are the
 set of its space-joined word {NGRAM}-grams, or one shingle of all its tokens when it
@@ -636,7 +645,14 @@ def main() -> None:
         "threshold": THRESHOLD,
         "ngram": NGRAM,
         "docs": len(entries),
+        "pairs_min": NEAR_MISS_FLOOR,
         "clusters": [[doc_id(i) for i in c] for c in truth.clusters],
+        # As `ndcl truth` writes them: Jaccard cut (not rounded) to 4 decimals, so that a
+        # value is at or above the threshold exactly when the pair is.
+        "pairs": [
+            [doc_id(i), doc_id(j), math.floor(score * 10**4 + 1e-9) / 10**4]
+            for i, j, score in truth.pairs
+        ],
     }
     write_json(out / "truth.json", truth_json)
     readme = readme_text(args.seed, entries, len(planted), truth)

@@ -29,12 +29,14 @@ from beam_pipeline.evaluate import (
     cluster_labels,
     document_counts,
     evaluate,
+    load_truth,
     lsh_parameters,
     miss_probability,
     pair_counts,
     parse_truth,
     predicted_labels,
     read_output,
+    similarity_bins,
     union_find_clusters,
 )
 from tests.conftest import DEMO_CORPUS, REPO
@@ -149,6 +151,13 @@ def test_agreement_between_two_runs() -> None:
     ({"clusters": [["a", True]]}, r"clusters\[0\]\[1\] is True"),
     ({"clusters": [["a", "b"], ["c", "a"]]}, r"in clusters\[0\] and clusters\[1\]"),
     ({"clusters": [["a", "b", "a"]]}, "listed twice"),
+    ({"clusters": [], "pairs": {"a": "b"}}, "must be a list of \\[id, id, jaccard\\]"),
+    ({"clusters": [], "pairs": [["a", "b"]]}, r"pairs\[0\] is list"),
+    ({"clusters": [], "pairs": [["a", "b", 1.5]]}, r"pairs\[0\]\[2\] is 1.5"),
+    ({"clusters": [], "pairs": [["a", "b", "0.9"]]}, r"pairs\[0\]\[2\] is '0.9'"),
+    ({"clusters": [], "pairs": [["a", None, 0.9]]}, r"pairs\[0\]\[1\] is None"),
+    ({"clusters": [], "pairs": [["a", "a", 0.9]]}, "with itself"),
+    ({"clusters": [], "identical": [["a", "b"], ["b", "c"]]}, "groups must be disjoint"),
 ])
 def test_malformed_truth_files_are_clear_errors(obj: object, message: str) -> None:
     with pytest.raises(TruthFileError, match=message):
@@ -160,6 +169,81 @@ def test_truth_ids_may_be_integers_and_extra_keys_are_metadata() -> None:
     assert truth.clusters == [["12345", "a"], ["z"]] and truth.metadata == {"threshold": 0.7}
     # A one-document cluster has no pair and nothing to remove.
     assert cluster_labels(truth.clusters) == {"12345": 0, "a": 0}
+
+
+# Truth with scored pairs: a and a2 have one shingle set (a stands for both in "pairs"), the
+# clusters are the components of the pairs >= 0.7: {a, a2, b, c} and {x, y}.
+SCORED_TRUTH = {
+    "threshold": 0.7, "pairs_min": 0.5,
+    "metadata": {"candidates": {"method": "minhash_lsh", "bands": 64, "rows": 4}},
+    "clusters": [["a", "a2", "b", "c"], ["x", "y"]],
+    "identical": [["a", "a2"]],
+    "pairs": [["a", "b", 0.82], ["b", "c", 0.7], ["c", "d", 0.6999], ["e", "f", 0.52],
+              ["x", "y", 0.9999]],
+}
+# The run: {a: a2, b, d} and {f: e}; c, x and y alone.
+SCORED_ROWS = {"a2": "a", "b": "a", "d": "a", "e": "f"}
+
+
+def test_similarity_bins_by_hand() -> None:
+    truth = parse_truth(SCORED_TRUTH, "t.json")
+    bins = similarity_bins(truth, predicted_labels(SCORED_ROWS))
+    assert [(b["lo"], b["hi"]) for b in bins] == [
+        (0.5, 0.55), (0.55, 0.6), (0.6, 0.65), (0.65, 0.7), (0.7, 0.75), (0.75, 0.8),
+        (0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.0)]
+    got = {b["lo"]: (b["pairs"], b["detected"], b["same_truth_cluster"]) for b in bins
+           if b["pairs"]}
+    assert got == {
+        0.5: (1, 1, 0),   # e ~ f, 0.52: in one run cluster, below the truth's threshold
+        0.65: (1, 0, 0),  # c ~ d, 0.6999: just below 0.7 (not rounded up into the next bin)
+        0.7: (1, 0, 1),   # b ~ c, exactly 0.7: a truth edge; c was missed by the run
+        0.8: (2, 2, 2),   # a ~ b stands for a ~ b and a2 ~ b (a2 is identical to a)
+        0.95: (2, 1, 2),  # x ~ y at 0.9999 (missed) and the identical pair a ~ a2 (found)
+    }
+    assert [b["rate"] for b in bins if b["lo"] in (0.5, 0.7, 0.95)] == [1.0, 0.0, 0.5]
+    assert all(b["rate"] is None for b in bins if not b["pairs"])
+    # The truth candidates' S-curve at each bin's lower edge, from the file's metadata.
+    assert bins[0]["truth_candidate_recall"] == pytest.approx(1 - miss_probability(0.5, 64, 4))
+
+
+def test_similarity_bins_start_at_the_lower_bound_and_need_pairs() -> None:
+    # No pairs_min: the lowest pair sets it; the first bin starts there, not at its edge.
+    truth = parse_truth({"clusters": [["a", "b"]], "pairs": [["a", "b", 0.9], ["a", "c", 0.63]]},
+                        "t.json")
+    bins = similarity_bins(truth, predicted_labels({"b": "a"}))
+    assert (bins[0]["lo"], bins[0]["hi"], bins[-1]["hi"]) == (0.63, 0.65, 1.0)
+    assert [b["pairs"] for b in bins] == [1, 0, 0, 0, 0, 0, 1, 0]  # 0.63 and 0.9
+    assert bins[0]["truth_candidate_recall"] is None  # no candidate metadata in the file
+    # A truth file without pairs (the format before them) has no bins.
+    old = parse_truth({"threshold": 0.7, "clusters": [["a", "b"]]}, "t.json")
+    assert old.pairs is None and old.identical == [] and old.pairs_min is None
+    assert similarity_bins(old, predicted_labels({"b": "a"})) == []
+
+
+def test_by_similarity_in_evaluation_json_and_printed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = write_output(tmp_path / "out", ["a", "c", "f", "x", "y"], SCORED_ROWS)
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(SCORED_TRUTH))
+    assert main(["-q", "evaluate", str(out), "--truth", str(truth)]) == 0
+    printed = capsys.readouterr().out
+    assert "detection by exact Jaccard" in printed
+    assert re.search(r"0\.80-0\.85\s+2\s+2\s+1\.000\s+2", printed), printed
+    assert re.search(r"0\.55-0\.60\s+0\s+0\s+–", printed), printed
+    entry = json.loads((out / "evaluation.json").read_text())["evaluations"][0]
+    assert entry["kind"] == "truth" and len(entry["by_similarity"]) == 10
+    assert entry["by_similarity"][-1] == {
+        "lo": 0.95, "hi": 1.0, "pairs": 2, "detected": 1, "rate": 0.5, "same_truth_cluster": 2,
+        "truth_candidate_recall": pytest.approx(1.0)}
+    # The same run against a truth file without pairs: scored as before, no bins, a note.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"clusters": SCORED_TRUTH["clusters"]}))
+    assert main(["-q", "evaluate", str(out), "--truth", str(old)]) == 0
+    printed = capsys.readouterr().out
+    assert "detection by exact Jaccard" not in printed
+    assert "lists no scored pairs" in printed
+    entries = json.loads((out / "evaluation.json").read_text())["evaluations"]
+    assert [("by_similarity" in e) for e in entries] == [False, True]  # sorted by reference
 
 
 def test_invalid_json_truth_file_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -247,6 +331,74 @@ def test_build_truth_equals_all_pairs_oracle(tmp_path: Path, threshold: float) -
     assert truth["docs"] == len(planted_records())
 
 
+def oracle_pairs(paths: list[Path], floor: float) -> dict[tuple[str, str], float]:
+    """Every pair of documents with exact Jaccard >= ``floor`` (string shingles, all pairs)."""
+    from tests.reference import read_docs
+
+    docs = []
+    for doc in read_docs(paths):
+        tokens = re.findall(r"[^\W_]+", doc.text.lower())
+        if tokens:
+            n = min(5, len(tokens))
+            docs.append((doc.id, {" ".join(tokens[i : i + n])
+                                  for i in range(len(tokens) - n + 1)}))
+    found = {}
+    for (u, a), (v, b) in itertools.combinations(docs, 2):
+        score = len(a & b) / len(a | b)
+        if score >= floor:
+            found[tuple(sorted((u, v)))] = score
+    return found
+
+
+def test_truth_pairs_are_written_and_read_back(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    paths = write_corpus(tmp_path / "corpus", planted_records(), files=3)
+    out = tmp_path / "truth.json"
+    assert main(["-q", "truth", str(tmp_path / "corpus" / "*"), "--output", str(out),
+                 "--pairs-min", "0.3", "--candidates", "index"]) == 0
+    assert "scored pairs of Jaccard >= 0.3" in capsys.readouterr().out
+    text = out.read_text()
+    truth = load_truth(str(out))
+    assert truth.pairs is not None and truth.pairs_min == 0.3 and truth.identical
+    # Compact: one pair per line.
+    listed = text.split(' "pairs": [\n', 1)[1].split("\n ]", 1)[0].splitlines()
+    assert len(listed) == len(truth.pairs) and listed[0].startswith('  ["')
+    expanded: dict[tuple[str, str], float] = {}
+    members = {g[0]: g for g in truth.identical}
+    for a, b, score in truth.pairs:
+        assert score == round(score, 4) and score >= 0.3
+        for u in members.get(a, [a]):
+            for v in members.get(b, [b]):
+                expanded[tuple(sorted((u, v)))] = score
+    for group in truth.identical:
+        for u, v in itertools.combinations(group, 2):
+            expanded[tuple(sorted((u, v)))] = 1.0
+    expected = oracle_pairs(paths, 0.3)
+    # The chain and the edited copies give pairs well below the threshold as well.
+    assert sum(0.3 <= s < 0.7 for s in expected.values()) >= 10
+    assert expanded.keys() == expected.keys()
+    assert all(0 <= expected[k] - expanded[k] < 1e-4 for k in expected)  # cut, not rounded
+    meta = json.loads(text)["metadata"]
+    assert meta["candidates"]["recall_at_pairs_min"] == 1.0
+    assert meta["scored_pairs"] == len(truth.pairs)
+    # Clusters depend on the pairs >= threshold only: the same as without pairs.
+    plain = tmp_path / "plain.json"
+    assert main(["-q", "truth", str(tmp_path / "corpus" / "*"), "--output", str(plain),
+                 "--no-pairs"]) == 0
+    without = json.loads(plain.read_text())
+    assert without["clusters"] == [c for c in truth.clusters]
+    assert "pairs" not in without and "identical" not in without
+    # Above the threshold: fewer pairs listed, the same clusters.
+    assert main(["-q", "truth", str(tmp_path / "corpus" / "*"), "--output", str(plain),
+                 "--pairs-min", "0.8"]) == 0
+    high = load_truth(str(plain))
+    assert high.clusters == truth.clusters and high.pairs is not None
+    assert sorted(high.pairs) == sorted(p for p in truth.pairs if p[2] >= 0.8)
+    assert main(["-q", "truth", str(tmp_path / "corpus" / "*"), "--output", str(plain),
+                 "--pairs-min", "0"]) == 2
+    assert "--pairs-min must be in (0, 1]" in capsys.readouterr().err
+
+
 def test_truth_cli_reproduces_the_demo_truth(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "truth.json"
@@ -258,7 +410,10 @@ def test_truth_cli_reproduces_the_demo_truth(tmp_path: Path,
     candidates = made["metadata"]["candidates"]
     assert candidates["recall_at_threshold"] >= 1 - 1e-6
     assert candidates["s_curve"]["0.70"] == candidates["recall_at_threshold"]
+    assert candidates["recall_at_pairs_min"] == pytest.approx(1 - miss_probability(0.5, 64, 4))
     assert "144 clusters" in capsys.readouterr().out
+    # The shipped file has the scored pairs too (all 448 document pairs >= 0.5 of the demo).
+    assert (made["pairs"], made["identical"]) == (shipped["pairs"], shipped["identical"])
 
 
 def test_truth_cli_refuses_large_corpora(tmp_path: Path,
@@ -334,6 +489,12 @@ def test_evaluate_demo_run_against_truth_is_perfect_and_stored(
     assert [(e["reference"], e["run_id"], e["stored"]) for e in saved] == [
         (str(DEMO_TRUTH), run_id, True)]
     assert saved[0]["pair"]["f1"] == saved[0]["document"]["f1"] == 1.0
+    # Per similarity: every pair >= 0.7 detected; below it only the pairs that one truth
+    # cluster holds through a third document (verification rejects the direct edges).
+    bins = saved[0]["by_similarity"]
+    assert sum(b["pairs"] for b in bins) == 448
+    assert all(b["rate"] == 1.0 for b in bins if b["lo"] >= 0.7)
+    assert all(b["detected"] == b["same_truth_cluster"] for b in bins)
 
 
 @pytest.mark.slow

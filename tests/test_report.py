@@ -155,9 +155,47 @@ def test_report_writes_plots_and_escaped_html(recorded: dict[str, Any],
     # OUT/kept, and measured points: recall from the truth row only, bins from evaluation.json.
     assert "ND→CL vs CL→ND" in page and "30 fewer duplicates" in page
     assert "CL→ND (in cluster_B)" in page
-    assert "Open circles" in page and "Squares" in page
+    assert "Open circles" in page and "measured detection rate per bin" in page
     assert "run:" in page  # the run-against-run accuracy row is listed in the table
     assert f"#{ids['old_nd']} " not in page
+
+
+def test_s_curve_draws_measured_bins(recorded: dict[str, Any],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.collections import PathCollection
+
+    out_nd = recorded["tmp"] / "out-nd"
+    # What `ndcl evaluate --truth` writes; an agreement with another run is not detection.
+    (out_nd / "evaluation.json").write_text(json.dumps({"evaluations": [
+        {"reference": "output:/x", "kind": "run",
+         "by_similarity": [{"lo": 0.5, "hi": 0.55, "pairs": 9, "detected": 9, "rate": 1.0}]},
+        {"reference": "truth.json", "kind": "truth", "by_similarity": [
+            {"lo": 0.5, "hi": 0.55, "pairs": 40, "detected": 2, "rate": 0.05},
+            {"lo": 0.55, "hi": 0.6, "pairs": 0, "detected": 0, "rate": None},
+            {"lo": 0.6, "hi": 0.65, "pairs": 3, "detected": 1, "rate": 1 / 3},
+            {"lo": 0.95, "hi": 1.0, "pairs": 250, "detected": 250, "rate": 1.0}]}]}))
+    runs = report.load_runs(recorded["url"], [recorded["ids"]["nd"]])
+    assert report.evaluation_bins(runs[0]) == [
+        (pytest.approx(0.525), 0.05, 40), (pytest.approx(0.625), pytest.approx(1 / 3), 3),
+        (pytest.approx(0.975), 1.0, 250)]  # the empty bin has no rate and is left out
+    figures: list[Any] = []
+    monkeypatch.setattr(report, "_save", lambda fig, out, name: figures.append(fig) or name)
+    plot = report.plot_s_curve(runs, recorded["tmp"])
+    ax = figures[0].axes[0]
+    points = [c for c in ax.collections
+              if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert len(points) == 2
+    filled, hollow = points
+    assert np.allclose(filled.get_offsets(), [[0.525, 0.05], [0.975, 1.0]])
+    assert filled.get_sizes()[1] > filled.get_sizes()[0]  # 250 pairs outweigh 40
+    # Fewer than 5 pairs: hollow (white inside, the run's colour around).
+    assert np.allclose(hollow.get_offsets(), [[0.625, 1 / 3]])
+    assert hollow.get_facecolors()[0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    # The pair counts label a top axis at the bin centres.
+    top = ax.child_axes[0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["40", "3", "250"]
+    assert ax.get_xlim()[0] <= 0.5
+    assert "hollow when fewer than 5" in plot.caption and "--verify none" in plot.caption
 
 
 def test_report_selection_and_db_url_after_the_command(recorded: dict[str, Any],
