@@ -4,7 +4,7 @@ Output is written to a staging directory beside OUT (``OUT.ndcl-staging``) and o
 OUT after the job succeeded and ``read = kept + duplicates + rejected`` was checked, with
 ``summary.json`` and an ``_SUCCESS`` marker written last. A crashed run therefore leaves at
 most a staging directory (removed by the next run), never a half-written OUT; an existing OUT
-is replaced only by a complete one.
+is replaced only by a complete one (see ``commit_output``).
 """
 
 from __future__ import annotations
@@ -68,14 +68,34 @@ def remove_tree(path: str) -> None:
 
 
 def commit_output(staging: str, output: str) -> None:
-    """Replace ``output`` by ``staging``; on local disk this is a directory rename."""
-    remove_tree(output)
+    """Replace ``output`` by ``staging`` so that no crash can leave an ``output`` that looks
+    finished (``_SUCCESS``) but is not.
+
+    Local disk: the old output is renamed aside, the staging folder renamed into place, then
+    the old one deleted; a crash between the two renames leaves no ``output`` (and the old one
+    complete under ``<output>.ndcl-old``), never a half-deleted one. Object stores have no
+    folder rename: the old ``_SUCCESS`` goes first and the new one is renamed last.
+    """
     if _is_local(output):
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        aside = output.rstrip("/") + ".ndcl-old"
+        remove_tree(aside)
+        if os.path.lexists(output):
+            os.replace(output, aside)
         os.replace(staging, output)
+        remove_tree(aside)
         return
+    marker = output.rstrip("/") + "/_SUCCESS"
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
+    remove_tree(output)
     files = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
-    FileSystems.rename(files, [output.rstrip("/") + f[len(staging.rstrip("/")):] for f in files])
+    # Two calls: a batch rename may run its copies in any order, and the marker must be last.
+    for batch in ([f for f in files if not f.endswith("/_SUCCESS")],
+                  [f for f in files if f.endswith("/_SUCCESS")]):
+        if batch:
+            FileSystems.rename(batch, [output.rstrip("/") + f[len(staging.rstrip("/")):]
+                                       for f in batch])
     remove_tree(staging)
 
 

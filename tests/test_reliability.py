@@ -8,11 +8,12 @@
   order, and ``nd_cl`` reruns (cluster labels included).
 - Faults: a bundle that fails after writing its files (retried by a retrying runner; on the
   FnApiRunner, which does not retry, the run fails and commits nothing), a process killed
-  mid-run, a Ray K-Means actor killed between fit and predict (restarted, or gone for good).
+  mid-run, a crash during the commit itself, a Ray K-Means actor killed between fit and
+  predict (restarted, or gone for good).
 - Accounting ``read = kept + duplicates + rejected`` on every run here, and a mismatch fails
   the run without committing; the document and bucket caps are counted in the summary.
 
-Faults are injected through ``transforms.faults`` (``NDCL_FAULTS``). About 3-4 minutes on two
+Faults are injected through ``transforms.faults`` (``NDCL_FAULTS``). About 2.5 minutes on two
 cores, most of it process and Ray start-up.
 """
 
@@ -476,6 +477,39 @@ def test_killed_run_is_never_taken_for_a_finished_one(corpus: list[Path], clean:
     _crash(corpus, out, tmp_path / "crash-2")  # a crash now leaves the finished OUT alone
     assert (out / "_SUCCESS").exists() and (out / "summary.json").read_text() == finished
     assert_same_output(out, clean)
+
+
+def test_commit_never_leaves_a_half_deleted_output(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def finished(folder: Path, text: str) -> Path:
+        (folder / "kept").mkdir(parents=True)
+        (folder / "kept" / "part-0.parquet").write_text(text)
+        (folder / "_SUCCESS").write_text("")
+        return folder
+
+    out = finished(tmp_path / "out", "old")
+    new = finished(staging(out), "new")
+    replace = os.replace
+    calls: list[str] = []
+
+    def crash_on_second(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the two renames")
+        replace(src, dst)
+
+    monkeypatch.setattr(run_module.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_module.commit_output(str(new), str(out))
+    # No OUT at all (nothing to mistake for finished); the old one is whole beside it.
+    assert not out.exists()
+    aside = Path(str(out) + ".ndcl-old")
+    assert (aside / "_SUCCESS").exists()
+    assert (aside / "kept" / "part-0.parquet").read_text() == "old"
+    monkeypatch.setattr(run_module.os, "replace", replace)
+    run_module.commit_output(str(new), str(out))
+    assert (out / "kept" / "part-0.parquet").read_text() == "new" and (out / "_SUCCESS").exists()
+    assert not aside.exists() and not new.exists()
 
 
 @pytest.fixture(scope="module")
