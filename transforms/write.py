@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import faults
 from transforms.batches import DocBatch, JoinByKey, stage_counter, timed
+from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_value
 from transforms.resolve import DuplicateRow
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
@@ -141,11 +142,16 @@ class FieldTypesFn(beam.CombineFn):
 
 
 class WriteBatchFn(beam.DoFn):
-    """One document batch + its duplicate rows → a kept part and a duplicates part."""
+    """One document batch + its duplicate rows → a kept part and a duplicates part; with
+    clusters, also the batch's kept documents per ``(cluster_A, cluster_B, label)`` on the
+    ``contingency`` output (``transforms.cluster_stats``): the records are at hand here, so
+    the label costs no extra shuffle."""
 
-    def __init__(self, staging_dir: str, with_clusters: bool = False) -> None:
+    def __init__(self, staging_dir: str, with_clusters: bool = False,
+                 label_field: str | None = None) -> None:
         self.staging_dir = staging_dir.rstrip("/")
         self.with_clusters = with_clusters
+        self.label_field = label_field or None
         self.timer = stage_counter("write_outputs")
 
     def process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
@@ -167,11 +173,11 @@ class WriteBatchFn(beam.DoFn):
             raise RuntimeError(f"batch {key:#x}: duplicate rows for unknown uids {sorted(unknown)}")
         keep_rows = [i for i, uid in enumerate(batch.uids.tolist()) if uid not in removed]
         name = f"part-{key:016x}.parquet"
+        clusters = self._cluster_columns(key, grouped, batch, keep_rows)
         if keep_rows:
             table = kept_table([batch.ids[i] for i in keep_rows],
                                [batch.records[i] for i in keep_rows],
-                               kept_schema(field_types),
-                               self._cluster_columns(key, grouped, batch, keep_rows))
+                               kept_schema(field_types), clusters)
             write_parquet(table, f"{self.staging_dir}/kept/{name}")
         if rows:
             rows.sort(key=lambda r: r.uid)
@@ -190,7 +196,10 @@ class WriteBatchFn(beam.DoFn):
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
                "duplicates_near": len(rows) - exact}
-
+        if clusters is not None and keep_rows:
+            labels = [label_value(batch.records[i].get(self.label_field))
+                      if self.label_field else None for i in keep_rows]
+            yield beam.pvalue.TaggedOutput(CONTINGENCY_TAG, batch_contingency(*clusters, labels))
 
     def _cluster_columns(self, key: int, grouped: dict, batch: DocBatch, rows: list[int]
                          ) -> tuple[list[int], list[int]] | None:
@@ -260,29 +269,37 @@ class WriteJsonFn(beam.DoFn):
 
 
 class WriteOutputs(beam.PTransform):
-    """Document batches + duplicate rows + rejected rows + stats → files under staging_dir."""
+    """Document batches + duplicate rows + rejected rows + stats → files under staging_dir.
+
+    Returns ``{"stats": the written _stats.json path, "contingency": per-batch cluster counts
+    of the kept documents}`` (the latter empty without ``cluster_labels``).
+    """
 
     def __init__(self, staging_dir: str, duplicate_rows: beam.PCollection,
                  rejected: beam.PCollection, stats: list[beam.PCollection],
-                 cluster_labels: beam.PCollection | None = None) -> None:
+                 cluster_labels: beam.PCollection | None = None,
+                 label_field: str | None = None) -> None:
         super().__init__()
         self.staging_dir = staging_dir
         self.duplicate_rows = duplicate_rows
         self.rejected = rejected
         self.stats = stats
         self.cluster_labels = cluster_labels
+        self.label_field = label_field
 
-    def expand(self, doc_batches: beam.PCollection) -> beam.PCollection:
+    def expand(self, doc_batches: beam.PCollection) -> dict[str, beam.PCollection]:
         field_types = doc_batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
         inputs = {"docs": doc_batches, "duplicates": self.duplicate_rows}
         if self.cluster_labels is not None:
             inputs["clusters"] = self.cluster_labels
-        write_stats = (
+        written = (
             inputs
             | "JoinDuplicateRows" >> JoinByKey()
             | "WriteKeptAndDuplicates" >> beam.ParDo(
-                WriteBatchFn(self.staging_dir, self.cluster_labels is not None),
-                beam.pvalue.AsSingleton(field_types))
+                WriteBatchFn(self.staging_dir, self.cluster_labels is not None,
+                             self.label_field),
+                beam.pvalue.AsSingleton(field_types)).with_outputs(CONTINGENCY_TAG,
+                                                                   main="stats")
         )
         rejected_stats = (
             self.rejected
@@ -290,9 +307,10 @@ class WriteOutputs(beam.PTransform):
             | "GroupRejected" >> beam.GroupByKey()
             | "WriteRejected" >> beam.ParDo(WriteRejectedFn(self.staging_dir))
         )
-        return (
-            (write_stats, rejected_stats, *self.stats)
+        stats_file = (
+            (written.stats, rejected_stats, *self.stats)
             | "FlattenStats" >> beam.Flatten()
             | "SumStats" >> beam.CombineGlobally(sum_stats)
             | "WriteStats" >> beam.ParDo(WriteStatsFn(self.staging_dir))
         )
+        return {"stats": stats_file, CONTINGENCY_TAG: written[CONTINGENCY_TAG]}
