@@ -61,6 +61,7 @@ CLUSTER_FLAGS: dict[str, tuple[str, type]] = {
     "--service-address": ("service_address", str),
     "--service-num-cpus": ("service_num_cpus", int),
     "--cluster-seed": ("cluster_seed", int),
+    "--label-field": ("label_field", str),
 }
 
 
@@ -153,6 +154,16 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         cluster = summary["cluster"]
         rows += [("clusters A x B", f"{cluster['k1']} x {cluster['k2']} "
                                      f"({cluster['backend']}, sample {cluster['sample']})")]
+        levels = [cluster.get(f"level_{n}") or {} for n in (1, 2)]
+        if "fits" in levels[1]:  # summaries that carry quality measures
+            shown = {m: " ".join(f"{name}={v:.3f}" if isinstance(v, float) else f"{name}=n/a"
+                                 for name, v in zip("AB", (lv.get(m) for lv in levels)))
+                     for m in ("nmi", "ari", "silhouette")}
+            field = cluster.get("label_field")
+            labelled = (f"{cluster.get('labelled_docs') or 0:,} of {summary['kept']:,} kept "
+                        f"labelled by {field!r}" if field else "no label field")
+            rows.append(("cluster quality", f"NMI {shown['nmi']}, ARI {shown['ari']}, "
+                                            f"silhouette {shown['silhouette']} ({labelled})"))
     rows.append(("wall seconds", f"{summary['wall_seconds']:.1f}"))
     for stage, secs in summary["stage_seconds"].items():
         rows.append((f"  {stage} s", f"{secs:.2f}"))

@@ -103,6 +103,9 @@ class ClusterConfig:
     service_address: str | None = None
     service_num_cpus: int = 1
     service_timeout_s: float = 120.0
+    # Input field holding a class label (e.g. a topic): NMI/ARI of the clusters against it are
+    # reported when kept documents carry it. Empty: no label, sizes and silhouette only.
+    label_field: str = "label"
 
     def __post_init__(self) -> None:
         for name in ("k1", "k2", "n_components", "n_features", "sample_size", "max_iter",

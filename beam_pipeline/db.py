@@ -489,14 +489,25 @@ def _dedup_config(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """ClusterMetric rows from ``summary["cluster"]`` (empty for dedup-only runs)."""
+    """ClusterMetric rows from ``summary["cluster"]`` (empty for dedup-only runs).
+
+    ``sizes_json`` holds the kept documents per cluster (``{"count", "min", "median", "max",
+    "sizes": {id: documents}, "labelled_docs"}``, level-2 ids ``"A/B"``). Summaries written
+    before these were measured have only the fits: level 1 then stores each cluster's K-Means
+    sample members (``{id: n}``) and level 2 each parent's ``{"k", "n"}``.
+    """
     cluster = summary.get("cluster")
     if not isinstance(cluster, dict):
         return []
     level_1 = cluster.get("level_1") if isinstance(cluster.get("level_1"), dict) else {}
     level_2 = cluster.get("level_2") if isinstance(cluster.get("level_2"), dict) else {}
-    # level_2 holds one fit per level-1 cluster, and its "n" is that cluster's size in the
-    # fitted sample, which is the best level-1 size distribution the summary offers.
+    if "fits" in level_2:
+        return [{"level": level, "k": k, "nmi": data.get("nmi"), "ari": data.get("ari"),
+                 "silhouette": data.get("silhouette"), "sizes_json": _sizes_json(data)}
+                for level, k, data in ((1, cluster.get("k1", level_1.get("k")), level_1),
+                                       (2, cluster.get("k2", level_2.get("k")), level_2))]
+    # Older summaries: level_2 holds one fit per level-1 cluster, and its "n" is that
+    # cluster's size in the fitted sample, the best level-1 sizes such a summary offers.
     sizes_1 = {str(cid): fit.get("n") for cid, fit in level_2.items() if isinstance(fit, dict)}
     rows = [{
         "level": 1,
@@ -507,15 +518,19 @@ def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     }]
     if level_2:
         rows.append({
-            "level": 2, "k": cluster.get("k2"),
-            "nmi": level_2.get("nmi"), "ari": level_2.get("ari"),
-            "silhouette": level_2.get("silhouette"),
-            # Per-parent k and n of the sub-cluster fits: sub-cluster sizes are not summarised.
+            "level": 2, "k": cluster.get("k2"), "nmi": None, "ari": None, "silhouette": None,
             "sizes_json": json.dumps({str(cid): {"k": fit.get("k"), "n": fit.get("n")}
                                       for cid, fit in level_2.items() if isinstance(fit, dict)},
                                      sort_keys=True),
         })
     return rows
+
+
+def _sizes_json(level: dict[str, Any]) -> str | None:
+    sizes = level.get("sizes")
+    if not isinstance(sizes, dict):
+        return None
+    return json.dumps({**sizes, "labelled_docs": level.get("labelled_docs")}, sort_keys=True)
 
 
 def build_record(summary: dict[str, Any], *, command: str, argv: list[str],

@@ -13,6 +13,11 @@ Shape of the ND graph (element shapes in brackets):
     ConnectedComponents      → (node, component) after unrolled large/small-star rounds
     ResolveDuplicates        → (batch_key, DuplicateRow) for every removed document
     WriteOutputs             → kept/, duplicates/, rejected/, _stats.json under staging_dir
+
+With clustering (``build_cluster``, ``build_pipeline``), ``ReportFit`` writes the K-Means fit
+summary (with the sample silhouettes) to ``_cluster_fit.json``, and ``SummariseClusters``
+combines the writer's per-batch counts of kept documents per (cluster_A, cluster_B, label) into
+sizes and NMI/ARI, written by ``ReportClusterStats`` to ``_cluster_stats.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
 from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
+from transforms.cluster_stats import CONTINGENCY_TAG, SummariseClusters
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
 from transforms.embed import EmbedConfig, EmbedDocuments
@@ -34,6 +40,10 @@ from transforms.resolve import ResolveDuplicates, SelectKept
 from transforms.scope import ScopeByCluster
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
 from transforms.write import WriteJsonFn, WriteOutputs
+
+# Written under the staging folder for the driver's summary (``beam_pipeline.run``).
+CLUSTER_FIT_FILE = "_cluster_fit.json"
+CLUSTER_STATS_FILE = "_cluster_stats.json"
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,14 @@ def add_clustering(doc_batches: beam.PCollection, cfg: ClusterConfig, spec: Back
     return {"labels": clustered["labels"], "fit": clustered["fit"], "svd": embedded["svd"]}
 
 
+def add_cluster_stats(written: dict[str, beam.PCollection], cfg: ClusterConfig,
+                      staging_dir: str) -> None:
+    """Sizes and NMI/ARI of the kept documents' clusters → ``_cluster_stats.json``."""
+    stats = written[CONTINGENCY_TAG] | "SummariseClusters" >> SummariseClusters(
+        cfg.label_field or None)
+    _ = stats | "ReportClusterStats" >> beam.ParDo(WriteJsonFn(staging_dir, CLUSTER_STATS_FILE))
+
+
 def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
                   staging_dir: str, spec: BackendSpec, run_id: str,
                   max_doc_bytes: int, batch_size: int) -> None:
@@ -123,9 +141,11 @@ def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
     clusters = add_clustering(read.batches, cfg, spec, run_id)
     no_duplicates = pipeline | "NoDuplicates" >> beam.Create([])
     fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
-        WriteJsonFn(staging_dir, "_cluster_fit.json"))
-    _ = read.batches | "WriteOutputs" >> WriteOutputs(
-        staging_dir, no_duplicates, read[REJECTED_TAG], [fit_report], clusters["labels"])
+        WriteJsonFn(staging_dir, CLUSTER_FIT_FILE))
+    written = read.batches | "WriteOutputs" >> WriteOutputs(
+        staging_dir, no_duplicates, read[REJECTED_TAG], [fit_report], clusters["labels"],
+        cfg.label_field)
+    add_cluster_stats(written, cfg, staging_dir)
 
 
 WORKFLOWS = ("nd_cl", "cl_nd")
@@ -153,8 +173,9 @@ def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfi
         clusters = add_clustering(read.batches, cluster_cfg, spec, run_id)
         dedup = add_dedup(read.batches, dedup_cfg, clusters["labels"], dedup_scope)
     fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
-        WriteJsonFn(staging_dir, "_cluster_fit.json"))
-    _ = read.batches | "WriteOutputs" >> WriteOutputs(
+        WriteJsonFn(staging_dir, CLUSTER_FIT_FILE))
+    written = read.batches | "WriteOutputs" >> WriteOutputs(
         staging_dir, dedup.duplicate_rows, read[REJECTED_TAG], [*dedup.stats, fit_report],
-        clusters["labels"])
+        clusters["labels"], cluster_cfg.label_field)
+    add_cluster_stats(written, cluster_cfg, staging_dir)
     return dedup.banding

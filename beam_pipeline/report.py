@@ -11,10 +11,10 @@ no script and nothing fetched from elsewhere, so the folder can be copied or att
 * ``documents.png`` -- kept / exact duplicates / near duplicates / rejected per run;
 * ``retention.png`` -- kept / read per run;
 * ``cluster_sizes.png`` -- documents per cluster, largest first, for ``cluster_A`` and for
-  ``cluster_B`` (sub-clusters inside their ``cluster_A``). Counted from the run's
-  ``OUT/kept/*.parquet`` when that folder is still on this machine; otherwise from the
-  ``ClusterMetric`` sizes, which hold the K-Means *sample* size of each ``cluster_A`` and no
-  sub-cluster sizes;
+  ``cluster_B`` (sub-clusters inside their ``cluster_A``), from the kept-document counts
+  stored in ``ClusterMetric.sizes_json``. Runs recorded before those were stored fall back to
+  the run's ``OUT/kept/*.parquet`` when that folder is still on this machine, else to their
+  stored K-Means *sample* size of each ``cluster_A`` (no sub-cluster sizes);
 * ``s_curve.png`` -- LSH detection probability ``P(s) = 1 - (1 - s^r)^b`` against Jaccard
   similarity for each run's chosen ``b`` and ``r`` (``transforms.lsh.detection_probability``),
   the threshold marked, and measured points where an evaluation exists: the pair-level recall
@@ -26,7 +26,8 @@ no script and nothing fetched from elsewhere, so the folder can be copied or att
 * ``resources.png`` -- CPU % and RSS of the ``ndcl`` process tree over the run's time, from
   the samples ``ResourceSampler`` stores in ``ResourceMetric.samples_json``.
 
-Then a table of the runs, the accuracy and cluster-quality rows when present, and the ND→CL vs
+Then a table of the runs, the accuracy and cluster-quality rows (NMI/ARI against the input
+labels, silhouette on the fitted sample) when present, and the ND→CL vs
 CL→ND comparison in words when both orderings are among the runs. Runs: ``--runs``, or the
 ``--last N``, or by default the latest run of each kind (``run --workflow nd_cl``, ``run
 --workflow cl_nd``, ``dedup``, ``cluster``). With no run to show (empty or missing database,
@@ -302,14 +303,36 @@ def kept_cluster_sizes(run: RunData) -> tuple[list[int], list[int]] | None:
     return (sorted(sizes_a.tolist(), reverse=True), sorted(sizes_b.tolist(), reverse=True))
 
 
-def recorded_sample_sizes(run: RunData) -> list[int] | None:
-    """Level-1 sizes stored in ``ClusterMetric``: each cluster_A's K-Means sample members."""
+def _stored_sizes(row: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        sizes = json.loads(row["sizes_json"]) if row["sizes_json"] else None
+    except ValueError:
+        return None
+    return sizes if isinstance(sizes, dict) else None
+
+
+def recorded_document_sizes(run: RunData) -> tuple[list[int], list[int]] | None:
+    """Kept documents per ``cluster_A`` and per (``cluster_A``, ``cluster_B``), largest
+    first, from ``ClusterMetric.sizes_json`` (``{"sizes": {id: documents}, ...}``); None for
+    runs recorded before these counts were stored."""
+    levels: dict[int, list[int]] = {}
     for row in run.clusters:
-        if row["level"] == 1 and row["sizes_json"]:
-            try:
-                sizes = json.loads(row["sizes_json"])
-            except ValueError:
-                return None
+        stored = _stored_sizes(row)
+        sizes = stored.get("sizes") if stored else None
+        if isinstance(sizes, dict):
+            levels[row["level"]] = sorted((int(v) for v in sizes.values()
+                                           if isinstance(v, (int, float))), reverse=True)
+    if not levels.get(1):
+        return None
+    return levels[1], levels.get(2, [])
+
+
+def recorded_sample_sizes(run: RunData) -> list[int] | None:
+    """Level-1 sizes stored by older runs in ``ClusterMetric``: each cluster_A's K-Means
+    sample members (``{id: n}``)."""
+    for row in run.clusters:
+        sizes = _stored_sizes(row) if row["level"] == 1 else None
+        if sizes is not None and "sizes" not in sizes:
             values = [int(v) for v in sizes.values() if isinstance(v, (int, float))]
             return sorted(values, reverse=True) or None
     return None
@@ -537,7 +560,7 @@ def plot_cluster_sizes(runs: Sequence[RunData], out: Path) -> Plot:
     title = "Cluster sizes"
     series: list[tuple[RunData, list[int], list[int] | None, str]] = []
     for run in runs:
-        counted = kept_cluster_sizes(run)
+        counted = recorded_document_sizes(run) or kept_cluster_sizes(run)
         if counted is not None:
             series.append((run, counted[0], counted[1], "kept documents"))
             continue
@@ -569,16 +592,16 @@ def plot_cluster_sizes(runs: Sequence[RunData], out: Path) -> Plot:
         ax_b.legend(fontsize=7)
     else:
         ax_b.set_yscale("linear")
-        ax_b.text(0.5, 0.5, "sub-cluster sizes not available\n(run outputs not on this "
-                  "machine)", ha="center", va="center", transform=ax_b.transAxes, fontsize=9,
-                  color="0.4")
+        ax_b.text(0.5, 0.5, "sub-cluster sizes not available\n(older runs whose outputs "
+                  "are not on this machine)", ha="center", va="center",
+                  transform=ax_b.transAxes, fontsize=9, color="0.4")
         ax_b.set_xticks([])
         ax_b.set_yticks([])
-    caption = ("Documents per cluster, largest first, one line per run. Counted from the "
-               "run's kept/*.parquet where that output is still on this machine (cluster "
-               "labels of every kept document); otherwise the cluster_A line shows the "
-               "K-Means sample members per cluster stored in ClusterMetric, and cluster_B "
-               "has no sizes stored at all.")
+    caption = ("Kept documents per cluster, largest first, one line per run, as counted by "
+               "the pipeline and stored in ClusterMetric. Runs recorded before those counts "
+               "were stored are counted from their kept/*.parquet where that output is still "
+               "on this machine; otherwise their cluster_A line shows the K-Means sample "
+               "members per cluster, and cluster_B has no sizes.")
     if without_b:
         caption += " No cluster_B sizes for: " + ", ".join(without_b) + "."
     return Plot(title, _save(fig, out, "cluster_sizes.png"), caption)
@@ -860,13 +883,25 @@ def accuracy_table(runs: Sequence[RunData]) -> str | None:
 
 
 def cluster_quality_table(runs: Sequence[RunData]) -> str | None:
-    rows = [[run.label, "cluster_A" if c["level"] == 1 else "cluster_B", _num(c["k"]),
-             _num(c["nmi"], 3), _num(c["ari"], 3), _num(c["silhouette"], 3)]
-            for run in runs for c in run.clusters
-            if any(c[m] is not None for m in ("nmi", "ari", "silhouette"))]
+    """NMI/ARI (against the input labels, over the labelled kept documents) and silhouette
+    (on the fitted sample) per level, with the kept and labelled document counts."""
+    rows = []
+    for run in runs:
+        for c in run.clusters:
+            if all(c[m] is None for m in ("nmi", "ari", "silhouette")):
+                continue
+            stored = _stored_sizes(c) or {}
+            sizes = stored.get("sizes") if isinstance(stored.get("sizes"), dict) else {}
+            documents = sum(v for v in sizes.values() if isinstance(v, (int, float)))
+            labelled = stored.get("labelled_docs")
+            rows.append([run.label, "cluster_A" if c["level"] == 1 else "cluster_B",
+                         _num(c["k"]), _num(stored.get("count")), _num(documents or None),
+                         _num(labelled if isinstance(labelled, (int, float)) else None),
+                         _num(c["nmi"], 3), _num(c["ari"], 3), _num(c["silhouette"], 3)])
     if not rows:
         return None
-    return _table([("run", "text"), ("level", "text"), ("k", ""), ("NMI", ""), ("ARI", ""),
+    return _table([("run", "text"), ("level", "text"), ("k", ""), ("clusters", ""),
+                   ("kept docs", ""), ("labelled", ""), ("NMI", ""), ("ARI", ""),
                    ("silhouette", "")], rows)
 
 

@@ -32,7 +32,13 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
-from beam_pipeline.pipeline import build_cluster, build_dedup, build_pipeline
+from beam_pipeline.pipeline import (
+    CLUSTER_FIT_FILE,
+    CLUSTER_STATS_FILE,
+    build_cluster,
+    build_dedup,
+    build_pipeline,
+)
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
 from transforms.read import match_inputs
@@ -253,6 +259,13 @@ def read_json(path: str) -> Any:
         return json.loads(handle.read().decode())
 
 
+def read_cluster_reports(staging: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fit summary and the cluster-quality aggregate the clustering graph wrote."""
+    folder = staging.rstrip("/")
+    return (read_json(f"{folder}/{CLUSTER_FIT_FILE}"),
+            read_json(f"{folder}/{CLUSTER_STATS_FILE}"))
+
+
 def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[str]
               ) -> RunResult:
     """Run the ND job end to end and commit ``output``; raises on any failure."""
@@ -314,8 +327,40 @@ def kmeans_service(cfg: ClusterConfig) -> Iterator[str | None]:
                      stopped.killed_actor, stopped.stopped_head)
 
 
+def cluster_section(cfg: ClusterConfig, fit: dict[str, Any], quality: dict[str, Any] | None
+                    ) -> dict[str, Any]:
+    """``summary["cluster"]``: the K-Means fits and, per level, the quality measures.
+
+    ``level_1`` is the level-1 fit plus ``nmi``/``ari`` (kept documents with a label, counted
+    in ``labelled_docs``), ``silhouette`` (on the fitted sample) and ``sizes`` (kept documents
+    per cluster: count, min, median, max and every size by id); ``level_2`` the same for the
+    ``(cluster_A, cluster_B)`` sub-clusters, with each level-1 cluster's fit under ``fits``.
+    ``quality`` is the pipeline's ``_cluster_stats.json`` (``transforms.cluster_stats``).
+    """
+    quality = quality or {}
+    silhouettes = fit.get("silhouette") or {}
+
+    def measures(level: str, fit_key: str) -> dict[str, Any]:
+        scores = quality.get(level) or {}
+        return {"nmi": scores.get("nmi"), "ari": scores.get("ari"),
+                "silhouette": silhouettes.get(fit_key),
+                "labelled_docs": quality.get("labelled_docs"), "sizes": scores.get("sizes")}
+
+    return {
+        "k1": cfg.k1, "k2": cfg.k2, "backend": cfg.backend, "sample": fit.get("sample"),
+        "label_field": quality.get("label_field"), "documents": quality.get("documents"),
+        "labelled_docs": quality.get("labelled_docs"), "labels": quality.get("labels"),
+        "labels_dropped": quality.get("labels_dropped"),
+        "silhouette_points": silhouettes.get("points"),
+        "silhouette_metric": silhouettes.get("metric"),
+        "level_1": {**(fit.get("A") or {}), **measures("level_1", "A")},
+        "level_2": {"k": cfg.k2, "fits": fit.get("B"), **measures("level_2", "B")},
+    }
+
+
 def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, Any],
-                    files: list[str], metrics: dict[str, int], wall: float) -> dict[str, Any]:
+                    files: list[str], metrics: dict[str, int], wall: float,
+                    quality: dict[str, Any] | None = None) -> dict[str, Any]:
     rejected = stats.get("rejected", 0)
     return {
         "workflow": "cl",
@@ -327,10 +372,7 @@ def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, An
         "rejected": rejected,
         "rejected_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                if k.startswith("rejected:")},
-        "cluster": {
-            "k1": cfg.k1, "k2": cfg.k2, "backend": cfg.backend, "sample": fit.get("sample"),
-            "level_1": fit.get("A"), "level_2": fit.get("B"),
-        },
+        "cluster": cluster_section(cfg, fit, quality),
         "input_files": len(files),
         "input_bytes": input_bytes(files),
         "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
@@ -369,9 +411,9 @@ def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: D
         LOG.info("running the pipeline (stages: read, embed, fit K-Means, predict, write)")
 
         def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
-            fit = read_json(staging.rstrip("/") + "/_cluster_fit.json")
+            fit, quality = read_cluster_reports(staging)
             return cluster_summary(stats, cfg, fit, files, metrics,
-                                   time.perf_counter() - started)
+                                   time.perf_counter() - started, quality)
 
         return _run_and_commit(pipeline, staging, output, summarise)
 
@@ -392,10 +434,10 @@ def run_workflow(workflow: str, inputs: list[str], output: str, dedup_cfg: Dedup
 
         def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
             wall = time.perf_counter() - started
-            fit = read_json(staging.rstrip("/") + "/_cluster_fit.json")
+            fit, quality = read_cluster_reports(staging)
             summary = build_summary(stats, dedup_cfg, banding.bands, banding.rows, files,
                                     metrics, wall)
-            clustered = cluster_summary(stats, cluster_cfg, fit, files, metrics, wall)
+            clustered = cluster_summary(stats, cluster_cfg, fit, files, metrics, wall, quality)
             summary["workflow"] = workflow
             summary["dedup_scope"] = dedup_scope if workflow == "cl_nd" else "global"
             summary["cluster"] = clustered["cluster"]

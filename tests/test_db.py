@@ -262,6 +262,32 @@ def test_record_run_stores_summary(url: str) -> None:
     engine.dispose()
 
 
+def test_record_run_stores_cluster_quality(url: str) -> None:
+    # The summary.json shape since quality is measured (beam_pipeline.run.cluster_section).
+    sizes_1 = {"count": 2, "min": 400, "median": 515.5, "max": 631,
+               "sizes": {"0": 631, "1": 400}}
+    sizes_2 = {"count": 3, "min": 100, "median": 300, "max": 631,
+               "sizes": {"0/0": 631, "1/0": 300, "1/1": 100}}
+    summary = dict(SUMMARY, cluster={
+        "k1": 2, "k2": 2, "backend": "local", "sample": 1031, "label_field": "label",
+        "documents": 1031, "labelled_docs": 900,
+        "level_1": {"k": 2, "n": 1031, "nmi": 0.61, "ari": 0.52, "silhouette": 0.04,
+                    "labelled_docs": 900, "sizes": sizes_1},
+        "level_2": {"k": 2, "fits": {"0": {"k": 1, "n": 600}, "1": {"k": 2, "n": 431}},
+                    "nmi": 0.55, "ari": 0.31, "silhouette": 0.03, "labelled_docs": 900,
+                    "sizes": sizes_2}})
+    result = _record(url, summary=summary)
+    engine = db._engine(url)
+    with Session(engine) as session:
+        levels = sorted(session.get(db.BenchmarkRun, result.run_id).cluster_metrics,
+                        key=lambda c: c.level)
+        assert [(c.level, c.k, c.nmi, c.ari, c.silhouette) for c in levels] == [
+            (1, 2, 0.61, 0.52, 0.04), (2, 2, 0.55, 0.31, 0.03)]
+        assert json.loads(levels[0].sizes_json) == {**sizes_1, "labelled_docs": 900}
+        assert json.loads(levels[1].sizes_json) == {**sizes_2, "labelled_docs": 900}
+    engine.dispose()
+
+
 def test_record_run_dedup_only_has_no_cluster_metrics(url: str) -> None:
     summary = {k: v for k, v in SUMMARY.items() if k not in ("cluster", "workflow")}
     summary["config"] = SUMMARY["config"]["dedup"]  # dedup-only runs carry a flat config

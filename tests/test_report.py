@@ -198,6 +198,44 @@ def test_s_curve_draws_measured_bins(recorded: dict[str, Any],
     assert "hollow when fewer than 5" in plot.caption and "--verify none" in plot.caption
 
 
+def test_cluster_sizes_and_quality_come_from_the_database(
+        recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run recorded with the measured sizes and quality, its output no longer on disk.
+    summary = _summary("cl", 990, 0, 0, 22.0, {"read": 0.03, "cluster_fit": 15.0})
+    sizes_b = {"0/0": 500, "0/1": 100, "1/0": 250, "1/1": 90, "1/2": 50}
+    summary["cluster"] = {
+        "k1": 2, "k2": 3, "backend": "local", "sample": 990, "label_field": "label",
+        "labelled_docs": 800,
+        "level_1": {"k": 2, "nmi": 0.4731, "ari": 0.3812, "silhouette": 0.0366,
+                    "labelled_docs": 800, "sizes": {"count": 2, "min": 390, "median": 495,
+                                                    "max": 600,
+                                                    "sizes": {"0": 600, "1": 390}}},
+        "level_2": {"k": 3, "fits": {}, "nmi": 0.5076, "ari": 0.1972, "silhouette": 0.0514,
+                    "labelled_docs": 800, "sizes": {"count": 5, "min": 50, "median": 100,
+                                                    "max": 500, "sizes": sizes_b}}}
+    run_id = _record(recorded["url"], summary, "cluster", ["cluster"],
+                     str(recorded["tmp"] / "gone"))
+    (run,) = report.load_runs(recorded["url"], [run_id])
+    assert report.recorded_document_sizes(run) == ([600, 390], [500, 250, 100, 90, 50])
+    figures: list[Any] = []
+    monkeypatch.setattr(report, "_save", lambda fig, out, name: figures.append(fig) or name)
+    plot = report.plot_cluster_sizes([run], recorded["tmp"])
+    ax_a, ax_b = figures[0].axes
+    assert [line.get_ydata().tolist() for line in ax_a.get_lines()] == [[600, 390]]
+    assert [line.get_ydata().tolist() for line in ax_b.get_lines()] == [
+        [500, 250, 100, 90, 50]]
+    assert "(kept documents)" in ax_a.get_legend().get_texts()[0].get_text()
+    assert "stored in ClusterMetric" in plot.caption
+    table = report.cluster_quality_table([run])
+    assert table is not None
+    for text in ("0.473", "0.381", "0.037", "0.508", "0.197", "0.051", "990", "800"):
+        assert text in table
+    # Runs recorded before: the sample sizes of the old rows, as before.
+    (old,) = report.load_runs(recorded["url"], [recorded["ids"]["cluster"]])
+    assert report.recorded_document_sizes(old) is None
+    assert report.recorded_sample_sizes(old) == [400, 200, 150, 50]
+
+
 def test_report_selection_and_db_url_after_the_command(recorded: dict[str, Any],
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:

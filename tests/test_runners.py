@@ -227,12 +227,12 @@ def _graph(workflow: str, tmp_path: Path, cc_max_rounds: int = 16,
 COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
                  "FindCandidatePairs", "FetchNodes", "VerifyCandidates", "ConnectedComponents",
                  "ResolveDuplicates", "EmbedDocuments", "ClusterDocuments", "ReportFit",
-                 "WriteOutputs"]
+                 "WriteOutputs", "SummariseClusters", "ReportClusterStats"]
 # Shuffles outside connected components: read (Reshuffle, and the id hashes that find repeated
 # ids), exact hash, LSH buckets, 2 joins in verification + 1 in FetchNodes, 3 in resolve,
-# 2 combines in embedding, 4 in writing, and one join for the ordering (SelectKept in nd_cl,
-# ScopeByCluster in cl_nd).
-FIXED_SHUFFLES = 18
+# 2 combines in embedding, 4 in writing, 1 combine of the cluster-quality counts, and one join
+# for the ordering (SelectKept in nd_cl, ScopeByCluster in cl_nd).
+FIXED_SHUFFLES = 19
 
 
 def _top_level(names: list[str]) -> list[str]:

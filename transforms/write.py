@@ -12,6 +12,11 @@ CombineGlobally, passed to the writers as a side input): strings, integers, floa
 booleans keep their type (integers mixed with floats become floats); anything else (objects,
 lists, mixed types) is written as a JSON-encoded string (strings too, so every cell of such a
 column decodes with ``json.loads``).
+
+With clusters, the writer also emits each batch's kept documents per ``(cluster_A, cluster_B,
+label)`` on a second output, which ``transforms.cluster_stats`` merges into the cluster
+sizes and NMI/ARI: the batch's records and labels are already joined here, so this costs no
+shuffle of its own.
 """
 
 from __future__ import annotations
