@@ -6,6 +6,13 @@ and prints the two side by side, like the old report's central table (ND→CL 16
 388 s on 14.25M C4 documents, where CL→ND reported 0 duplicates because of a bug).
 
     .venv/bin/python benchmarks/orderings.py [--all] [--backend local|ray] [--json OUT]
+    .venv/bin/python benchmarks/orderings.py --report docs/orderings-report
+
+With ``--report DIR`` both runs are recorded in a fresh benchmark database (``DIR/runs.db``),
+evaluated against the shard's truth (``ndcl truth``, one shard only, ASCII tokens as the
+shared ``blogs.00000.truth.json``, so the runs use ``--tokenizer ascii``) and against each
+other (``ndcl evaluate cl_nd --against nd_cl``: the duplicates CL→ND missed because they fell
+in different clusters), and ``ndcl report`` draws them into ``DIR/index.html``.
 
 Skips (exit 0, "skipped") without ``../shared/data/blogs``.
 """
@@ -23,9 +30,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(workflow: str, inputs: list[Path], out: Path, backend: str) -> dict:
-    cmd = [str(Path(sys.executable).parent / "ndcl"), "-q", "run", "--workflow", workflow,
-           "--input", *map(str, inputs), "--output", str(out), "--kmeans-backend", backend]
+NDCL = str(Path(sys.executable).parent / "ndcl")
+
+
+def run(workflow: str, inputs: list[Path], out: Path, backend: str,
+        extra: list[str] | None = None, db_url: str | None = None) -> dict:
+    cmd = [NDCL, "-q", *(["--db-url", db_url] if db_url else []), "run", "--workflow", workflow,
+           "--input", *map(str, inputs), "--output", str(out), "--kmeans-backend", backend,
+           *(extra or [])]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -42,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="all four shards")
     parser.add_argument("--backend", choices=("local", "ray"), default="local")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="record, evaluate and draw the two runs into DIR (see above)")
     args = parser.parse_args(argv)
     shards = sorted(args.data_dir.glob("blogs.0000*.json.gz"))
     if not shards:
@@ -49,10 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inputs = shards if args.all else shards[:1]
     results = {}
+    db_url = extra = None
+    if args.report:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "runs.db").unlink(missing_ok=True)
+        db_url = f"sqlite:///{(args.report / 'runs.db').resolve()}"
+        extra = ["--tokenizer", "ascii"]
     with tempfile.TemporaryDirectory() as tmp:
+        outs = {w: Path(tmp) / w for w in ("nd_cl", "cl_nd")}
         for workflow in ("nd_cl", "cl_nd"):
             print(f"running {workflow} ...", flush=True)
-            results[workflow] = run(workflow, inputs, Path(tmp) / workflow, args.backend)
+            results[workflow] = run(workflow, inputs, outs[workflow], args.backend, extra, db_url)
+        if args.report:
+            report(args, inputs, outs, db_url)
     stages = sorted({s for r in results.values() for s in r["stage_seconds"]})
     rows = [("documents read", "read"), ("kept", "kept"), ("duplicates", "duplicates"),
             ("  exact", "duplicates_exact"), ("  near", "duplicates_near"),
@@ -70,6 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def report(args: argparse.Namespace, inputs: list[Path], outs: dict[str, Path],
+           db_url: str) -> None:
+    """Evaluate both runs (truth file, and CL→ND against ND→CL) and draw the report."""
+    steps = []
+    if len(inputs) == 1:
+        # `ndcl truth` rebuilds the shard's truth clusters (the same 1,384 as the shared file)
+        # and adds the scored pairs that give the S-curve its measured points.
+        truth = args.report / "truth.json"
+        steps.append(["truth", str(inputs[0]), "--output", str(truth), "--tokenizer", "ascii"])
+        steps += [["evaluate", str(outs[w]), "--truth", str(truth)] for w in ("nd_cl", "cl_nd")]
+    steps.append(["evaluate", str(outs["cl_nd"]), "--against", str(outs["nd_cl"])])
+    steps.append(["report", "--output", str(args.report)])
+    for step in steps:
+        proc = subprocess.run([NDCL, "--db-url", db_url, *step], capture_output=True, text=True)
+        print(proc.stdout, end="")
+        if proc.returncode != 0:
+            raise RuntimeError(f"ndcl {' '.join(step)} failed:\n{proc.stderr[-3000:]}")
 
 
 if __name__ == "__main__":
