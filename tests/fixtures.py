@@ -75,3 +75,28 @@ def write_corpus(directory: Path, records: list[dict], files: int = 3,
             path.write_bytes(body)
         paths.append(path)
     return paths
+
+
+TOPICS = {
+    "space": "orbit rocket launch nasa satellite moon mars astronaut telescope galaxy".split(),
+    "cooking": "recipe oven flour butter garlic onion simmer bake sauce pepper".split(),
+    "football": "goal striker keeper league match referee penalty stadium coach season".split(),
+}
+
+
+def topic_records(per_topic: int = 40, seed: int = 5, shuffle: bool = True) -> list[dict]:
+    """Planted topics: 60 words each, 70% from the topic's words, the rest common filler;
+    ``topic`` names the topic. Shuffled with the same seeded generator unless ``shuffle`` is
+    False (in topic order)."""
+    rng = random.Random(seed)
+    filler = [f"common{i}" for i in range(30)]
+    records = []
+    for topic, words in TOPICS.items():
+        for i in range(per_topic):
+            text = " ".join(rng.choice(words) if rng.random() < 0.7 else rng.choice(filler)
+                            for _ in range(60))
+            records.append({"text": text, "url": f"https://{topic}.example/{i}",
+                            "topic": topic})
+    if shuffle:
+        rng.shuffle(records)
+    return records

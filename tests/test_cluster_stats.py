@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from beam_pipeline import db
 from beam_pipeline.cli import main
-from tests.fixtures import write_corpus
+from tests.fixtures import topic_records, write_corpus
 from transforms.cluster import (
     LevelsConfig,
     LocalBackend,
@@ -223,29 +223,15 @@ def test_fit_summary_holds_sample_silhouettes(tmp_path: Path) -> None:
 
 # --- end to end ------------------------------------------------------------------------------
 
-TOPICS = {
-    "space": "orbit rocket launch nasa satellite moon mars astronaut telescope galaxy".split(),
-    "cooking": "recipe oven flour butter garlic onion simmer bake sauce pepper".split(),
-    "football": "goal striker keeper league match referee penalty stadium coach season".split(),
-}
-
-
 def labelled_records(per_topic: int = 40, seed: int = 9) -> list[dict]:
     """Planted topics with a ``label`` (every 9th document unlabelled) and a ``topic`` field,
     and exact copies of a few documents for the dedup orderings to remove."""
-    rng = random.Random(seed)
-    filler = [f"common{i}" for i in range(30)]
-    records = []
-    for topic, words in TOPICS.items():
-        for i in range(per_topic):
-            text = " ".join(rng.choice(words) if rng.random() < 0.7 else rng.choice(filler)
-                            for _ in range(60))
-            record = {"text": text, "url": f"https://{topic}.example/{i}", "topic": topic}
-            if i % 9:
-                record["label"] = topic
-            records.append(record)
+    records = topic_records(per_topic, seed, shuffle=False)
+    for i, record in enumerate(records):
+        if (i % per_topic) % 9:
+            record["label"] = record["topic"]
     records += [dict(r, url=r["url"] + "/copy") for r in records[::17]]
-    rng.shuffle(records)
+    random.Random(seed).shuffle(records)
     return records
 
 

@@ -4,7 +4,6 @@ TestPipeline, and ``ndcl cluster`` end to end (local JAX backend and the Ray ser
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from beam_pipeline.cli import main
 from tests.conftest import REPO
-from tests.fixtures import write_corpus
+from tests.fixtures import topic_records, write_corpus
 from transforms.batches import DocBatch, make_uid
 from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
 from transforms.embed import (
@@ -36,26 +35,6 @@ from transforms.embed import (
     terms,
     tfidf,
 )
-
-TOPICS = {
-    "space": "orbit rocket launch nasa satellite moon mars astronaut telescope galaxy".split(),
-    "cooking": "recipe oven flour butter garlic onion simmer bake sauce pepper".split(),
-    "football": "goal striker keeper league match referee penalty stadium coach season".split(),
-}
-
-
-def topic_records(per_topic: int = 40, seed: int = 5) -> list[dict]:
-    rng = random.Random(seed)
-    filler = [f"common{i}" for i in range(30)]
-    records = []
-    for topic, words in TOPICS.items():
-        for i in range(per_topic):
-            text = " ".join(rng.choice(words) if rng.random() < 0.7 else rng.choice(filler)
-                            for _ in range(60))
-            records.append({"text": text, "url": f"https://{topic}.example/{i}",
-                            "topic": topic})
-    rng.shuffle(records)
-    return records
 
 
 def test_terms_fold_numbers_and_drop_stop_words() -> None:

@@ -17,7 +17,7 @@ import pytest
 import xxhash
 
 from tests.reference import UnionFind
-from transforms.batches import DocBatch
+from transforms.batches import DocBatch, rows_by_part
 from transforms.components import large_star, small_star, star_labels
 from transforms.exact import exact_groups, rank_key
 from transforms.lsh import (
@@ -829,3 +829,12 @@ def test_signature_similarity() -> None:
     assert signature_similarity(left, left.copy()) == 1.0
     assert signature_similarity(left, left + np.uint32(1)) == 0.0
 
+
+
+def test_rows_by_part_matches_a_mask_per_partition() -> None:
+    parts = np.random.default_rng(3).integers(0, 7, size=500)
+    split = list(rows_by_part(parts))
+    assert [part for part, _ in split] == sorted(set(parts.tolist()))
+    for part, rows in split:
+        assert np.array_equal(rows, np.flatnonzero(parts == part))
+    assert list(rows_by_part(np.array([], dtype=np.int64))) == []

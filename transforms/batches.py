@@ -54,6 +54,19 @@ def partition_of(values: np.ndarray, num_partitions: int, seed: int) -> np.ndarr
     return (mixed % np.uint64(num_partitions)).astype(np.int64)
 
 
+def rows_by_part(parts: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(part, rows)`` for each partition id in ``parts``, ascending; ``rows`` ascending.
+
+    One stable sort instead of a comparison per partition, for the DoFns that split a batch
+    into its shuffle partitions.
+    """
+    if len(parts) == 0:
+        return
+    order = np.argsort(parts, kind="stable")
+    present, starts = np.unique(parts[order], return_index=True)
+    yield from zip(present.tolist(), np.split(order, starts[1:]), strict=True)
+
+
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """The SplitMix64 finaliser: a bijective 64-bit mix, vectorised over a uint64 array."""
     x = x.astype(np.uint64, copy=True)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import partition_of, stage_counter, timed
+from transforms.batches import partition_of, rows_by_part, stage_counter, timed
 from transforms.lsh import unique_pairs
 
 STATS_TAG = "stats"
@@ -98,9 +98,8 @@ def keyed_for(step: str, a: np.ndarray, b: np.ndarray, num_partitions: int, seed
     else:
         src, dst = np.maximum(a, b), np.minimum(a, b)
     parts = partition_of(src, num_partitions, seed)
-    for part in np.unique(parts).tolist():
-        mask = parts == part
-        yield part, (src[mask], dst[mask])
+    for part, rows in rows_by_part(parts):
+        yield part, (src[rows], dst[rows])
 
 
 class KeyEdgesForLargeStarFn(beam.DoFn):

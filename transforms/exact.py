@@ -17,7 +17,14 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, JoinByKey, batch_keys_of, stage_counter, timed
+from transforms.batches import (
+    FeatureBatch,
+    JoinByKey,
+    batch_keys_of,
+    rows_by_part,
+    stage_counter,
+    timed,
+)
 
 EXACT_DUPLICATES_TAG = "exact_duplicates"
 
@@ -80,8 +87,7 @@ class EmitExactKeysFn(beam.DoFn):
         if len(features) == 0:
             return
         parts = (features.exact_hashes[:, 1] % np.uint64(self.num_partitions)).astype(np.int64)
-        for part in np.unique(parts).tolist():
-            rows = np.flatnonzero(parts == part)
+        for part, rows in rows_by_part(parts):
             yield part, (
                 features.exact_hashes[rows],
                 features.uids[rows],

@@ -60,6 +60,7 @@ from transforms.batches import (
     batch_key_of,
     batch_keys_of,
     make_uid,
+    rows_by_part,
     stage_counter,
     timed,
 )
@@ -400,8 +401,7 @@ class EmitIdKeysFn(beam.DoFn):
         _, batch = element
         hashes = id_hashes(batch.ids)
         parts = (hashes % np.uint64(self.num_partitions)).astype(np.int64)
-        for part in np.unique(parts).tolist():
-            rows = np.flatnonzero(parts == part)
+        for part, rows in rows_by_part(parts):
             yield part, (hashes[rows], batch.uids[rows], [batch.ids[r] for r in rows.tolist()])
 
 

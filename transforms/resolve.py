@@ -28,6 +28,7 @@ from transforms.batches import (
     NodeInfo,
     batch_key_of,
     partition_of,
+    rows_by_part,
     stage_counter,
     timed,
 )
@@ -85,9 +86,8 @@ class KeyLabelsFn(beam.DoFn):
     def _process(self, labels: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
         nodes, comps = labels
         parts = partition_of(nodes, self.num_partitions, self.seed)
-        for part in np.unique(parts).tolist():
-            mask = parts == part
-            yield part, (nodes[mask], comps[mask])
+        for part, rows in rows_by_part(parts):
+            yield part, (nodes[rows], comps[rows])
 
 
 class LabelNodesFn(beam.DoFn):

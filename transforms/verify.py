@@ -24,6 +24,7 @@ from transforms.batches import (
     NodeInfo,
     batch_keys_of,
     partition_of,
+    rows_by_part,
     stage_counter,
     timed,
 )
@@ -100,8 +101,8 @@ class ExtractNodesFn(beam.DoFn):
             nodes = [node_info(int(batch.uids[r]), batch.ids[r], batch.records[r]["text"],
                                self.params, self.a, self.b) for r in rows]
             parts = partition_of(batch.uids[rows], self.num_partitions, self.params.seed)
-            for part in np.unique(parts).tolist():
-                yield part, [n for n, p in zip(nodes, parts.tolist()) if p == part]
+            for part, rows_of_part in rows_by_part(parts):
+                yield part, [nodes[i] for i in rows_of_part.tolist()]
 
 
 class NodeParams(NamedTuple):
@@ -139,10 +140,9 @@ class KeyEdgesFn(beam.DoFn):
 
     def _process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
         parts = partition_of(edges[self.by_column], self.num_partitions, self.seed)
-        for part in np.unique(parts).tolist():
-            mask = parts == part
-            yield part, tuple(column[mask] if isinstance(column, np.ndarray)
-                              else [v for v, m in zip(column, mask.tolist()) if m]
+        for part, rows in rows_by_part(parts):
+            yield part, tuple(column[rows] if isinstance(column, np.ndarray)
+                              else [column[r] for r in rows.tolist()]
                               for column in edges)
 
 
