@@ -551,11 +551,19 @@ def read_shingles(patterns: list[str], ngram: int, seed: int, tokenizer: str, ma
     from apache_beam.pvalue import TaggedOutput
 
     from transforms.minhash import document_shingles
-    from transforms.read import ReadFileFn, id_names, match_inputs
+    from transforms.read import (
+        ReadFileFn,
+        has_derived_form,
+        id_names,
+        is_generated,
+        match_inputs,
+    )
 
     corpus = CorpusShingles(files=match_inputs(patterns))
     # The pipeline's own reader, so ids and rejections cannot drift from the run's.
-    reader = ReadFileFn(max_doc_bytes, 4096, id_names(corpus.files))
+    names = id_names(corpus.files)
+    derived_names = set(names.values())
+    reader = ReadFileFn(max_doc_bytes, 4096, names)
     seen: set[str] = set()
     for file_index, path in enumerate(corpus.files):
         for item in reader.process((file_index, path)):
@@ -564,8 +572,10 @@ def read_shingles(patterns: list[str], ngram: int, seed: int, tokenizer: str, ma
                 continue
             _, batch = item
             for doc_id, record in zip(batch.ids, batch.records):
-                if doc_id in seen:
-                    # As in ReadDocuments: the first record in input order owns the id.
+                if doc_id in seen or (not is_generated(record)
+                                      and has_derived_form(doc_id, derived_names)):
+                    # As in ReadDocuments: the first record in input order owns the id, and
+                    # an explicit id that reads as a derived one is rejected.
                     corpus.repeated_ids += 1
                     continue
                 seen.add(doc_id)

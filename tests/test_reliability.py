@@ -46,7 +46,7 @@ from beam_pipeline.run import AccountingError, check_accounting, run_dedup, serv
 from tests.conftest import REPO
 from tests.fixtures import planted_records, write_corpus
 from transforms import faults
-from transforms.read import LongLine, id_names, iter_lines, repeated_ids
+from transforms.read import LongLine, file_may_hold_ids, id_names, iter_lines, repeated_ids
 
 BATCH = ["--batch-size", "16"]  # several batches per file: more bundles, parts and shuffles
 OUTPUT_DIRS = ("kept", "duplicates", "rejected")
@@ -107,6 +107,13 @@ def cli_process(*args: str, env: dict[str, str] | None = None, **kwargs: Any
                 ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "beam_pipeline.cli", "-q", *args], cwd=REPO,
                           capture_output=True, text=True, env=env, **kwargs)
+
+
+def write_lines(path: Path, records: list[dict]) -> Path:
+    """JSON lines, gzipped when the name ends in .gz."""
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
 
 
 def staging(out: Path) -> Path:
@@ -295,6 +302,29 @@ def test_repeated_ids_keep_the_smallest_uid() -> None:
     # Equal (colliding) hashes for everything: ids are still compared as strings.
     hashes = np.zeros(len(ids), dtype=np.uint64)
     assert sorted(repeated_ids(hashes, uids, ids)) == [(40, 20), (50, 20), (60, 10)]
+
+
+def test_id_scan_finds_every_spelling_of_an_id_key(tmp_path: Path) -> None:
+    assert not file_may_hold_ids(str(write_lines(tmp_path / "none.json.gz", [
+        {"text": "caf\u00e9 with an idea"}, {"text": "idle", "url": "u"}])))
+    for key in ('"id"', '"\\u0069d"', '"i\\u0064"', '"\\u0069\\u0064"'):
+        path = tmp_path / "one.json"
+        path.write_text('{"text": "t"}\n{' + key + ': "x", "text": "t"}\n')
+        assert file_may_hold_ids(str(path)), key
+        assert json.loads(path.read_text().splitlines()[1])["id"] == "x"
+
+
+def test_explicit_id_in_the_form_of_a_derived_one_is_rejected(tmp_path: Path) -> None:
+    lines = [{"text": f"document number {i} " * 8} for i in range(6)]
+    lines[1]["id"] = "a.json:3"  # what line 3 (no id) is called: derived ids stay unique
+    lines[4]["id"] = "b.json:1"  # not an input file: an ordinary explicit id
+    path = write_lines(tmp_path / "a.json", lines)
+    out = tmp_path / "out"
+    summary = dedup([path], out)
+    assert summary["rejected_by_reason"] == {"duplicate_id": 1}
+    (row,) = rejected_rows(out)
+    assert row["line"] == 2 and "has the form of a derived id" in row["detail"]
+    assert {"a.json:3", "b.json:1"} <= {r["id"] for r in sorted_rows(out)["kept"]}
 
 
 def test_pattern_matching_nothing_fails_before_the_job_and_the_service(tmp_path: Path) -> None:
