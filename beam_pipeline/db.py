@@ -276,8 +276,21 @@ def _quiet_alembic() -> Iterator[None]:
         logger.setLevel(logging.NOTSET)
 
 
+def _at_head(engine: Engine) -> bool:
+    """Whether the database's recorded revision is already ``HEAD_REVISION`` (plain SQL)."""
+    from beam_pipeline.migrations import HEAD_REVISION
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return False
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    return [row[0] for row in rows] == [HEAD_REVISION]
+
+
 def _migrate(engine: Engine) -> None:
     """Bring ``engine``'s database to the head revision (adopting a pre-migration one)."""
+    if _at_head(engine):
+        return
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory

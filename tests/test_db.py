@@ -144,6 +144,25 @@ def test_migrations_run_once_per_url(url: str, monkeypatch: pytest.MonkeyPatch) 
     assert len(calls) == 1
 
 
+def test_head_revision_constant_is_alembics_head() -> None:
+    from beam_pipeline.migrations import HEAD_REVISION
+
+    assert HEAD_REVISION == _head()
+
+
+def test_database_at_head_opens_without_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db._engine(url).dispose()  # migrated once, here
+    probe = ("import sys; from beam_pipeline import db; db._engine(sys.argv[1]).dispose(); "
+             "print('alembic' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "False"
+
+
 def test_downgrade_to_base_and_upgrade_again(url: str) -> None:
     db._engine(url).dispose()
     engine = create_engine(url)
