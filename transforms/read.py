@@ -132,7 +132,7 @@ def is_generated(record: dict[str, Any]) -> bool:
 
 def record_id(record: dict[str, Any], base_name: str, line: int) -> str | None:
     """The document id of ``record`` (None when its ``id`` field has an unusable type)."""
-    if "id" not in record or record["id"] is None:
+    if is_generated(record):
         return f"{base_name}:{line}"
     value = record["id"]
     if isinstance(value, str):
@@ -316,7 +316,8 @@ class ReadFileFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
                 continue
             line, doc_id, record, nbytes = item
-            owner = repeats.get(make_uid(file_index, line))
+            # Repeats are rare: most files look nothing up (uids are built only when needed).
+            owner = repeats.get(make_uid(file_index, line)) if repeats else None
             if owner is not None:
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, self._repeated(
                     path, line, doc_id, record, owner))
