@@ -1064,38 +1064,54 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
                               help="a run id of the benchmark database, or an output directory")
     reference = evaluate_cmd.add_mutually_exclusive_group(required=True)
     reference.add_argument("--truth", metavar="FILE",
-                           help=f"truth file {TRUTH_FORMAT} (e.g. from `ndcl truth`)")
+                           help=f"truth file {TRUTH_FORMAT}, e.g. from `ndcl truth` (it or "
+                                "--against is required)")
     reference.add_argument("--against", metavar="RUN_ID_OR_OUT",
-                           help="reference run: how well RUN agrees with it")
-    evaluate_cmd.add_argument("--examples", type=int, default=5,
-                              help="example ids shown per kind of disagreement (default 5)")
+                           help="reference run: how well RUN agrees with it (it or --truth "
+                                "is required)")
+    evaluate_cmd.add_argument("--examples", type=int, default=5, metavar="N",
+                              help="example ids shown per kind of disagreement "
+                                   "(default: %(default)s)")
     truth = commands.add_parser(
         "truth", help="exact-Jaccard near-duplicate truth file of a (small) corpus")
     truth.add_argument("input", nargs="+", metavar="INPUT",
                        help="input files: paths, globs or gs:// patterns, as for `ndcl dedup`")
-    truth.add_argument("--output", required=True, metavar="FILE", help="truth file to write")
-    truth.add_argument("--threshold", type=float, default=0.7)
-    truth.add_argument("--ngram", type=int, default=5)
-    truth.add_argument("--tokenizer", choices=TOKENIZERS, default="unicode")
-    truth.add_argument("--max-docs", type=int, default=DEFAULT_MAX_DOCS,
-                       help=f"refuse larger corpora (default {DEFAULT_MAX_DOCS:,})")
+    truth.add_argument("--output", required=True, metavar="FILE",
+                       help="truth file to write (required)")
+    truth.add_argument("--threshold", type=float, default=DedupConfig.threshold, metavar="T",
+                       help="Jaccard threshold of a duplicate pair (default: %(default)s)")
+    truth.add_argument("--ngram", type=int, default=DedupConfig.ngram, metavar="N",
+                       help="shingle length in tokens (default: %(default)s)")
+    truth.add_argument("--tokenizer", choices=TOKENIZERS, default=DedupConfig.tokenizer,
+                       help="as for `ndcl dedup` (default: %(default)s)")
+    truth.add_argument("--max-docs", type=int, default=DEFAULT_MAX_DOCS, metavar="N",
+                       help=f"refuse larger corpora (default: {DEFAULT_MAX_DOCS:,})")
     truth.add_argument("--candidates", choices=("lsh", "index"), default="lsh",
                        help="lsh: MinHash LSH of miss probability <= 1e-6 at the threshold; "
-                            "index: every pair sharing a shingle (exact, small corpora)")
-    truth.add_argument("--num-perm", type=int, default=256)
-    truth.add_argument("--bands", type=int, help="LSH bands (default: derived, see --rows)")
-    truth.add_argument("--rows", type=int, help="LSH rows per band")
-    truth.add_argument("--seed", type=int, default=TRUTH_SEED,
-                       help=f"shingle and MinHash seed (default {TRUTH_SEED}, not the "
+                            "index: every pair sharing a shingle, exact, for small corpora "
+                            "(default: %(default)s)")
+    truth.add_argument("--num-perm", type=int, default=DedupConfig.num_perm, metavar="N",
+                       help="MinHash permutations of the lsh candidates (default: %(default)s)")
+    truth.add_argument("--bands", type=int, metavar="B",
+                       help="LSH bands (default: derived, see --rows)")
+    truth.add_argument("--rows", type=int, metavar="R",
+                       help="LSH rows per band (default: derived with --bands for a miss "
+                            "probability <= 1e-6 at the threshold)")
+    truth.add_argument("--seed", type=int, default=TRUTH_SEED, metavar="S",
+                       help=f"shingle and MinHash seed (default: {TRUTH_SEED}, not the "
                             "pipeline's, so their LSH misses are independent)")
-    truth.add_argument("--max-doc-bytes", type=int, default=DedupConfig.max_doc_bytes)
+    truth.add_argument("--max-doc-bytes", type=int, default=DedupConfig.max_doc_bytes,
+                       metavar="BYTES",
+                       help="skip longer input lines, as `ndcl dedup` rejects them "
+                            "(default: %(default)s)")
     pairs = truth.add_mutually_exclusive_group()
     pairs.add_argument("--pairs-min", type=float, default=DEFAULT_PAIRS_MIN,
                        help="also write every verified pair of Jaccard >= this (below the "
                             "threshold too), with its Jaccard, for `ndcl evaluate`'s detection "
-                            f"rate per similarity (default {DEFAULT_PAIRS_MIN})")
+                            f"rate per similarity (default: {DEFAULT_PAIRS_MIN})")
     pairs.add_argument("--no-pairs", action="store_true",
-                       help="write the clusters only (the file format before pairs)")
+                       help="write the clusters only, the file format before pairs "
+                            "(default: off)")
 
 
 def _unexpected(command: str, extra: list[str] | None) -> int | None:
@@ -1242,6 +1258,13 @@ def run_truth_command(args: argparse.Namespace, extra: list[str] | None = None) 
     failed = _unexpected("truth", extra)
     if failed is not None:
         return failed
+    from beam_pipeline.outputs import OutputError, check_replaceable_file
+
+    try:
+        check_replaceable_file(args.output, ("clusters", "metadata"))
+    except OutputError as exc:
+        print(f"ndcl truth: error: {exc}", file=sys.stderr)
+        return 2
     try:
         truth = build_truth(args.input, threshold=args.threshold, ngram=args.ngram,
                             tokenizer=args.tokenizer, max_docs=args.max_docs,

@@ -57,6 +57,8 @@ STAGE_ORDER = ("read", "compute_features", "exact", "lsh", "verify", "components
                "embed", "cluster_fit", "scope", "write_outputs")
 UNATTRIBUTED = "not in a stage"
 KIND_LABELS = {"nd_cl": "ND→CL", "cl_nd": "CL→ND", "dedup": "ND only", "cluster": "CL only"}
+# Marks a page as ndcl report's own, so a later report may replace it (beam_pipeline.outputs).
+GENERATOR = '<meta name="generator" content="ndcl report">'
 PLOT_FILES = ("stages.png", "documents.png", "retention.png", "cluster_sizes.png",
               "s_curve.png", "resources.png")
 DPI = 110
@@ -973,7 +975,7 @@ def render_html(runs: Sequence[RunData], plots: Sequence[Plot], db_url: str,
     from beam_pipeline.db import redact
 
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', GENERATOR,
         "<title>NDCL benchmark report</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         "<h1>NDCL benchmark report</h1>",
         f'<p class="meta">{_e(len(runs))} run(s) from {_e(redact(db_url))}; generated '
@@ -1006,6 +1008,14 @@ def write_report(runs: Sequence[RunData], output: str | Path, db_url: str) -> Pa
     """Draw the plots and write ``output/index.html``; returns its path."""
     if not runs:
         raise ReportError("no runs to report")
+    from beam_pipeline.outputs import OutputError, check_report_folder
+
+    try:
+        # Pages from before the generator tag are known by their title.
+        check_report_folder(str(output), PLOT_FILES,
+                            (GENERATOR, "<title>NDCL benchmark report</title>"))
+    except OutputError as exc:
+        raise ReportError(str(exc)) from exc
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     for name in PLOT_FILES:
@@ -1028,16 +1038,18 @@ def add_report_parser(commands: Any) -> argparse.ArgumentParser:
         "report", help="HTML page with plots of recorded runs (stages, documents, clusters, "
                        "LSH S-curve, resources)")
     report.add_argument("--output", required=True, metavar="DIR",
-                        help="folder for index.html and its PNGs (created if needed)")
+                        help="folder for index.html and its PNGs, created if needed (required)")
     which = report.add_mutually_exclusive_group()
     which.add_argument("--runs", nargs="+", type=int, metavar="ID",
                        help="these run ids (default: the newest run of each kind: nd_cl, "
                             "cl_nd, dedup, cluster)")
-    which.add_argument("--last", type=int, metavar="N", help="the N most recent runs")
+    which.add_argument("--last", type=int, metavar="N",
+                       help="the N most recent runs (default: see --runs)")
     # SUPPRESS: without it the subcommand's default (None) would overwrite a global
     # `ndcl --db-url URL report` given before the subcommand.
-    report.add_argument("--db-url", default=argparse.SUPPRESS,
-                        help="benchmark database (also accepted before `report`)")
+    report.add_argument("--db-url", default=argparse.SUPPRESS, metavar="URL",
+                        help="benchmark database, also accepted before `report` (default: "
+                             "$NDCL_DB_URL, else sqlite:///ndcl-benchmarks.db)")
     return report
 
 
@@ -1066,7 +1078,11 @@ def run_report_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> i
         print(f"ndcl report: cannot read the benchmark database {redact(url)}: "
               f"{_scrub(f'{type(exc).__name__}: {exc}', url)}", file=sys.stderr)
         return 2
-    index = write_report(runs, args.output, url)
+    try:
+        index = write_report(runs, args.output, url)
+    except ReportError as exc:
+        print(f"ndcl report: error: {exc}", file=sys.stderr)
+        return 2
     print(f"report of {len(runs)} run(s) ({', '.join(str(r.id) for r in runs)}) written to "
           f"{index}")
     return 0

@@ -1,10 +1,12 @@
 """Run the ND job: match inputs, build the graph, run it, check the accounting, commit OUT.
 
-Output is written to a staging directory beside OUT (``OUT.ndcl-staging``) and only moved to
+Before anything starts, the inputs are matched (streams copied once) and the output location is
+checked and its staging folder created (``beam_pipeline.outputs``: NDCL replaces only an empty
+folder or its own earlier output). Output is written to ``OUT.ndcl-staging`` and only moved to
 OUT after the job succeeded and ``read = kept + duplicates + rejected`` was checked, with
-``summary.json`` and an ``_SUCCESS`` marker written last. A crashed run therefore leaves at
-most a staging directory (removed by the next run), never a half-written OUT; an existing OUT
-is replaced only by a complete one (see ``commit_output``).
+``summary.json``, the manifest ``_ndcl.json`` and an ``_SUCCESS`` marker written last. A
+crashed run therefore leaves at most a staging folder (cleared by the next run), never a
+half-written OUT; an existing OUT is replaced only by a complete one (see ``commit_output``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 import uuid
@@ -32,6 +33,8 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
+from beam_pipeline.inputs import resolved_inputs
+from beam_pipeline.outputs import commit_output, prepare_output
 from beam_pipeline.pipeline import (
     CLUSTER_FIT_FILE,
     CLUSTER_STATS_FILE,
@@ -41,7 +44,6 @@ from beam_pipeline.pipeline import (
 )
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
-from transforms.read import match_inputs
 
 LOG = logging.getLogger("ndcl")
 
@@ -55,54 +57,6 @@ class RunResult:
     summary: dict[str, Any]
     output: str
     metrics: dict[str, int] = field(default_factory=dict)
-
-
-def staging_path(output: str) -> str:
-    return output.rstrip("/") + ".ndcl-staging"
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def remove_tree(path: str) -> None:
-    if _is_local(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    if FileSystems.exists(path):
-        FileSystems.delete([path.rstrip("/") + "/"])
-
-
-def commit_output(staging: str, output: str) -> None:
-    """Replace ``output`` by ``staging`` so that no crash can leave an ``output`` that looks
-    finished (``_SUCCESS``) but is not.
-
-    Local disk: the old output is renamed aside, the staging folder renamed into place, then
-    the old one deleted; a crash between the two renames leaves no ``output`` (and the old one
-    complete under ``<output>.ndcl-old``), never a half-deleted one. Object stores have no
-    folder rename: the old ``_SUCCESS`` goes first and the new one is renamed last.
-    """
-    if _is_local(output):
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        aside = output.rstrip("/") + ".ndcl-old"
-        remove_tree(aside)
-        if os.path.lexists(output):
-            os.replace(output, aside)
-        os.replace(staging, output)
-        remove_tree(aside)
-        return
-    marker = output.rstrip("/") + "/_SUCCESS"
-    if FileSystems.exists(marker):
-        FileSystems.delete([marker])
-    remove_tree(output)
-    files = [m.path for m in FileSystems.match([staging.rstrip("/") + "/**"])[0].metadata_list]
-    # Two calls: a batch rename may run its copies in any order, and the marker must be last.
-    for batch in ([f for f in files if not f.endswith("/_SUCCESS")],
-                  [f for f in files if f.endswith("/_SUCCESS")]):
-        if batch:
-            FileSystems.rename(batch, [output.rstrip("/") + f[len(staging.rstrip("/")):]
-                                       for f in batch])
-    remove_tree(staging)
 
 
 def write_text(path: str, text: str) -> None:
@@ -249,7 +203,6 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
     summary = summarise(stats, metrics)
     check_accounting(summary)
     write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
-    write_text(staging.rstrip("/") + "/_SUCCESS", "")
     commit_output(staging, output)
     return RunResult(summary=summary, output=output, metrics=metrics)
 
@@ -270,14 +223,15 @@ def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[
               ) -> RunResult:
     """Run the ND job end to end and commit ``output``; raises on any failure."""
     started = time.perf_counter()
-    files, staging, _ = prepare_run(inputs, output)
-    pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
-    banding = build_dedup(pipeline, cfg, files, staging)
-    log_banding(cfg, banding.bands, banding.rows)
-    LOG.info("running the pipeline (stages: read, features, exact, LSH, verify, components, "
-             "resolve, write)")
-    return _run_and_commit(pipeline, staging, output, lambda stats, metrics: build_summary(
-        stats, cfg, banding.bands, banding.rows, files, metrics, time.perf_counter() - started))
+    with prepared_run(inputs, output) as (files, staging, _):
+        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
+        banding = build_dedup(pipeline, cfg, files, staging)
+        log_banding(cfg, banding.bands, banding.rows)
+        LOG.info("running the pipeline (stages: read, features, exact, LSH, verify, "
+                 "components, resolve, write)")
+        return _run_and_commit(pipeline, staging, output, lambda stats, metrics: build_summary(
+            stats, cfg, banding.bands, banding.rows, files, metrics,
+            time.perf_counter() - started))
 
 
 @contextlib.contextmanager
@@ -382,14 +336,17 @@ def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, An
     }
 
 
-def prepare_run(inputs: list[str], output: str) -> tuple[list[str], str, str]:
-    """Match the inputs (an error before any job starts), clear a stale staging folder and
-    name the run: ``(files, staging, run_id)``."""
-    files = match_inputs(inputs)
-    LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
-    staging = staging_path(output)
-    remove_tree(staging)
-    return files, staging, f"run-{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def prepared_run(inputs: list[str], output: str) -> Iterator[tuple[list[str], str, str]]:
+    """Everything checked before any work, as ``(files, staging, run_id)``: the inputs matched
+    (streams such as standard input copied once, see ``beam_pipeline.inputs``), the output
+    location checked and its staging folder created (``beam_pipeline.outputs``), the run named.
+    Raises ``FileNotFoundError``, ``InputError`` or ``OutputError`` (one line each) before
+    anything starts; the stream copies are deleted when the block ends."""
+    with resolved_inputs(inputs) as files:
+        LOG.info("input: %d file(s) matched by %s", len(files), " ".join(inputs))
+        staging, _ = prepare_output(output, files)
+        yield files, staging, f"run-{uuid.uuid4().hex[:12]}"
 
 
 def backend_spec(cfg: ClusterConfig, staging: str, address: str | None) -> BackendSpec:
@@ -402,8 +359,8 @@ def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: D
                 beam_args: list[str]) -> RunResult:
     """Run CL alone (every readable document kept, with ``cluster_A``/``cluster_B``)."""
     started = time.perf_counter()
-    files, staging, run_id = prepare_run(inputs, output)
-    with kmeans_service(cfg) as address:
+    with prepared_run(inputs, output) as (files, staging, run_id), \
+            kmeans_service(cfg) as address:
         spec = backend_spec(cfg, staging, address)
         pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
         build_cluster(pipeline, cfg, files, staging, spec, run_id, dedup_cfg.max_doc_bytes,
@@ -423,8 +380,8 @@ def run_workflow(workflow: str, inputs: list[str], output: str, dedup_cfg: Dedup
                  dedup_scope: str = "cluster_A") -> RunResult:
     """Run ND→CL (``nd_cl``) or CL→ND (``cl_nd``) end to end and commit ``output``."""
     started = time.perf_counter()
-    files, staging, run_id = prepare_run(inputs, output)
-    with kmeans_service(cluster_cfg) as address:
+    with prepared_run(inputs, output) as (files, staging, run_id), \
+            kmeans_service(cluster_cfg) as address:
         spec = backend_spec(cluster_cfg, staging, address)
         pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
         banding = build_pipeline(pipeline, workflow, dedup_cfg, cluster_cfg, files, staging,

@@ -20,8 +20,13 @@ ids, mixed plain/gzip files in one glob, an empty file, a pattern that matches n
 faults (injected through ``NDCL_FAULTS``, see ``transforms/faults.py``: a bundle failing after
 its side effects, with and without a retrying runner; the process killed mid-write, with and
 without a finished earlier output; the Ray K-Means actor killed between fit and predict, with
-and without a restart) and determinism (2 and 3 worker processes, the portable runner, input
-files in reverse order, an ``nd_cl`` rerun).
+and without a restart), output safety (the input's own folder, a plain file, an earlier
+output holding a file NDCL did not write, an input inside OUT, OUT under a file: each must
+exit 2 before any work with one line and leave the user's files byte for byte as they were
+(``identical``), nothing ``*.ndcl-old``/``*.ndcl-staging`` beside them; a rerun over an
+earlier output), usage (a misspelt flag, the corpus piped into ``--input -``, a binary file as
+the only input: exit 4, every line in ``rejected/``) and determinism (2 and 3 worker
+processes, the portable runner, input files in reverse order, an ``nd_cl`` rerun).
 
     .venv/bin/python benchmarks/reliability.py [--no-ray] [--keep DIR]
 
@@ -168,6 +173,14 @@ def demo_rows(out: Path) -> dict[str, list[dict]]:
     rows = output_rows(out)
     return {sub: [r for r in rows[sub] if str(r["id"]).startswith("demo-")]
             for sub in ("kept", "duplicates")}
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file at ``path`` (a file or a folder) with its bytes."""
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
 
 
 def reasons(out: Path) -> dict[str, int]:
@@ -427,6 +440,118 @@ class Runner:
             proc.kill()
             proc.wait()
 
+    # -- output safety and usage -------------------------------------------------------------
+    def refused(self, case: Case, args: list[str], watched: Path, expect: str,
+                status: int = 2) -> None:
+        """A run that must stop before any work: exit ``status``, one line saying ``expect``,
+        ``watched`` (the user's files) byte for byte as before, nothing left beside it."""
+        before = snapshot(watched)
+        proc = ndcl(args, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("ndcl:")]
+        case.identical = snapshot(watched) == before
+        left = sorted(p.name for p in watched.parent.iterdir()
+                      if p.name.endswith((".ndcl-old", ".ndcl-staging")))
+        case.ok = (proc.returncode == status and len(lines) == 1 and expect in lines[0]
+                   and bool(case.identical) and not left)
+        case.result = f"exit {proc.returncode}: {lines[0][6:80] if lines else proc.stderr[-80:]}"
+
+    def output_safety(self) -> None:
+        inputs = [str(self.corpus / "*")]
+
+        def input_folder(case: Case) -> None:
+            folder = self.root / "safety-corpus"
+            shutil.copytree(self.corpus, folder)
+            (folder / "notes.txt").write_text("the user's notes")
+            self.refused(case, ["dedup", "--input", str(folder / "a.json"), "--output",
+                                str(folder)], folder, "not an NDCL output")
+
+        self.case("OUT = the input's folder (+ notes.txt)", "output safety", input_folder)
+
+        def plain_file(case: Case) -> None:
+            afile = self.root / "safety-afile"
+            afile.write_text("a file of the user's")
+            self.refused(case, ["dedup", "--input", *inputs, "--output", str(afile)], afile,
+                         "is a file")
+
+        self.case("OUT = an existing plain file", "output safety", plain_file)
+
+        def foreign_in_output(case: Case) -> None:
+            out = self.root / "safety-foreign"
+            shutil.copytree(self.clean, out)
+            (out / "kept" / "mine.txt").write_text("the user's")
+            self.refused(case, ["dedup", "--input", *inputs, "--output", str(out)], out,
+                         "did not write")
+
+        self.case("earlier output + a file NDCL did not write", "output safety",
+                  foreign_in_output)
+
+        def input_inside(case: Case) -> None:
+            out = self.root / "safety-inside"
+            shutil.copytree(self.clean, out)
+            self.refused(case, ["dedup", "--input", str(out / "kept" / "*"), "--output",
+                                str(out)], out, "inside the output folder")
+
+        self.case("input file inside OUT", "output safety", input_inside)
+
+        def unwritable(case: Case) -> None:
+            afile = self.root / "safety-parent"
+            afile.write_text("x")
+            self.refused(case, ["dedup", "--input", *inputs, "--output", str(afile / "out")],
+                         afile, "cannot write the output")
+
+        self.case("OUT under a file (not writable)", "output safety", unwritable)
+
+        def replaced(case: Case) -> None:
+            out = self.root / "safety-rerun"
+            shutil.copytree(self.clean, out)
+            self.dedup(out, inputs)
+            left = [p.name for p in self.root.iterdir()
+                    if p.name.startswith("safety-rerun.")]
+            self.compare(case, out, self.clean)
+            case.ok = case.ok and not left
+            case.result = "earlier output replaced; no .ndcl-old/.ndcl-staging left"
+
+        self.case("rerun over an earlier output", "output safety", replaced)
+
+        def misspelt(case: Case) -> None:
+            out = self.root / "safety-flag"
+            proc = ndcl(["dedup", "--input", *inputs, "--output", str(out),
+                         "--treshold=0.8"], timeout=120)
+            case.ok = (proc.returncode == 2 and "--treshold" in proc.stderr
+                       and "--threshold" in proc.stderr and not out.exists())
+            case.result = f"exit {proc.returncode}: {proc.stderr.strip()[6:80]}"
+
+        self.case("misspelt flag --treshold=0.8", "usage", misspelt)
+
+        def piped(case: Case) -> None:
+            out = self.root / "safety-stdin"
+            data = b"".join((gzip.decompress(p.read_bytes()) if p.suffix == ".gz"
+                             else p.read_bytes()) for p in self.files)
+            proc = subprocess.run([sys.executable, "-m", "beam_pipeline.cli", "-q", "dedup",
+                                   "--input", "-", "--output", str(out), *BATCH], cwd=REPO,
+                                  input=data, capture_output=True, timeout=300)
+            case.records_in = count_records(self.files)
+            case.accounted = accounted(out) if proc.returncode == 0 else None
+            case.identical = proc.returncode == 0 and demo_rows(out) == demo_rows(self.clean)
+            case.ok = case.lost == 0 and bool(case.identical)
+            case.result = "read once from standard input; same rows as from files"
+
+        self.case("--input - (the corpus piped in)", "usage", piped)
+
+        def binary(case: Case) -> None:
+            folder = self.root / "safety-binary"
+            folder.mkdir()
+            (folder / "photo.json").write_bytes(bytes(range(256)) * 64 + b"\x00\n" * 5)
+            out = self.root / "safety-binary-out"
+            proc = ndcl(["dedup", "--input", str(folder / "photo.json"), "--output", str(out)])
+            case.records_in = count_records([folder / "photo.json"])
+            case.accounted = accounted(out) if (out / "_SUCCESS").exists() else None
+            case.ok = (proc.returncode == 4 and "every record was rejected" in proc.stderr
+                       and case.lost == 0)
+            case.result = f"exit {proc.returncode}: all rejected, rejected/ committed"
+
+        self.case("binary file as the only input", "usage", binary)
+
     # -- determinism --------------------------------------------------------------------------
     def determinism(self) -> None:
         variants = {
@@ -484,10 +609,12 @@ def print_table(cases: list[Case]) -> None:
     print(line(tuple("-" * w for w in widths)))
     for row in rows:
         print(line(row))
-    kinds = {k: sum(c.kind == k for c in cases) for k in ("bad input", "fault", "determinism")}
+    kinds = {k: sum(c.kind == k for c in cases)
+             for k in ("bad input", "fault", "output safety", "usage", "determinism")}
     lost = sum(c.lost or 0 for c in cases)
     compared = [c for c in cases if c.identical is not None]
     print(f"\n{kinds['bad input']} bad inputs tried, {kinds['fault']} faults injected, "
+          f"{kinds['output safety']} output-safety and {kinds['usage']} usage cases, "
           f"{kinds['determinism']} determinism comparisons; records lost: {lost}; outputs "
           f"identical: {sum(bool(c.identical) for c in compared)}/{len(compared)} compared "
           f"(runs that must commit nothing: '-'); cases ok: {sum(c.ok for c in cases)}/"
@@ -501,8 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="ndcl-reliability-"))
     if args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
+        # Only ever delete what this script made: a --keep folder must be new or empty.
+        if root.exists() and any(root.iterdir()):
+            parser.error(f"--keep {root} is not empty; give a new or empty folder")
+        root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NDCL_DB_URL", f"sqlite:///{root / 'runs.db'}")
     started = time.perf_counter()
     try:
@@ -511,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.bad_inputs()
         runner.bounds()
         runner.faults()
+        runner.output_safety()
         runner.determinism()
     finally:
         if not args.keep:

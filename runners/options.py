@@ -122,53 +122,68 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     :func:`apply_pipeline_config` can fill the flags left alone from a YAML preset.
     """
     group = parser.add_argument_group(
-        "runner", "where the pipeline runs (see runners/options.py); other --beam_options "
-                  "pass through to Beam")
+        "runner", "where the pipeline runs (see runners/options.py); other Beam pipeline "
+                  "options (--direct_num_workers=2, ...) pass through to Beam")
+    preset = "or the --config preset"
     # Default None (meaning direct) so a YAML ``pipeline.runner`` can still apply.
-    group.add_argument("--runner", type=runner_name, default=None, metavar="RUNNER",
-                       help="direct (default: in-process FnApiRunner), portable, flink or "
-                            "dataflow; Beam's names (PortableRunner, ...) also work")
+    group.add_argument("--runner", type=runner_name, choices=RUNNERS, default=None,
+                       help="direct: Beam's in-process FnApiRunner; Beam's names "
+                            f"(PortableRunner, ...) also work (default: direct, {preset})")
     group.add_argument("--job-endpoint", "--job_endpoint", dest="job_endpoint",
-                       metavar="HOST:PORT", help="portable: the job service (or 'embed': "
-                                                 "Beam's, inside this process)")
+                       metavar="HOST:PORT",
+                       help="portable: the job service, or 'embed' for Beam's inside this "
+                            f"process (needed by --runner portable; default: none, {preset})")
     group.add_argument("--environment-type", "--environment_type", dest="environment_type",
-                       type=_environment_type, metavar="TYPE",
-                       help="portable/flink: LOOPBACK (portable default), EXTERNAL (flink "
-                            "default), DOCKER or PROCESS")
+                       type=_environment_type, choices=ENVIRONMENT_TYPES,
+                       help="portable/flink: where the SDK workers run (default: LOOPBACK "
+                            "with portable, EXTERNAL with flink)")
     group.add_argument("--environment-config", "--environment_config",
                        dest="environment_config", metavar="CONFIG",
-                       help="EXTERNAL: worker pool HOST:PORT (default localhost:50000); "
-                            "DOCKER: SDK image; PROCESS: JSON with the boot command")
+                       help="EXTERNAL: worker pool HOST:PORT; DOCKER: SDK image; PROCESS: "
+                            "JSON with the boot command (default: "
+                            f"{DEFAULT_WORKER_POOL} with EXTERNAL, else none)")
     group.add_argument("--flink-master", "--flink_master", dest="flink_master",
-                       metavar="HOST:PORT", help="flink: the Flink REST address, e.g. "
-                                                 "localhost:8081, or [local]")
+                       metavar="HOST:PORT",
+                       help="flink: the Flink REST address, e.g. localhost:8081, or [local] "
+                            f"(needed by --runner flink; default: none, {preset})")
     group.add_argument("--flink-version", "--flink_version", dest="flink_version",
-                       type=_flink_version, metavar="VERSION",
-                       help=f"flink: one of {', '.join(FLINK_VERSIONS)} "
-                            f"(default {DEFAULT_FLINK_VERSION})")
+                       type=_flink_version, choices=FLINK_VERSIONS,
+                       help="flink: version of the Flink cluster, for Beam's job server "
+                            f"(default: {DEFAULT_FLINK_VERSION})")
     group.add_argument("--flink-job-server-jar", "--flink_job_server_jar",
                        dest="flink_job_server_jar", metavar="JAR",
-                       help="flink: a local Flink job server jar (else Beam downloads it)")
-    group.add_argument("--project", metavar="PROJECT", help="dataflow: Google Cloud project")
-    group.add_argument("--region", metavar="REGION", help="dataflow: e.g. us-central1")
+                       help="flink: a local Flink job server jar (default: none; Beam "
+                            "downloads it)")
+    group.add_argument("--project", metavar="PROJECT",
+                       help=f"dataflow: Google Cloud project (default: none, {preset})")
+    group.add_argument("--region", metavar="REGION",
+                       help=f"dataflow: e.g. us-central1 (default: none, {preset})")
     group.add_argument("--temp-location", "--temp_location", dest="temp_location",
-                       metavar="GS_PATH", help="dataflow: gs:// folder for temporary files")
+                       metavar="GS_PATH",
+                       help="dataflow: gs:// folder for temporary files (it or "
+                            f"--staging-location is needed; default: none, {preset})")
     group.add_argument("--staging-location", "--staging_location", dest="staging_location",
-                       metavar="GS_PATH", help="dataflow: gs:// folder for staged packages")
+                       metavar="GS_PATH",
+                       help="dataflow: gs:// folder for staged packages (default: "
+                            f"--temp-location, {preset})")
     group.add_argument("--setup-file", "--setup_file", dest="setup_file", metavar="PATH",
-                       help="setup.py that workers install (dataflow default: this "
-                            "repository's; '' for none)")
+                       help="setup.py that workers install, '' for none (default: this "
+                            "repository's with dataflow, else none)")
     group.add_argument("--worker-machine-type", "--worker_machine_type", "--machine_type",
                        dest="worker_machine_type", metavar="TYPE",
-                       help="dataflow: e.g. n2-standard-4")
+                       help="dataflow: e.g. n2-standard-4 (default: Dataflow's choice, "
+                            f"{preset})")
     group.add_argument("--max-workers", "--max_num_workers", dest="max_workers", type=int,
-                       metavar="N", help="dataflow: autoscaling limit")
+                       metavar="N",
+                       help=f"dataflow: autoscaling limit (default: Dataflow's, {preset})")
     group.add_argument("--sdk-container-image", "--sdk_container_image",
                        dest="sdk_container_image", metavar="IMAGE",
-                       help="dataflow: worker image (e.g. the Flex Template image)")
+                       help="dataflow: worker image, e.g. the Flex Template image (default: "
+                            f"Beam's SDK image, {preset})")
     group.add_argument("--dry-run", "--dry_run", dest="dry_run", nargs="?", const=True,
                        default=None, type=_boolean, metavar="BOOL",
-                       help="dataflow: build the job request without staging or submitting")
+                       help="dataflow: build the job request without staging or submitting "
+                            "it; --dry-run=false to undo (default: off)")
 
 
 def _boolean(value: str) -> bool:

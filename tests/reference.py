@@ -60,6 +60,17 @@ class RefDoc:
     uid: int
     id: str
     text: str
+    derived: bool = False  # id made from file and line (the record had no id)
+
+
+def smallest_id_key(doc: RefDoc) -> tuple:
+    """The smallest_id order, written again: a derived id ``<file>:<line>`` ranks as
+    ``(file, line)`` (file by code point, line as a number), an explicit id as ``(id, 0)``
+    (code point); the text part first, then the number, then the uid."""
+    if doc.derived:
+        file_name, line = doc.id.rsplit(":", 1)
+        return file_name, int(line), doc.uid
+    return doc.id, 0, doc.uid
 
 
 def read_docs(paths: list[str | Path]) -> list[RefDoc]:
@@ -76,8 +87,10 @@ def read_docs(paths: list[str | Path]) -> list[RefDoc]:
                 if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                     continue
                 doc_id = record.get("id")
-                doc_id = f"{os.path.basename(path)}:{line_no}" if doc_id is None else str(doc_id)
-                docs.append(RefDoc((file_index << 40) | line_no, doc_id, record["text"]))
+                derived = doc_id is None
+                doc_id = f"{os.path.basename(path)}:{line_no}" if derived else str(doc_id)
+                docs.append(RefDoc((file_index << 40) | line_no, doc_id, record["text"],
+                                   derived))
     return docs
 
 
@@ -99,7 +112,7 @@ def reference_dedup(
     exact_rep: dict[int, int] = {}
     distinct: list[RefDoc] = []
     for members in groups.values():
-        rep = min(members, key=lambda d: (d.id, d.uid))
+        rep = min(members, key=smallest_id_key)
         distinct.append(rep)
         for m in members:
             if m.uid != rep.uid:
@@ -139,7 +152,7 @@ def reference_dedup(
     result: dict[str, tuple[str, str]] = {}
     kept_of: dict[int, int] = {}
     for component in uf.components():
-        kept = min(component, key=lambda uid: (by_uid[uid].id, uid))
+        kept = min(component, key=lambda uid: smallest_id_key(by_uid[uid]))
         for uid in component:
             kept_of[uid] = kept
             if uid != kept:

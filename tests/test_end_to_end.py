@@ -190,10 +190,14 @@ def test_rerun_replaces_output_and_failed_run_keeps_previous(planted: list[Path]
     out = tmp_path / "out"
     assert run_cli("--input", str(planted[0]), "--output", str(out)) == 0
     first = json.loads((out / "summary.json").read_text())
-    (out / "stray.txt").write_text("left from an older run")
+    # A file NDCL did not write stops the rerun (exit 2) and survives it (output safety).
+    (out / "stray.txt").write_text("a file of the user's")
+    assert run_cli("--input", *map(str, planted), "--output", str(out)) == 2
+    assert (out / "stray.txt").read_text() == "a file of the user's"
+    (out / "stray.txt").unlink()
     assert run_cli("--input", *map(str, planted), "--output", str(out)) == 0
     second = json.loads((out / "summary.json").read_text())
-    assert second["read"] > first["read"] and not (out / "stray.txt").exists()
+    assert second["read"] > first["read"]
     assert (out / "_SUCCESS").exists()
     # A run that fails (CC round bound too small for the chain) leaves OUT as it was.
     with pytest.raises(Exception, match="cc_max_rounds"):

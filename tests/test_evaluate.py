@@ -424,7 +424,7 @@ def test_truth_cli_refuses_large_corpora(tmp_path: Path,
     assert "more than 1,000 documents (--max-docs)" in capsys.readouterr().err
     assert not out.exists()
     assert main(["-q", "truth", str(DEMO_CORPUS), "--output", str(out), "--thresold=0.5"]) == 2
-    assert "unrecognised argument(s) --thresold=0.5" in capsys.readouterr().err
+    assert "unknown option --thresold; did you mean --threshold?" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- end to end

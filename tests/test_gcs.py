@@ -72,6 +72,58 @@ def test_gs_input_and_output(gcs_bucket: object, tmp_path: Path) -> None:
 
 def test_gs_pattern_matching_nothing_is_an_error(gcs_bucket: object, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="matches no file"):
-        from beam_pipeline.run import match_inputs
+        from transforms.read import match_inputs
 
         match_inputs([f"gs://{BUCKET}/nothing-here/*.json"])
+
+
+def _objects(bucket: object, prefix: str = "") -> dict[str, bytes]:
+    return {b.name: b.download_as_bytes() for b in bucket.list_blobs(prefix=prefix)}
+
+
+def test_gs_output_safety(gcs_bucket: object, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The output rules on an object store: a prefix holding objects NDCL did not write is
+    refused untouched; an earlier NDCL output is replaced object by object (neighbours whose
+    names merely start alike survive); an object as OUT is refused; a stale staging prefix
+    of NDCL's is cleared."""
+    files = write_corpus(tmp_path / "in", planted_records(seed=4), files=1)
+    gcs_bucket.blob("safe/in.json").upload_from_filename(str(files[0]))
+    source = f"gs://{BUCKET}/safe/in.json"
+
+    gcs_bucket.blob("safe/theirs/notes.txt").upload_from_string(b"mine")
+    before = _objects(gcs_bucket, "safe/theirs")
+    assert main(["-q", "dedup", "--input", source, "--output", f"gs://{BUCKET}/safe/theirs"]) == 2
+    assert "not an NDCL output" in capsys.readouterr().err
+    assert _objects(gcs_bucket, "safe/theirs") == before
+
+    gcs_bucket.blob("safe/anobject").upload_from_string(b"data")
+    assert main(["-q", "dedup", "--input", source, "--output", f"gs://{BUCKET}/safe/anobject"]
+                ) == 2
+    assert "is an object" in capsys.readouterr().err
+    assert gcs_bucket.blob("safe/anobject").download_as_bytes() == b"data"
+
+    out = f"gs://{BUCKET}/safe/out"
+    gcs_bucket.blob("safe/out-notes.txt").upload_from_string(b"neighbour")
+    gcs_bucket.blob("safe/out2/keep.txt").upload_from_string(b"neighbour")
+    gcs_bucket.blob("safe/out.ndcl-staging/_ndcl_staging.json").upload_from_string(b"{}")
+    gcs_bucket.blob("safe/out.ndcl-staging/kept/part-1.parquet").upload_from_string(b"half")
+    assert main(["-q", "dedup", "--input", source, "--output", out]) == 0
+    first = _objects(gcs_bucket, "safe/out/")
+    assert "safe/out/_ndcl.json" in first and "safe/out/_SUCCESS" in first
+    assert not _objects(gcs_bucket, "safe/out.ndcl-staging")
+    gcs_bucket.blob("safe/out/evaluation.json").upload_from_string(b"{}")
+    assert main(["-q", "dedup", "--input", source, "--output", out]) == 0
+    assert _objects(gcs_bucket, "safe/out/").keys() == first.keys()
+    assert gcs_bucket.blob("safe/out-notes.txt").download_as_bytes() == b"neighbour"
+    assert gcs_bucket.blob("safe/out2/keep.txt").download_as_bytes() == b"neighbour"
+
+    gcs_bucket.blob("safe/out/user.csv").upload_from_string(b"1,2")
+    assert main(["-q", "dedup", "--input", source, "--output", out]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert gcs_bucket.blob("safe/out/user.csv").download_as_bytes() == b"1,2"
+
+    gcs_bucket.blob("safe/out/user.csv").delete()
+    assert main(["-q", "dedup", "--input", f"gs://{BUCKET}/safe/out/kept/*", "--output", out]
+                ) == 2
+    assert "inside the output folder" in capsys.readouterr().err

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from beam_pipeline import outputs
 from beam_pipeline import run as run_module
 from beam_pipeline.cli import main
 from beam_pipeline.config import DedupConfig
@@ -511,14 +512,14 @@ def test_killed_run_is_never_taken_for_a_finished_one(corpus: list[Path], clean:
 
 def test_commit_never_leaves_a_half_deleted_output(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def finished(folder: Path, text: str) -> Path:
-        (folder / "kept").mkdir(parents=True)
-        (folder / "kept" / "part-0.parquet").write_text(text)
-        (folder / "_SUCCESS").write_text("")
-        return folder
-
-    out = finished(tmp_path / "out", "old")
-    new = finished(staging(out), "new")
+    out = tmp_path / "out"
+    staging, _ = outputs.prepare_output(str(out), [])
+    (Path(staging) / "kept").mkdir()
+    (Path(staging) / "kept" / "part-0.parquet").write_text("old")
+    outputs.commit_output(staging, str(out))  # an earlier NDCL output, with its manifest
+    new, _ = outputs.prepare_output(str(out), [])
+    (Path(new) / "kept").mkdir()
+    (Path(new) / "kept" / "part-0.parquet").write_text("new")
     replace = os.replace
     calls: list[str] = []
 
@@ -528,18 +529,18 @@ def test_commit_never_leaves_a_half_deleted_output(tmp_path: Path,
             raise KeyboardInterrupt("killed between the two renames")
         replace(src, dst)
 
-    monkeypatch.setattr(run_module.os, "replace", crash_on_second)
+    monkeypatch.setattr(outputs.os, "replace", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        run_module.commit_output(str(new), str(out))
+        outputs.commit_output(new, str(out))
     # No OUT at all (nothing to mistake for finished); the old one is whole beside it.
     assert not out.exists()
-    aside = Path(str(out) + ".ndcl-old")
+    aside = Path(outputs.aside_path(str(out)))
     assert (aside / "_SUCCESS").exists()
     assert (aside / "kept" / "part-0.parquet").read_text() == "old"
-    monkeypatch.setattr(run_module.os, "replace", replace)
-    run_module.commit_output(str(new), str(out))
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    outputs.commit_output(new, str(out))
     assert (out / "kept" / "part-0.parquet").read_text() == "new" and (out / "_SUCCESS").exists()
-    assert not aside.exists() and not new.exists()
+    assert not aside.exists() and not Path(new).exists()
 
 
 @pytest.fixture(scope="module")

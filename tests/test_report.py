@@ -336,3 +336,27 @@ def test_report_renders_in_headless_chromium(recorded: dict[str, Any]) -> None:
     loaded = dict(item.rsplit(":", 1) for item in match.group(1).split())
     assert sorted(loaded) == sorted(PNGS)
     assert all(int(width) > 0 for width in loaded.values()), loaded
+
+
+def test_report_replaces_only_its_own_files(recorded: dict[str, Any],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A file the report would overwrite but did not write (an index.html, a plot name) is
+    refused untouched; other files are left alone; an earlier report is replaced."""
+    theirs = recorded["tmp"] / "theirs"
+    theirs.mkdir()
+    (theirs / "index.html").write_text("<html>the user's page</html>")
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(theirs)]) == 2
+    assert "not written by ndcl report" in capsys.readouterr().err
+    assert (theirs / "index.html").read_text() == "<html>the user's page</html>"
+    (theirs / "index.html").unlink()
+    (theirs / "stages.png").write_bytes(b"the user's picture")
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(theirs)]) == 2
+    assert "stages.png" in capsys.readouterr().err
+    assert (theirs / "stages.png").read_bytes() == b"the user's picture"
+    (theirs / "stages.png").unlink()
+    (theirs / "notes.txt").write_text("mine")  # not a name the report writes: left alone
+    assert main(["-q", "--db-url", recorded["url"], "report", "--output", str(theirs)]) == 0
+    assert (theirs / "notes.txt").read_text() == "mine"
+    out = _report(recorded)
+    assert 'name="generator" content="ndcl report"' in (out / "index.html").read_text()
+    _report(recorded)  # its own earlier report is replaced

@@ -118,6 +118,9 @@ class FeatureBatch:
     signatures: np.ndarray  # uint32[m, num_perm]
     # Dedup scope of each row (CL→ND: the document's cluster); None = one global scope.
     scopes: np.ndarray | None = None  # int64[m]
+    # Whether each row's id was derived from file and line (no ``id`` in the record), for the
+    # smallest_id keep policy (transforms.exact.rank_key); None = every id explicit.
+    derived: np.ndarray | None = None  # bool[m]
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -125,6 +128,12 @@ class FeatureBatch:
     def estimated_size(self) -> int:
         arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures)
         return sum(a.nbytes for a in arrays) + 32 * len(self.ids)
+
+    def derived_flags(self) -> np.ndarray:
+        """``bool[m]``: whether each row's id is derived (all False when not recorded)."""
+        if self.derived is None:
+            return np.zeros(len(self.uids), dtype=bool)
+        return self.derived
 
     def select(self, rows: np.ndarray) -> FeatureBatch:
         """The sub-batch made of ``rows`` (sorted row indices); absent parts stay absent."""
@@ -136,6 +145,7 @@ class FeatureBatch:
             exact_hashes=self.exact_hashes[rows] if len(self.exact_hashes) else self.exact_hashes,
             signatures=self.signatures[rows],
             scopes=None if self.scopes is None else self.scopes[rows],
+            derived=None if self.derived is None else self.derived[rows],
         )
 
     def signatures_only(self) -> FeatureBatch:
@@ -170,6 +180,7 @@ class NodeInfo:
     norm_length: int
     signature: np.ndarray | None  # uint32[num_perm]; absent with exact verification
     shingles: np.ndarray | None = None  # sorted unique uint64, exact verification only
+    derived: bool = False  # id derived from file and line (transforms.exact.rank_key)
 
 
 _STAGES_STARTED: set[str] = set()

@@ -29,29 +29,62 @@ from transforms.batches import (
 EXACT_DUPLICATES_TAG = "exact_duplicates"
 
 
-def rank_key(policy: str, doc_id: str, norm_length: int, uid: int) -> tuple:
+def id_order_key(doc_id: str, derived: bool) -> tuple[str, int]:
+    """Sort key of a document id under ``smallest_id`` (smallest key first).
+
+    A derived id ``<file>:<line>`` (the record had no ``id``, see ``transforms.read``) is
+    ``(<file>, line)``: by file name in code-point order, then by line number as a number, so
+    ``a.json:4`` comes before ``a.json:1072``. An explicit id is ``(id, 0)``: code-point order of
+    the whole id (``"10" < "9"``, and ``foo:12`` before ``foo:9``, whatever it looks like).
+    Mixed, the text part (file name, or whole explicit id) is compared first and then the
+    number, an explicit id counting as line 0: a derived id sorts where the explicit id
+    ``<file>`` would, just after it if that id exists. Derived and explicit keys never tie
+    (lines start at 1), and explicit ids are unique, so this is a total order.
+
+    Whether an id is derived must come from the record (``transforms.read.is_generated``),
+    not from its shape: ``foo:12`` can be an explicit id. A ``derived`` id without the
+    ``<text>:<digits>`` shape (only hand-built test data) is ranked as an explicit one.
+    """
+    if derived:
+        name, colon, line = doc_id.rpartition(":")
+        if colon and line.isascii() and line.isdigit():
+            return name, int(line)
+    return doc_id, 0
+
+
+def rank_key(policy: str, doc_id: str, norm_length: int, uid: int, derived: bool = False
+             ) -> tuple:
     """Sort key of a document under a keep policy: the smallest key is kept.
 
-    ``smallest_id``: smallest id (code-point order); ``longest``: longest normalised text, ties
-    by smallest id; ``first``: first in input order (file order, then line). The uid ends every
+    ``smallest_id``: smallest id by :func:`id_order_key` (derived ids ``<file>:<line>`` by file
+    name, then line number as a number; explicit ids in code-point order); ``longest``: longest
+    normalised text, ties by smallest id (same order); ``first``: first in input order (file
+    order, then line). ``derived`` says whether ``doc_id`` was derived from file and line
+    (``transforms.read.is_generated``); callers carry it from the read. The uid ends every
     key, so ties between equal ids are still broken deterministically.
     """
     if policy == "smallest_id":
-        return (doc_id, uid)
+        return (*id_order_key(doc_id, derived), uid)
     if policy == "longest":
-        return (-norm_length, doc_id, uid)
+        return (-norm_length, *id_order_key(doc_id, derived), uid)
     if policy == "first":
         return (uid,)
     raise ValueError(f"unknown keep policy {policy!r}")
 
 
 def exact_groups(
-    hashes: np.ndarray, uids: np.ndarray, ids: list[str], norm_lengths: np.ndarray, policy: str
+    hashes: np.ndarray, uids: np.ndarray, ids: list[str], norm_lengths: np.ndarray, policy: str,
+    derived: np.ndarray | None = None,
 ) -> list[tuple[int, str, int, str]]:
     """``(member_uid, member_id, representative_uid, representative_id)`` for every document
-    whose normalised text also occurs in a document that ranks before it."""
+    whose normalised text also occurs in a document that ranks before it.
+
+    ``derived`` (bool per row, see :func:`rank_key`) marks ids derived from file and line;
+    None means every id is explicit."""
     if len(uids) == 0:
         return []
+    if derived is None:
+        derived = np.zeros(len(uids), dtype=bool)
     order = np.lexsort((hashes[:, 1], hashes[:, 0]))
     sorted_hashes = hashes[order]
     same_as_next = np.all(sorted_hashes[1:] == sorted_hashes[:-1], axis=1)
@@ -63,7 +96,8 @@ def exact_groups(
     for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
         rows = order[start : start + size].tolist()
         ranked = sorted(
-            rows, key=lambda r: rank_key(policy, ids[r], int(norm_lengths[r]), int(uids[r]))
+            rows, key=lambda r: rank_key(policy, ids[r], int(norm_lengths[r]), int(uids[r]),
+                                         bool(derived[r]))
         )
         keep = ranked[0]
         for row in ranked[1:]:
@@ -72,7 +106,8 @@ def exact_groups(
 
 
 class EmitExactKeysFn(beam.DoFn):
-    """``(batch_key, FeatureBatch)`` → ``(partition, (hashes, uids, ids, norm_lengths))``."""
+    """``(batch_key, FeatureBatch)`` → ``(partition, (hashes, uids, ids, norm_lengths,
+    derived))``."""
 
     timer = stage_counter("exact")
 
@@ -93,6 +128,7 @@ class EmitExactKeysFn(beam.DoFn):
                 features.uids[rows],
                 [features.ids[r] for r in rows.tolist()],
                 features.norm_lengths[rows],
+                features.derived_flags()[rows],
             )
 
 
@@ -115,8 +151,9 @@ class ResolveExactGroupsFn(beam.DoFn):
         uids = np.concatenate([c[1] for c in chunks])
         ids = [doc_id for c in chunks for doc_id in c[2]]
         lengths = np.concatenate([c[3] for c in chunks])
+        derived = np.concatenate([c[4] for c in chunks])
         for member_uid, member_id, rep_uid, rep_id in exact_groups(
-            hashes, uids, ids, lengths, self.policy
+            hashes, uids, ids, lengths, self.policy, derived
         ):
             batch = int(batch_keys_of(np.array([member_uid]), self.batch_size)[0])
             yield batch, (member_uid, member_id, rep_uid, rep_id)

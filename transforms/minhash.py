@@ -36,6 +36,7 @@ import numpy as np
 import xxhash
 
 from transforms.batches import DocBatch, FeatureBatch, splitmix64, stage_counter, timed
+from transforms.read import is_generated
 
 TOKEN_RE = re.compile(r"[^\W_]+")
 # Byte table: a-z and 0-9 kept, A-Z lowercased, everything else (incl. bytes >= 0x80) a space.
@@ -232,6 +233,7 @@ def compute_features(
         norm_lengths=np.array(norm_lengths, dtype=np.int64),
         exact_hashes=np.array(exact, dtype=np.uint64).reshape(-1, 2),
         signatures=signatures,
+        derived=np.array([is_generated(batch.records[r]) for r in rows], dtype=bool),
     )
     return features, len(batch.records) - len(rows)
 

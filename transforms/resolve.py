@@ -57,7 +57,7 @@ class DuplicateRow(NamedTuple):
 
 
 def choose_kept(members: list[NodeInfo], policy: str) -> NodeInfo:
-    return min(members, key=lambda n: rank_key(policy, n.id, n.norm_length, n.uid))
+    return min(members, key=lambda n: rank_key(policy, n.id, n.norm_length, n.uid, n.derived))
 
 
 def resolve_component(members: list[NodeInfo], policy: str, mode: str) -> list[Decision]:

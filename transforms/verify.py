@@ -29,6 +29,7 @@ from transforms.batches import (
     timed,
 )
 from transforms.minhash import document_shingles, minhash_signatures, permutation_params
+from transforms.read import is_generated
 
 
 def jaccard(left: np.ndarray, right: np.ndarray) -> float:
@@ -99,7 +100,8 @@ class ExtractNodesFn(beam.DoFn):
         for batch in grouped["docs"]:
             rows = np.flatnonzero(np.isin(batch.uids, wanted)).tolist()
             nodes = [node_info(int(batch.uids[r]), batch.ids[r], batch.records[r]["text"],
-                               self.params, self.a, self.b) for r in rows]
+                               self.params, self.a, self.b, is_generated(batch.records[r]))
+                     for r in rows]
             parts = partition_of(batch.uids[rows], self.num_partitions, self.params.seed)
             for part, rows_of_part in rows_by_part(parts):
                 yield part, [nodes[i] for i in rows_of_part.tolist()]
@@ -116,13 +118,14 @@ class NodeParams(NamedTuple):
 
 
 def node_info(uid: int, doc_id: str, text: str, params: NodeParams, a: np.ndarray,
-              b: np.ndarray) -> NodeInfo:
+              b: np.ndarray, derived: bool = False) -> NodeInfo:
     norm_length, hashes = document_shingles(text, params.ngram, params.seed, params.tokenizer)
     signature = None
     if params.mode != "exact":
         signature = minhash_signatures(hashes, np.array([0, len(hashes)]), a, b)[0]
     return NodeInfo(uid=uid, id=doc_id, norm_length=norm_length, signature=signature,
-                    shingles=np.unique(hashes) if params.mode == "exact" else None)
+                    shingles=np.unique(hashes) if params.mode == "exact" else None,
+                    derived=derived)
 
 
 class KeyEdgesFn(beam.DoFn):

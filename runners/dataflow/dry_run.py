@@ -106,8 +106,8 @@ def build_graph(pipeline: beam.Pipeline, command: str, files: list[str], output:
                 dedup_scope: str = "cluster_A") -> None:
     """Add the graph of ``ndcl <command>`` to ``pipeline`` as ``beam_pipeline.run`` does (same
     builders, same staging folder and model folder), without starting anything."""
+    from beam_pipeline.outputs import staging_path
     from beam_pipeline.pipeline import build_cluster, build_dedup, build_pipeline
-    from beam_pipeline.run import staging_path
     from transforms.cluster import BackendSpec
 
     if command not in COMMANDS:

@@ -401,23 +401,31 @@ def add_template_parser(subparsers: Any) -> argparse.ArgumentParser:
     build = actions.add_parser("build", help="check, then print the image build, template "
                                              "build and run commands (never runs them)")
     for sub in (check, build):
-        sub.add_argument("--metadata-file", default=str(METADATA))
-        sub.add_argument("--setup-file", default=str(SETUP_PY))
+        sub.add_argument("--metadata-file", default=str(METADATA), metavar="PATH",
+                         help="the template's metadata.json (default: %(default)s)")
+        sub.add_argument("--setup-file", default=str(SETUP_PY), metavar="PATH",
+                         help="the setup.py the image installs (default: %(default)s)")
     build.add_argument("--print-only", action="store_true",
-                       help="print the commands (the only mode: ndcl never runs gcloud)")
+                       help="print the commands without the reminder line (ndcl never "
+                            "runs gcloud either way) (default: off)")
     build.add_argument("--image", default="REGION-docker.pkg.dev/PROJECT/REPOSITORY/ndcl:TAG",
-                       help="Artifact Registry image of runners/dataflow/Dockerfile")
-    build.add_argument("--bucket", default="BUCKET", help="bucket for temp/staging files")
-    build.add_argument("--template-path", default=None,
-                       help="gs:// path of the template spec (default "
+                       help="Artifact Registry image of runners/dataflow/Dockerfile "
+                            "(default: %(default)s)")
+    build.add_argument("--bucket", default="BUCKET",
+                       help="bucket for temp/staging files (default: %(default)s)")
+    build.add_argument("--template-path", default=None, metavar="GS_PATH",
+                       help="gs:// path of the template spec (default: "
                             "gs://BUCKET/templates/ndcl.json)")
-    build.add_argument("--project", default=None)
-    build.add_argument("--region", default="us-central1")
+    build.add_argument("--project", default=None,
+                       help="Google Cloud project (default: none, gcloud's configured one)")
+    build.add_argument("--region", default="us-central1",
+                       help="Dataflow region (default: %(default)s)")
     build.add_argument("--input", default=None, metavar="PATTERN",
-                       help="input pattern for the run commands (default gs://BUCKET/input/*)")
-    build.add_argument("--output-prefix", default=None,
-                       help="outputs go to PREFIX/nd_cl and PREFIX/cl_nd "
-                            "(default gs://BUCKET/ndcl)")
+                       help="input pattern for the run commands (default: "
+                            "gs://BUCKET/input/*)")
+    build.add_argument("--output-prefix", default=None, metavar="PREFIX",
+                       help="outputs go to PREFIX/nd_cl and PREFIX/cl_nd (default: "
+                            "gs://BUCKET/ndcl)")
     return template
 
 

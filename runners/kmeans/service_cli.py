@@ -21,31 +21,32 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runners.kmeans.service import (
-    DEFAULT_STATE_FILE,
-    ServiceConfig,
-    ServiceError,
-    merge_resources,
-    service_status,
-    start_service,
-    stop_service,
-)
+if TYPE_CHECKING:
+    from runners.kmeans.service import ServiceConfig
 
 PREFIX = "ndcl service"
+# The defaults of runners.kmeans.service (ServiceConfig's fields, DEFAULT_STATE_FILE) for the
+# flags: that module imports Ray, which building the ``ndcl`` parser (``ndcl --help``) must
+# not; only running a service command imports it. tests/test_cli_flags.py checks they agree.
+DEFAULTS: dict[str, Any] = {"name": "ndcl-kmeans", "namespace": "ndcl", "num_cpus": 1,
+                            "num_gpus": 0, "max_concurrency": 4,
+                            "state_file": ".ndcl/service.json"}
 
 
 def _add_target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
-                        help="Ray cluster: host:port (GCS), ray://host:10001 or 'auto'; "
-                             "default: the one recorded in the state file")
-    parser.add_argument("--name", default=ServiceConfig.name, help="actor name")
-    parser.add_argument("--namespace", default=ServiceConfig.namespace, help="Ray namespace")
-    parser.add_argument("--state-file", default=str(DEFAULT_STATE_FILE),
+                        help="Ray cluster: host:port (GCS), ray://host:10001 or 'auto' "
+                             "(default: the one recorded in the state file)")
+    parser.add_argument("--name", default=DEFAULTS["name"],
+                        help="actor name (default: %(default)s)")
+    parser.add_argument("--namespace", default=DEFAULTS["namespace"],
+                        help="Ray namespace (default: %(default)s)")
+    parser.add_argument("--state-file", default=DEFAULTS["state_file"], metavar="PATH",
                         help="where start records what it started (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
-                        help="give up after S seconds")
+                        help="give up after S seconds (default: 120 for start, 15 for status)")
 
 
 def add_service_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,29 +58,34 @@ def add_service_parser(subparsers: Any) -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start a local Ray head (unless --address) and "
                                              "the K-Means service actor")
     _add_target_flags(start)
-    start.add_argument("--num-cpus", type=float, default=ServiceConfig.num_cpus,
+    start.add_argument("--num-cpus", type=float, default=DEFAULTS["num_cpus"], metavar="N",
                        help="CPUs the actor asks for (default: %(default)s)")
-    start.add_argument("--num-gpus", type=float, default=ServiceConfig.num_gpus,
+    start.add_argument("--num-gpus", type=float, default=DEFAULTS["num_gpus"], metavar="N",
                        help="GPUs the actor asks for (default: %(default)s)")
     start.add_argument("--resources", default=None, metavar="JSON",
-                       help='other resources the actor asks for, e.g. \'{"TPU": 4}\'')
+                       help='other resources the actor asks for, e.g. \'{"TPU": 4}\' '
+                            "(default: none)")
     start.add_argument("--model-dir", default=None, metavar="DIR",
-                       help="persist fitted models here, so a restarted actor reloads them")
+                       help="persist fitted models here, so a restarted actor reloads them "
+                            "(default: none, in memory only)")
     start.add_argument("--head-num-cpus", type=int, default=None, metavar="N",
                        help="CPUs a locally started head advertises (default: all)")
-    start.add_argument("--max-concurrency", type=int, default=ServiceConfig.max_concurrency,
+    start.add_argument("--max-concurrency", type=int, default=DEFAULTS["max_concurrency"],
+                       metavar="N",
                        help="fits/predicts the actor runs at once (default: %(default)s)")
     status = actions.add_parser("status", help="is the service up? (exit 1 if not)")
     _add_target_flags(status)
     stop = actions.add_parser("stop", help="stop what `start` started (and nothing else)")
-    stop.add_argument("--state-file", default=str(DEFAULT_STATE_FILE),
+    stop.add_argument("--state-file", default=DEFAULTS["state_file"], metavar="PATH",
                       help="the state file written by start (default: %(default)s)")
     stop.add_argument("--timeout", type=float, default=None, metavar="S",
-                      help="give up after S seconds")
+                      help="give up after S seconds (default: 30)")
     return service
 
 
 def _config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    from runners.kmeans.service import ServiceConfig, merge_resources
+
     return ServiceConfig(
         address=args.address,
         name=args.name,
@@ -103,6 +109,8 @@ def _describe_health(health: dict[str, Any]) -> str:
 
 
 def _start(args: argparse.Namespace) -> int:
+    from runners.kmeans.service import start_service
+
     result = start_service(_config_from_args(args), state_file=args.state_file,
                            timeout_s=args.timeout or 120.0)
     head = "started a local Ray head" if result.started_head else "using the Ray cluster"
@@ -119,6 +127,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from runners.kmeans.service import service_status
+
     status = service_status(_config_from_args(args), state_file=args.state_file,
                             timeout_s=args.timeout or 15.0)
     if not status.ok:
@@ -139,6 +149,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    from runners.kmeans.service import stop_service
+
     result = stop_service(state_file=args.state_file, timeout_s=args.timeout or 30.0)
     for message in result.messages:
         print(f"{PREFIX}: {message}")
@@ -147,6 +159,8 @@ def _stop(args: argparse.Namespace) -> int:
 
 def run_service_command(args: argparse.Namespace) -> int:
     """Run ``args.service_command``; print a short status; 0 on success, 1 on failure."""
+    from runners.kmeans.service import ServiceError
+
     # Ray's own INFO lines (connecting, job ids) are noise for a one-line status.
     logging.getLogger("ray").setLevel(logging.WARNING)
     handlers = {"start": _start, "status": _status, "stop": _stop}
