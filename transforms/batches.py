@@ -106,8 +106,11 @@ class DocBatch:
 class FeatureBatch:
     """What the near-duplicate stages need of a batch: no text, only hashes.
 
-    ``signatures`` holds one MinHash row per document; documents with no token have no row in
-    any array here (they are kept without comparison, see ``transforms.minhash``).
+    ``band_hashes`` holds each document's LSH band hashes, computed where the signatures are
+    (``transforms.minhash``): the 256-value signatures themselves are dropped there, since
+    nothing after banding needs them (verification recomputes what it needs from a re-read of
+    the few candidate documents). ``signatures`` is only kept when asked for (tests, tools).
+    Documents with no token have no row in any array here (they are kept without comparison).
     """
 
     batch_key: int
@@ -115,19 +118,21 @@ class FeatureBatch:
     ids: list[str]
     norm_lengths: np.ndarray  # int64[m], UTF-8 length of the normalised text
     exact_hashes: np.ndarray  # uint64[m, 2], xxh3-128 of the normalised text
-    signatures: np.ndarray  # uint32[m, num_perm]
+    signatures: np.ndarray | None  # uint32[m, num_perm], or None once banded
     # Dedup scope of each row (CL→ND: the document's cluster); None = one global scope.
     scopes: np.ndarray | None = None  # int64[m]
     # Whether each row's id was derived from file and line (no ``id`` in the record), for the
     # smallest_id keep policy (transforms.exact.rank_key); None = every id explicit.
     derived: np.ndarray | None = None  # bool[m]
+    band_hashes: np.ndarray | None = None  # uint64[m, bands]
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def estimated_size(self) -> int:
-        arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures)
-        return sum(a.nbytes for a in arrays) + 32 * len(self.ids)
+        arrays = (self.uids, self.norm_lengths, self.exact_hashes, self.signatures,
+                  self.band_hashes)
+        return sum(a.nbytes for a in arrays if a is not None) + 32 * len(self.ids)
 
     def derived_flags(self) -> np.ndarray:
         """``bool[m]``: whether each row's id is derived (all False when not recorded)."""
@@ -137,29 +142,20 @@ class FeatureBatch:
 
     def select(self, rows: np.ndarray) -> FeatureBatch:
         """The sub-batch made of ``rows`` (sorted row indices); absent parts stay absent."""
+
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None or len(array) == 0 else array[rows]
+
         return FeatureBatch(
             batch_key=self.batch_key,
             uids=self.uids[rows],
             ids=[self.ids[int(r)] for r in rows] if self.ids else [],
             norm_lengths=self.norm_lengths[rows],
             exact_hashes=self.exact_hashes[rows] if len(self.exact_hashes) else self.exact_hashes,
-            signatures=self.signatures[rows],
-            scopes=None if self.scopes is None else self.scopes[rows],
-            derived=None if self.derived is None else self.derived[rows],
-        )
-
-    def signatures_only(self) -> FeatureBatch:
-        """A copy with only uids and signatures: all that banding needs, so the shuffle in
-        front of it carries nothing more."""
-        rows = len(self.uids)
-        return FeatureBatch(
-            batch_key=self.batch_key,
-            uids=self.uids,
-            ids=[],
-            norm_lengths=np.zeros(rows, dtype=np.int64),
-            exact_hashes=np.zeros((0, 2), dtype=np.uint64),
-            signatures=self.signatures,
-            scopes=self.scopes,
+            signatures=pick(self.signatures),
+            scopes=pick(self.scopes),
+            derived=pick(self.derived),
+            band_hashes=pick(self.band_hashes),
         )
 
     def with_scopes(self, scopes: np.ndarray, seed: int) -> FeatureBatch:
@@ -181,6 +177,27 @@ class NodeInfo:
     signature: np.ndarray | None  # uint32[num_perm]; absent with exact verification
     shingles: np.ndarray | None = None  # sorted unique uint64, exact verification only
     derived: bool = False  # id derived from file and line (transforms.exact.rank_key)
+
+
+class UidSetFn(beam.CombineFn):
+    """Sorted unique uids (``int64[n]``) of every uid array of the input: the compact sets that
+    select documents (candidate endpoints, removed duplicates) for a re-read."""
+
+    def create_accumulator(self) -> list[np.ndarray]:
+        return []
+
+    def add_input(self, acc: list[np.ndarray], uids: np.ndarray) -> list[np.ndarray]:
+        acc.append(np.asarray(uids, dtype=np.int64))
+        if len(acc) > 64:  # bound the list; np.unique keeps the set compact
+            acc = [np.unique(np.concatenate(acc))]
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[list[np.ndarray]]) -> list[np.ndarray]:
+        arrays = [a for acc in accs for a in acc]
+        return [np.unique(np.concatenate(arrays))] if arrays else []
+
+    def extract_output(self, acc: list[np.ndarray]) -> np.ndarray:
+        return np.unique(np.concatenate(acc)) if acc else np.zeros(0, dtype=np.int64)
 
 
 _STAGES_STARTED: set[str] = set()

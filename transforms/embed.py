@@ -258,16 +258,24 @@ class EmbedConfig:
 
 
 class EmbedDocuments(beam.PTransform):
-    """Document batches → ``{"embeddings": (batch_key, (uids, float32[m, d])),
-    "sample": [(hash, uid, cols, counts)], "svd": SvdModel}``."""
+    """``{"statistics": doc batches, "documents": doc batches}`` → ``{"embeddings":
+    (batch_key, (uids, float32[m, d])), "sample": [(hash, uid, cols, counts)], "svd":
+    SvdModel}``.
+
+    The document frequencies and the sample come from ``statistics``; the projection is
+    applied to ``documents``: the same documents read again (``transforms.read.ReadSelected``),
+    since the SVD exists only once all of them were counted, and keeping every document's term
+    counts until then would hold about as much memory as the text. The term counts of
+    ``statistics`` never leave its stage except as the two combines' accumulators (the
+    column counts and the bottom-k sample)."""
 
     def __init__(self, cfg: EmbedConfig) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def expand(self, doc_batches: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         cfg = self.cfg
-        term_batches = doc_batches | "CountTerms" >> beam.ParDo(
+        term_batches = inputs["statistics"] | "CountTerms" >> beam.ParDo(
             CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer))
         df = term_batches | "SumDocumentFrequencies" >> beam.CombineGlobally(
             DocumentFrequencyFn(cfg.n_features))
@@ -275,6 +283,10 @@ class EmbedDocuments(beam.PTransform):
             BottomKSampleFn(cfg.sample_size, cfg.seed))
         svd = sample | "FitSvd" >> beam.ParDo(
             FitSvdFn(cfg.n_features, cfg.n_components, cfg.seed), beam.pvalue.AsSingleton(df))
-        embeddings = term_batches | "ProjectBatches" >> beam.ParDo(
-            EmbedFn(), beam.pvalue.AsSingleton(svd))
+        embeddings = (
+            inputs["documents"]
+            | "CountTermsAgain" >> beam.ParDo(CountTermsFn(cfg.n_features, cfg.seed,
+                                                           cfg.tokenizer))
+            | "ProjectBatches" >> beam.ParDo(EmbedFn(), beam.pvalue.AsSingleton(svd))
+        )
         return {"embeddings": embeddings, "sample": sample, "svd": svd}

@@ -13,20 +13,19 @@ batch emits one array of hashes per shuffle partition.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
 from transforms.batches import (
     FeatureBatch,
-    JoinByKey,
+    UidSetFn,
     batch_keys_of,
     rows_by_part,
     stage_counter,
     timed,
 )
-
-EXACT_DUPLICATES_TAG = "exact_duplicates"
 
 
 def id_order_key(doc_id: str, derived: bool) -> tuple[str, int]:
@@ -159,33 +158,25 @@ class ResolveExactGroupsFn(beam.DoFn):
             yield batch, (member_uid, member_id, rep_uid, rep_id)
 
 
-def drop_members(features: FeatureBatch, removed_uids: Iterable[int]) -> FeatureBatch:
-    """``features`` without the rows whose uid is in ``removed_uids``."""
-    removed = np.fromiter(removed_uids, dtype=np.int64)
-    if len(removed) == 0:
-        return features
-    keep_rows = np.flatnonzero(~np.isin(features.uids, removed))
-    return features.select(keep_rows)
+def removed_uid(member: tuple[int, tuple]) -> np.ndarray:
+    """The uid of one exact member ``(batch_key, (member_uid, ...))``, as a uid array."""
+    return np.array([member[1][0]], dtype=np.int64)
 
 
-class FilterBatchFn(beam.DoFn):
-    """CoGroupByKey result → the distinct feature batch (exact duplicates dropped)."""
+class ExactDuplicates(NamedTuple):
+    """``members``: ``(batch_key, (member_uid, member_id, representative_uid,
+    representative_id))`` for every exact duplicate left out; ``removed``: their uids, sorted
+    (a singleton ``int64[n]``, for banding to skip them)."""
 
-    timer = stage_counter("exact")
-
-    def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
-        key, grouped = element
-        removed = [member[0] for member in grouped["removed"]]
-        for features in grouped["features"]:
-            yield key, drop_members(features, removed)
+    members: beam.PCollection
+    removed: beam.PCollection
 
 
 class RemoveExactDuplicates(beam.PTransform):
-    """Feature batches → distinct signature batches, plus an ``exact_duplicates`` output of
-    ``(batch_key, (member_uid, member_id, representative_uid, representative_id))``."""
+    """Feature batches → the exact duplicates each group leaves out (:class:`ExactDuplicates`).
+
+    Only hashes, ids and lengths cross the shuffle; the feature batches themselves go on to
+    banding without waiting for this decision (banding drops the ``removed`` uids)."""
 
     def __init__(self, policy: str, batch_size: int, num_partitions: int) -> None:
         super().__init__()
@@ -193,7 +184,7 @@ class RemoveExactDuplicates(beam.PTransform):
         self.batch_size = batch_size
         self.num_partitions = num_partitions
 
-    def expand(self, features: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, features: beam.PCollection) -> ExactDuplicates:
         batch_key_to_removed = (
             features
             | "EmitExactKeys" >> beam.ParDo(EmitExactKeysFn(self.num_partitions))
@@ -201,14 +192,9 @@ class RemoveExactDuplicates(beam.PTransform):
             | "PickExactRepresentatives"
             >> beam.ParDo(ResolveExactGroupsFn(self.policy, self.batch_size))
         )
-        # Banding needs only uids and signatures: shuffle nothing more.
-        signature_batches = features | "KeepSignatures" >> beam.Map(
-            lambda kv: (kv[0], kv[1].signatures_only())
-        ).with_output_types(tuple[int, FeatureBatch])
-        distinct = (
-            {"features": signature_batches, "removed": batch_key_to_removed}
-            | "JoinExactDecisions" >> JoinByKey()
-            | "DropExactDuplicates" >> beam.ParDo(FilterBatchFn()).with_output_types(
-                tuple[int, FeatureBatch])
+        removed_uids = (
+            batch_key_to_removed
+            | "ListRemovedUids" >> beam.Map(removed_uid)
+            | "CollectRemovedUids" >> beam.CombineGlobally(UidSetFn())
         )
-        return {"distinct": distinct, EXACT_DUPLICATES_TAG: batch_key_to_removed}
+        return ExactDuplicates(batch_key_to_removed, removed_uids)

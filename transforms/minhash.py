@@ -36,6 +36,7 @@ import numpy as np
 import xxhash
 
 from transforms.batches import DocBatch, FeatureBatch, splitmix64, stage_counter, timed
+from transforms.lsh import band_hashes
 from transforms.read import is_generated
 
 TOKEN_RE = re.compile(r"[^\W_]+")
@@ -201,9 +202,12 @@ def exact_hash(norm_text: bytes, seed: int) -> tuple[int, int]:
 
 def compute_features(
     batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray,
-    tokenizer: str = "unicode",
+    tokenizer: str = "unicode", banding: tuple[int, int] | None = None,
 ) -> tuple[FeatureBatch, int]:
-    """Features of the tokenised documents of ``batch`` and the number without any token."""
+    """Features of the tokenised documents of ``batch`` and the number without any token.
+
+    With ``banding = (bands, rows)`` the batch carries its LSH band hashes instead of the
+    signatures (the compact form that leaves the stage); without, the signatures."""
     rows: list[int] = []
     hash_list: list[np.ndarray] = []
     norm_lengths: list[int] = []
@@ -232,8 +236,9 @@ def compute_features(
         ids=[batch.ids[r] for r in rows],
         norm_lengths=np.array(norm_lengths, dtype=np.int64),
         exact_hashes=np.array(exact, dtype=np.uint64).reshape(-1, 2),
-        signatures=signatures,
+        signatures=None if banding else signatures,
         derived=np.array([is_generated(batch.records[r]) for r in rows], dtype=bool),
+        band_hashes=band_hashes(signatures, *banding, seed) if banding else None,
     )
     return features, len(batch.records) - len(rows)
 
@@ -243,11 +248,13 @@ class ComputeFeaturesFn(beam.DoFn):
 
     STATS_TAG = "stats"
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode") -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode",
+                 banding: tuple[int, int] | None = None) -> None:
         self.tokenizer = tokenizer
         self.ngram = ngram
         self.num_perm = num_perm
         self.seed = seed
+        self.banding = banding
         self.timer = stage_counter("compute_features")
 
     def setup(self) -> None:
@@ -259,7 +266,7 @@ class ComputeFeaturesFn(beam.DoFn):
     def _process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
         key, batch = element
         features, untokenized = compute_features(
-            batch, self.ngram, self.seed, self.a, self.b, self.tokenizer
+            batch, self.ngram, self.seed, self.a, self.b, self.tokenizer, self.banding
         )
         yield key, features
         yield beam.pvalue.TaggedOutput(
@@ -268,12 +275,13 @@ class ComputeFeaturesFn(beam.DoFn):
 
 
 class ComputeFeatures(beam.PTransform):
-    """Document batches → feature batches (signatures, exact keys) and a stats output."""
+    """Document batches → compact feature batches (band hashes with ``banding``, else
+    signatures; exact keys; no text) and a stats output."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode"
-                 ) -> None:
+    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode",
+                 banding: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, tokenizer)
+        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, tokenizer, banding)
 
     def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(

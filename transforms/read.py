@@ -49,7 +49,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -285,6 +285,38 @@ class _BatchBuilder:
         return batch
 
 
+@dataclass(frozen=True)
+class LineFilter:
+    """The lines (Parquet: rows) of one file that a re-read wants: ``only`` these, or all
+    ``except`` these."""
+
+    mode: str  # "only" | "except"
+    lines: frozenset[int]
+
+    def wanted(self, line: int) -> bool:
+        return (line in self.lines) == (self.mode == "only")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which documents a re-read of the input yields, by uid: ``all``, ``only`` the sorted
+    ``uids``, or all ``except`` them. Compact (8 bytes a uid), so it travels as a side input
+    whose size follows the candidates or the duplicates, not the corpus."""
+
+    mode: str = "all"
+    uids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def lines_of(self, file_index: int) -> LineFilter | None:
+        if self.mode == "all":
+            return None
+        lo = np.searchsorted(self.uids, make_uid(file_index, 0))
+        hi = np.searchsorted(self.uids, make_uid(file_index + 1, 0))
+        lines = frozenset((self.uids[lo:hi] & LINE_MASK).tolist())
+        if self.mode == "except" and not lines:
+            return None
+        return LineFilter(self.mode, lines)
+
+
 class ReadFileFn(beam.DoFn):
     """``(file_index, path)`` → ``(batch_key, DocBatch)``; rejects go to ``rejected``."""
 
@@ -305,25 +337,35 @@ class ReadFileFn(beam.DoFn):
                 ) -> Iterator[Any]:
         return timed(self._process(element, repeats or {}), self.timer)
 
-    def _process(self, element: tuple[int, str], repeats: dict[int, int]) -> Iterator[Any]:
+    def _process(self, element: tuple[int, str], repeats: dict[int, int],
+                 selection: Selection | None = None) -> Iterator[Any]:
         file_index, path = element
         base_name = self.id_names.get(path) or os.path.basename(path)
         builder = _BatchBuilder(file_index, self.batch_size)
-        reader = self._read_parquet if path.endswith(".parquet") else self._read_json
+        lines = selection.lines_of(file_index) if selection is not None else None
+        if lines is not None and lines.mode == "only" and not lines.lines:
+            return  # nothing wanted from this file: not even opened
+        reread = selection is not None
+        if path.endswith(".parquet"):
+            items = self._read_parquet(path, base_name, lines)
+        else:
+            items = self._read_json(path, base_name, lines=lines)
         count = 0
-        for item in reader(path, base_name):
+        for item in items:
             if isinstance(item, dict):
-                yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
+                if not reread:  # the first read reports rejects; a re-read skips them
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
                 continue
             line, doc_id, record, nbytes = item
             # Repeats are rare: most files look nothing up (uids are built only when needed).
             owner = repeats.get(make_uid(file_index, line)) if repeats else None
             if owner is not None:
-                yield beam.pvalue.TaggedOutput(REJECTED_TAG, self._repeated(
-                    path, line, doc_id, record, owner))
+                if not reread:
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, self._repeated(
+                        path, line, doc_id, record, owner))
                 continue
             count += 1
-            if count % PROGRESS_EVERY == 0:
+            if count % PROGRESS_EVERY == 0 and not reread:
                 LOG.info("read %d documents from %s", count, base_name)
             done = builder.add(line, doc_id, record, nbytes)
             if done is not None:
@@ -331,8 +373,9 @@ class ReadFileFn(beam.DoFn):
         done = builder.flush()
         if done is not None:
             yield done.batch_key, done
-        self.read_counter.inc(count)
-        LOG.info("finished reading %s: %d documents", base_name, count)
+        if not reread:
+            self.read_counter.inc(count)
+            LOG.info("finished reading %s: %d documents", base_name, count)
 
     def _repeated(self, path: str, line: int, doc_id: str, record: dict[str, Any], owner: int
                   ) -> dict[str, Any]:
@@ -347,12 +390,14 @@ class ReadFileFn(beam.DoFn):
         raw = json.dumps(record, ensure_ascii=False, default=str)
         return rejection(path, line, "duplicate_id", raw, detail)
 
-    def _read_json(self, path: str, base_name: str, id_lines_only: bool = False
-                   ) -> Iterator[Any]:
+    def _read_json(self, path: str, base_name: str, id_lines_only: bool = False,
+                   lines: LineFilter | None = None) -> Iterator[Any]:
         line = 0
         try:
             for raw in iter_lines(path, self.max_doc_bytes):
                 line += 1
+                if lines is not None and not lines.wanted(line):
+                    continue  # a re-read skips what it does not need before parsing
                 if isinstance(raw, LongLine):
                     yield rejection(path, line, "too_large", raw.head,
                                     f"{raw.size} bytes > max_doc_bytes={self.max_doc_bytes}")
@@ -371,7 +416,8 @@ class ReadFileFn(beam.DoFn):
             # A truncated or corrupt compressed file: keep what was read, reject the rest.
             yield rejection(path, line + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
 
-    def _read_parquet(self, path: str, base_name: str) -> Iterator[Any]:
+    def _read_parquet(self, path: str, base_name: str, lines: LineFilter | None = None
+                      ) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
         row = 0
@@ -381,6 +427,8 @@ class ReadFileFn(beam.DoFn):
                 for record_batch in parquet.iter_batches(batch_size=self.batch_size):
                     for record in record_batch.to_pylist():
                         row += 1
+                        if lines is not None and not lines.wanted(row):
+                            continue
                         text = record.get("text")
                         size = len(text.encode("utf-8")) if isinstance(text, str) else 0
                         if size > self.max_doc_bytes:
@@ -554,12 +602,67 @@ class FindRepeatedIdsFn(beam.DoFn):
         yield from repeated_ids(hashes, uids, ids)
 
 
+class ReadSelectedFn(ReadFileFn):
+    """``(file_index, path)`` + repeats + a :class:`Selection` → ``(batch_key, DocBatch)`` of
+    the selected documents, as the first read made them (same uids, ids, records and batch
+    keys). Rejects are not reported again; lines not selected are not parsed."""
+
+    timer = stage_counter("reread")
+
+    def process(self, element: tuple[int, str], repeats: dict[int, int],
+                selection: Selection) -> Iterator[Any]:
+        return timed(self._process(element, repeats or {}, selection), self.timer)
+
+
 class ReadResult(dict):
-    """``{"batches": ..., "rejected": ...}``; ``.batches`` as on Beam's tagged outputs."""
+    """``{"batches", "rejected", "repeats"}``: the first read's document batches and dead-letter
+    rows, plus what a later re-read of the same documents needs (the ``uid → owner`` repeats);
+    ``.batches`` as on Beam's tagged outputs."""
 
     @property
     def batches(self) -> beam.PCollection:
         return self["batches"]
+
+
+@dataclass(frozen=True)
+class ReadParams:
+    """How the input is read (the same for the first read and every re-read)."""
+
+    files: tuple[str, ...]
+    max_doc_bytes: int
+    batch_size: int
+
+
+class ReadSelected(beam.PTransform):
+    """Read the input again: ``{"repeats", "selection"}`` (``read.repeats`` of
+    :class:`ReadDocuments` and a singleton :class:`Selection`) → ``(batch_key, DocBatch)``.
+
+    Each re-read lists the input files itself: a step that shared the first read's file list
+    would be fused with the first read by the runner, and then wait for side inputs that
+    only exist after the first read has finished.
+
+    Document text never crosses a stage boundary in NDCL: a stage that needs text reads it
+    here, fused with its consumer, instead of the first read's batches being kept (and, on a
+    distributed runner, shuffled or materialised) until then.
+    """
+
+    def __init__(self, params: ReadParams) -> None:
+        super().__init__()
+        self.params = params
+
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        files = list(self.params.files)
+        fn = ReadSelectedFn(self.params.max_doc_bytes, self.params.batch_size,
+                            id_names(files), files)
+        indexed_files = (
+            inputs["selection"].pipeline
+            | "ListFilesAgain" >> beam.Create(list(enumerate(files)))
+            | "SpreadFilesAgain" >> beam.Reshuffle()
+        )
+        return indexed_files | "ParseSelected" >> beam.ParDo(
+            fn, beam.pvalue.AsDict(inputs["repeats"]),
+            beam.pvalue.AsSingleton(inputs["selection"])).with_output_types(
+                tuple[int, DocBatch])
 
 
 class ReadDocuments(beam.PTransform):
@@ -602,4 +705,5 @@ class ReadDocuments(beam.PTransform):
             .with_output_types(tuple[int, DocBatch])
             .with_outputs(REJECTED_TAG, main="batches")
         )
-        return ReadResult(batches=parsed.batches, rejected=parsed[REJECTED_TAG])
+        return ReadResult(batches=parsed.batches, rejected=parsed[REJECTED_TAG],
+                          repeats=uid_to_owner)

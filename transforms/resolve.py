@@ -23,7 +23,6 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.batches import (
-    DocBatch,
     JoinByKey,
     NodeInfo,
     batch_key_of,
@@ -33,6 +32,7 @@ from transforms.batches import (
     timed,
 )
 from transforms.exact import rank_key
+from transforms.read import Selection
 from transforms.verify import similarity
 
 
@@ -194,30 +194,11 @@ class ResolveDuplicates(beam.PTransform):
         return (near, exact) | "FlattenDuplicateRows" >> beam.Flatten()
 
 
-class SelectKeptFn(beam.DoFn):
-    """A document batch and its duplicate rows → the batch of its kept documents only."""
-
-    def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DocBatch]]:
-        key, grouped = element
-        removed = {row.uid for row in grouped["duplicates"]}
-        for batch in grouped["docs"]:
-            rows = [i for i, uid in enumerate(batch.uids.tolist()) if uid not in removed]
-            if rows:
-                yield key, DocBatch(key, batch.uids[rows], [batch.ids[i] for i in rows],
-                                    [batch.records[i] for i in rows])
+def removed_uids(row: tuple[int, DuplicateRow]) -> np.ndarray:
+    """The uid of one ``(batch_key, DuplicateRow)`` as a uid array (for a ``UidSetFn``)."""
+    return np.array([row[1].uid], dtype=np.int64)
 
 
-class SelectKept(beam.PTransform):
-    """ND→CL: document batches minus the removed duplicates, for clustering."""
-
-    def __init__(self, duplicate_rows: beam.PCollection) -> None:
-        super().__init__()
-        self.duplicate_rows = duplicate_rows
-
-    def expand(self, doc_batches: beam.PCollection) -> beam.PCollection:
-        return (
-            {"docs": doc_batches, "duplicates": self.duplicate_rows}
-            | "JoinRemovedRows" >> JoinByKey()
-            | "KeepSurvivors" >> beam.ParDo(SelectKeptFn()).with_output_types(
-                tuple[int, DocBatch])
-        )
+def all_except(uids: np.ndarray) -> Selection:
+    """ND→CL: every document but the removed duplicates (a re-read selection)."""
+    return Selection("except", uids)

@@ -5,8 +5,8 @@
 - ``signature``: fraction of equal MinHash values over the full signature (an estimate);
 - ``none``: keep every candidate edge (the plain LSH behaviour).
 
-Candidate edges only touch a small part of the corpus, so their endpoints are fetched once (one
-join of the requested uids with the document batches, recomputing shingles from the text) into
+Candidate edges only touch a small part of the corpus, so their endpoints are fetched once (a
+re-read of the input that parses only those documents and recomputes their shingles) into
 :class:`NodeInfo` records keyed by a shuffle partition of the uid; the edges then meet the node
 records of their centre and of their member in two small partition joins.
 """
@@ -20,16 +20,17 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.batches import (
+    DocBatch,
     JoinByKey,
     NodeInfo,
-    batch_keys_of,
+    UidSetFn,
     partition_of,
     rows_by_part,
     stage_counter,
     timed,
 )
 from transforms.minhash import document_shingles, minhash_signatures, permutation_params
-from transforms.read import is_generated
+from transforms.read import ReadParams, ReadSelected, Selection, is_generated
 
 
 def jaccard(left: np.ndarray, right: np.ndarray) -> float:
@@ -53,30 +54,22 @@ def similarity(mode: str, left: NodeInfo, right: NodeInfo) -> float:
     return signature_similarity(left.signature, right.signature)
 
 
-class RequestNodesFn(beam.DoFn):
-    """Edge arrays → ``(batch_key, uids)`` of every endpoint, so features can be fetched."""
+def endpoint_uids(edges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The uids at either end of an edge array pair (unique, sorted)."""
+    return np.unique(np.concatenate(edges))
 
-    timer = stage_counter("verify")
 
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-
-    def process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        return timed(self._process(edges), self.timer)
-
-    def _process(self, edges: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        uids = np.unique(np.concatenate(edges))
-        keys = batch_keys_of(uids, self.batch_size)
-        for key in np.unique(keys).tolist():
-            yield key, uids[keys == key]
+def only(uids: np.ndarray) -> Selection:
+    return Selection("only", uids)
 
 
 class ExtractNodesFn(beam.DoFn):
-    """Document batch + requested uids → ``(partition, [NodeInfo])`` for the requested uids.
+    """A re-read batch of candidate documents → ``(partition, [NodeInfo])``.
 
     Shingles (and, outside exact mode, signatures) are recomputed from the text here, for the
     few documents that have candidate edges, rather than carried for every document: carrying
-    shingle sets for the whole corpus through a shuffle took more memory than the text itself.
+    shingle sets (or signatures) for the whole corpus through a shuffle takes more memory than
+    the text itself.
     """
 
     timer = stage_counter("verify")
@@ -88,23 +81,17 @@ class ExtractNodesFn(beam.DoFn):
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.params.num_perm, self.params.seed)
 
-    def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
+    def process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, list[NodeInfo]]]:
         return timed(self._process(element), self.timer)
 
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, list[NodeInfo]]]:
-        _, grouped = element
-        requested = list(grouped["requested"])
-        if not requested:
-            return
-        wanted = np.unique(np.concatenate(requested))
-        for batch in grouped["docs"]:
-            rows = np.flatnonzero(np.isin(batch.uids, wanted)).tolist()
-            nodes = [node_info(int(batch.uids[r]), batch.ids[r], batch.records[r]["text"],
-                               self.params, self.a, self.b, is_generated(batch.records[r]))
-                     for r in rows]
-            parts = partition_of(batch.uids[rows], self.num_partitions, self.params.seed)
-            for part, rows_of_part in rows_by_part(parts):
-                yield part, [nodes[i] for i in rows_of_part.tolist()]
+    def _process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, list[NodeInfo]]]:
+        _, batch = element
+        nodes = [node_info(int(uid), doc_id, record["text"], self.params, self.a, self.b,
+                           is_generated(record))
+                 for uid, doc_id, record in zip(batch.uids.tolist(), batch.ids, batch.records)]
+        parts = partition_of(batch.uids, self.num_partitions, self.params.seed)
+        for part, rows_of_part in rows_by_part(parts):
+            yield part, [nodes[i] for i in rows_of_part.tolist()]
 
 
 class NodeParams(NamedTuple):
@@ -214,22 +201,28 @@ class VerifyEdgesFn(beam.DoFn):
 
 
 class FetchNodes(beam.PTransform):
-    """Edge arrays + document batches → ``(partition, [NodeInfo])`` for every endpoint."""
+    """``{"edges", "repeats"}`` (candidate edge arrays; ``repeats`` of
+    ``transforms.read.ReadDocuments``) → ``(partition, [NodeInfo])`` for every endpoint.
 
-    def __init__(self, doc_batches: beam.PCollection, params: NodeParams, batch_size: int,
-                 num_partitions: int) -> None:
+    The endpoints' uids (8 bytes each, a few % of the corpus) select the documents that a
+    re-read of the input parses, fused with the shingling: no text waits in the graph."""
+
+    def __init__(self, params: NodeParams, read: ReadParams, num_partitions: int) -> None:
         super().__init__()
-        self.doc_batches = doc_batches
         self.params = params
-        self.batch_size = batch_size
+        self.read = read
         self.num_partitions = num_partitions
 
-    def expand(self, edges: beam.PCollection) -> beam.PCollection:
-        batch_key_to_requested = edges | "RequestEndpoints" >> beam.ParDo(
-            RequestNodesFn(self.batch_size))
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        selection = (
+            inputs["edges"]
+            | "ListEndpoints" >> beam.Map(endpoint_uids)
+            | "CollectEndpoints" >> beam.CombineGlobally(UidSetFn())
+            | "SelectEndpoints" >> beam.Map(only)
+        )
         return (
-            {"docs": self.doc_batches, "requested": batch_key_to_requested}
-            | "JoinRequestedDocuments" >> JoinByKey()
+            {"repeats": inputs["repeats"], "selection": selection}
+            | "ReadCandidateDocuments" >> ReadSelected(self.read)
             | "ExtractNodeInfo" >> beam.ParDo(ExtractNodesFn(self.params, self.num_partitions))
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -32,8 +32,9 @@ import xxhash
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import faults
-from transforms.batches import DocBatch, JoinByKey, stage_counter, timed
+from transforms.batches import DocBatch, stage_counter, timed
 from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_value
+from transforms.read import ReadParams, ReadSelected, Selection
 from transforms.resolve import DuplicateRow
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
@@ -147,10 +148,11 @@ class FieldTypesFn(beam.CombineFn):
 
 
 class WriteBatchFn(beam.DoFn):
-    """One document batch + its duplicate rows → a kept part and a duplicates part; with
-    clusters, also the batch's kept documents per ``(cluster_A, cluster_B, label)`` on the
-    ``contingency`` output (``transforms.cluster_stats``): the records are at hand here, so
-    the label costs no extra shuffle."""
+    """One re-read document batch + its duplicate rows (a side input keyed by batch) → a kept
+    part and a duplicates part; with clusters (a side input of labels keyed by batch), also
+    the batch's kept documents per ``(cluster_A, cluster_B, label)`` on the ``contingency``
+    output (``transforms.cluster_stats``): the records are at hand here, so the label costs
+    no extra shuffle."""
 
     def __init__(self, staging_dir: str, with_clusters: bool = False,
                  label_field: str | None = None) -> None:
@@ -159,18 +161,15 @@ class WriteBatchFn(beam.DoFn):
         self.label_field = label_field or None
         self.timer = stage_counter("write_outputs")
 
-    def process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
-                ) -> Iterator[object]:
-        return timed(self._process(element, field_types), self.timer)
+    def process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
+                duplicates: Any, clusters: Any = None) -> Iterator[object]:
+        return timed(self._process(element, field_types, duplicates, clusters), self.timer)
 
-    def _process(self, element: tuple[int, dict], field_types: dict[str, set[str]]
-                 ) -> Iterator[object]:
-        key, grouped = element
-        batches: list[DocBatch] = list(grouped["docs"])
-        rows: list[DuplicateRow] = list(grouped["duplicates"])
-        if len(batches) != 1:
-            raise RuntimeError(f"batch {key:#x}: expected one document batch, got {len(batches)}")
-        batch = batches[0]
+    def _process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
+                 duplicates: Any, clusters: Any) -> Iterator[object]:
+        key, batch = element
+        # Multimap side inputs answer [] for a key they do not hold (and support no ``in``).
+        rows: list[DuplicateRow] = list(duplicates[key])
         removed = {row.uid: row for row in rows}
         index = {int(uid): i for i, uid in enumerate(batch.uids.tolist())}
         unknown = set(removed) - set(index)
@@ -178,11 +177,12 @@ class WriteBatchFn(beam.DoFn):
             raise RuntimeError(f"batch {key:#x}: duplicate rows for unknown uids {sorted(unknown)}")
         keep_rows = [i for i, uid in enumerate(batch.uids.tolist()) if uid not in removed]
         name = f"part-{key:016x}.parquet"
-        clusters = self._cluster_columns(key, grouped, batch, keep_rows)
+        labels = list(clusters[key]) if self.with_clusters else None
+        cluster_columns = self._cluster_columns(key, labels, batch, keep_rows)
         if keep_rows:
             table = kept_table([batch.ids[i] for i in keep_rows],
                                [batch.records[i] for i in keep_rows],
-                               kept_schema(field_types), clusters)
+                               kept_schema(field_types), cluster_columns)
             write_parquet(table, f"{self.staging_dir}/kept/{name}")
         if rows:
             rows.sort(key=lambda r: r.uid)
@@ -201,17 +201,18 @@ class WriteBatchFn(beam.DoFn):
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
                "duplicates_near": len(rows) - exact}
-        if clusters is not None and keep_rows:
-            labels = [label_value(batch.records[i].get(self.label_field))
-                      if self.label_field else None for i in keep_rows]
-            yield beam.pvalue.TaggedOutput(CONTINGENCY_TAG, batch_contingency(*clusters, labels))
+        if cluster_columns is not None and keep_rows:
+            labels_of_kept = [label_value(batch.records[i].get(self.label_field))
+                              if self.label_field else None for i in keep_rows]
+            yield beam.pvalue.TaggedOutput(CONTINGENCY_TAG,
+                                           batch_contingency(*cluster_columns, labels_of_kept))
 
-    def _cluster_columns(self, key: int, grouped: dict, batch: DocBatch, rows: list[int]
-                         ) -> tuple[list[int], list[int]] | None:
-        if not self.with_clusters:
+    def _cluster_columns(self, key: int, grouped_labels: list | None, batch: DocBatch,
+                         rows: list[int]) -> tuple[list[int], list[int]] | None:
+        if grouped_labels is None:
             return None
         labels: dict[int, tuple[int, int]] = {}
-        for uids, labels_a, labels_b in grouped["clusters"]:
+        for uids, labels_a, labels_b in grouped_labels:
             labels.update(zip(uids.tolist(), zip(labels_a.tolist(), labels_b.tolist())))
         missing = [int(batch.uids[i]) for i in rows if int(batch.uids[i]) not in labels]
         if missing:
@@ -273,49 +274,69 @@ class WriteJsonFn(beam.DoFn):
         return iter(())
 
 
-class WriteOutputs(beam.PTransform):
-    """Document batches + duplicate rows + rejected rows + stats → files under staging_dir.
+class WriteParams(NamedTuple):
+    """Where and how :class:`WriteOutputs` writes."""
 
-    Returns ``{"stats": the written _stats.json path, "contingency": per-batch cluster counts
-    of the kept documents}`` (the latter empty without ``cluster_labels``).
+    staging_dir: str
+    read: ReadParams
+    label_field: str | None = None
+
+
+class Written(NamedTuple):
+    """``stats``: the written ``_stats.json`` path; ``contingency``: per-batch cluster counts
+    of the kept documents (empty without clusters)."""
+
+    stats: beam.PCollection
+    contingency: beam.PCollection
+
+
+def every_document() -> Selection:
+    return Selection()
+
+
+class WriteOutputs(beam.PTransform):
+    """Write the output contract under ``staging_dir`` from named inputs:
+
+    - ``repeats`` (``transforms.read.ReadDocuments``): the input is read once more here, fused
+      with the writer, so document text never waits in the graph for the decisions;
+    - ``field_types``: the unified field types (:class:`FieldTypesFn`, from the first read);
+    - ``duplicates``: ``(batch_key, DuplicateRow)``, joined as a side input keyed by batch
+      (its size follows the duplicates, not the corpus);
+    - ``rejected``: dead-letter rows; ``stats``: the other stages' stats dicts, to sum;
+    - ``clusters`` (optional): ``(batch_key, (uids, cluster_A, cluster_B))`` labels (16 bytes
+      a document), a side input keyed by batch.
     """
 
-    def __init__(self, staging_dir: str, duplicate_rows: beam.PCollection,
-                 rejected: beam.PCollection, stats: list[beam.PCollection],
-                 cluster_labels: beam.PCollection | None = None,
-                 label_field: str | None = None) -> None:
+    def __init__(self, params: WriteParams) -> None:
         super().__init__()
-        self.staging_dir = staging_dir
-        self.duplicate_rows = duplicate_rows
-        self.rejected = rejected
-        self.stats = stats
-        self.cluster_labels = cluster_labels
-        self.label_field = label_field
+        self.params = params
 
-    def expand(self, doc_batches: beam.PCollection) -> dict[str, beam.PCollection]:
-        field_types = doc_batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
-        inputs = {"docs": doc_batches, "duplicates": self.duplicate_rows}
-        if self.cluster_labels is not None:
-            inputs["clusters"] = self.cluster_labels
+    def expand(self, inputs: dict[str, Any]) -> Written:
+        params = self.params
+        clusters = inputs.get("clusters")
+        selection = inputs["repeats"].pipeline | "SelectEveryDocument" >> beam.Create(
+            [every_document()])
+        side_inputs = [beam.pvalue.AsSingleton(inputs["field_types"]),
+                       beam.pvalue.AsMultiMap(inputs["duplicates"])]
+        if clusters is not None:
+            side_inputs.append(beam.pvalue.AsMultiMap(clusters))
         written = (
-            inputs
-            | "JoinDuplicateRows" >> JoinByKey()
+            {"repeats": inputs["repeats"], "selection": selection}
+            | "ReadForWriting" >> ReadSelected(params.read)
             | "WriteKeptAndDuplicates" >> beam.ParDo(
-                WriteBatchFn(self.staging_dir, self.cluster_labels is not None,
-                             self.label_field),
-                beam.pvalue.AsSingleton(field_types)).with_outputs(CONTINGENCY_TAG,
-                                                                   main="stats")
+                WriteBatchFn(params.staging_dir, clusters is not None, params.label_field),
+                *side_inputs).with_outputs(CONTINGENCY_TAG, main="stats")
         )
         rejected_stats = (
-            self.rejected
+            inputs["rejected"]
             | "KeyRejectedBySource" >> beam.Map(lambda row: (row["source"], row))
             | "GroupRejected" >> beam.GroupByKey()
-            | "WriteRejected" >> beam.ParDo(WriteRejectedFn(self.staging_dir))
+            | "WriteRejected" >> beam.ParDo(WriteRejectedFn(params.staging_dir))
         )
         stats_file = (
-            (written.stats, rejected_stats, *self.stats)
+            (written.stats, rejected_stats, inputs["stats"])
             | "FlattenStats" >> beam.Flatten()
             | "SumStats" >> beam.CombineGlobally(sum_stats)
-            | "WriteStats" >> beam.ParDo(WriteStatsFn(self.staging_dir))
+            | "WriteStats" >> beam.ParDo(WriteStatsFn(params.staging_dir))
         )
-        return {"stats": stats_file, CONTINGENCY_TAG: written[CONTINGENCY_TAG]}
+        return Written(stats_file, written[CONTINGENCY_TAG])
