@@ -449,8 +449,8 @@ class Runner:
         proc = ndcl(args, timeout=120)
         lines = [line for line in proc.stderr.splitlines() if line.startswith("ndcl:")]
         case.identical = snapshot(watched) == before
-        left = sorted(p.name for p in watched.parent.iterdir()
-                      if p.name.endswith((".ndcl-old", ".ndcl-staging")))
+        left = [p.name for p in watched.parent.iterdir()
+                if p.name in (f"{watched.name}.ndcl-old", f"{watched.name}.ndcl-staging")]
         case.ok = (proc.returncode == status and len(lines) == 1 and expect in lines[0]
                    and bool(case.identical) and not left)
         case.result = f"exit {proc.returncode}: {lines[0][6:80] if lines else proc.stderr[-80:]}"
