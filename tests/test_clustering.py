@@ -123,10 +123,13 @@ def test_cluster_transform_recovers_planted_topics(tmp_path: Path) -> None:
         assert {b for _, b in got.values()} <= {0, 1}
 
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        docs = p | "CreateBatches" >> beam.Create(batches)
-        embedded = docs | "Embed" >> EmbedDocuments(EmbedConfig(n_features=2**16,
-                                                                 n_components=16,
-                                                                 sample_size=80, seed=2))
+        # Term statistics and the sample come from one read of the documents, the labels are
+        # for a second one (in the pipeline a re-read of the input: ReadSelected).
+        inputs = {"statistics": p | "CreateBatches" >> beam.Create(batches),
+                  "documents": p | "CreateBatchesAgain" >> beam.Create(batches)}
+        embedded = inputs | "Embed" >> EmbedDocuments(EmbedConfig(n_features=2**16,
+                                                                  n_components=16,
+                                                                  sample_size=80, seed=2))
         clustered = embedded | "Cluster" >> ClusterDocuments(spec, "t", levels, 2**16)
         assert_that(clustered["labels"], check)
     assert (tmp_path / "models" / "t__A.pkl").exists()

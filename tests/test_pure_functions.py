@@ -17,7 +17,7 @@ import pytest
 import xxhash
 
 from tests.reference import UnionFind
-from transforms.batches import DocBatch, rows_by_part
+from transforms.batches import LINE_MASK, DocBatch, FeatureBatch, UidSetFn, make_uid, rows_by_part
 from transforms.components import large_star, small_star, star_labels
 from transforms.exact import exact_groups, rank_key
 from transforms.lsh import (
@@ -40,6 +40,7 @@ from transforms.minhash import (
     token_hashes,
     tokenize,
 )
+from transforms.read import LineFilter, Selection
 from transforms.verify import jaccard, signature_similarity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -490,6 +491,111 @@ def test_compute_features_all_untokenized() -> None:
     assert features.signatures.shape == (0, 32)
     assert features.exact_hashes.shape == (0, 2)
     assert len(features.uids) == 0
+
+
+@pytest.mark.parametrize("bands,rows", [(16, 8), (5, 3), (1, 1)])
+def test_compute_features_with_banding_carries_band_hashes_only(bands: int, rows: int) -> None:
+    """With ``banding`` the batch carries the band hashes of the signatures it would have
+    carried without (and no signatures); everything else is the same."""
+    batch = make_batch(FEATURE_TEXTS)
+    a, b = permutation_params(128, 1)
+    plain, untokenized = compute_features(batch, 5, 1, a, b)
+    banded, untokenized_banded = compute_features(batch, 5, 1, a, b, banding=(bands, rows))
+    assert plain.band_hashes is None and plain.signatures is not None
+    assert banded.signatures is None
+    assert banded.band_hashes.dtype == np.uint64
+    assert banded.band_hashes.shape == (len(plain), bands)
+    assert np.array_equal(banded.band_hashes, band_hashes(plain.signatures, bands, rows, 1))
+    assert untokenized_banded == untokenized
+    assert banded.uids.tolist() == plain.uids.tolist() and banded.ids == plain.ids
+    assert np.array_equal(banded.exact_hashes, plain.exact_hashes)
+    assert np.array_equal(banded.norm_lengths, plain.norm_lengths)
+    assert np.array_equal(banded.derived, plain.derived)
+    # The compact form is what leaves the stage: far smaller than the signatures.
+    assert banded.estimated_size() < plain.estimated_size()
+    empty, _ = compute_features(make_batch(["", "😀"]), 5, 1, a, b, banding=(bands, rows))
+    assert empty.signatures is None and empty.band_hashes.shape == (0, bands)
+
+
+def test_feature_batch_select_keeps_absent_parts_absent() -> None:
+    hashes = np.arange(12, dtype=np.uint64).reshape(4, 3)
+    batch = FeatureBatch(batch_key=7, uids=np.array([10, 11, 12, 13], dtype=np.int64),
+                         ids=["a", "b", "c", "d"], norm_lengths=np.arange(4, dtype=np.int64),
+                         exact_hashes=np.zeros((4, 2), dtype=np.uint64), signatures=None,
+                         band_hashes=hashes)
+    picked = batch.select(np.array([1, 3]))
+    assert picked.uids.tolist() == [11, 13] and picked.ids == ["b", "d"]
+    assert picked.signatures is None and picked.scopes is None and picked.derived is None
+    assert picked.band_hashes.tolist() == [[3, 4, 5], [9, 10, 11]]
+
+
+# --------------------------------------------------------------------------------------------
+# Re-read selections (transforms.read.Selection) and uid sets (transforms.batches.UidSetFn)
+# --------------------------------------------------------------------------------------------
+
+
+def test_line_filter_only_and_except() -> None:
+    only = LineFilter("only", frozenset({1, 3}))
+    assert [line for line in range(1, 6) if only.wanted(line)] == [1, 3]
+    excluded = LineFilter("except", frozenset({1, 3}))
+    assert [line for line in range(1, 6) if excluded.wanted(line)] == [2, 4, 5]
+    assert not any(LineFilter("only", frozenset()).wanted(line) for line in range(1, 100))
+    assert all(LineFilter("except", frozenset()).wanted(line) for line in range(1, 100))
+
+
+def test_selection_lines_of_each_file() -> None:
+    uids = np.array(sorted([make_uid(0, 1), make_uid(0, 3), make_uid(2, 5), make_uid(2, 7),
+                            make_uid(2, LINE_MASK), make_uid(4, 1)]), dtype=np.int64)
+    assert Selection().mode == "all" and len(Selection().uids) == 0
+    assert all(Selection().lines_of(f) is None for f in range(5))  # all: no filter at all
+    only = Selection("only", uids)
+    assert only.lines_of(0) == LineFilter("only", frozenset({1, 3}))
+    # A file with nothing selected: an empty "only" filter (the re-read skips the file).
+    assert only.lines_of(1) == LineFilter("only", frozenset())
+    # The largest line number of file 2 belongs to file 2, not to file 3.
+    assert only.lines_of(2) == LineFilter("only", frozenset({5, 7, LINE_MASK}))
+    assert only.lines_of(3) == LineFilter("only", frozenset())
+    assert only.lines_of(4) == LineFilter("only", frozenset({1}))
+    assert only.lines_of(5) == LineFilter("only", frozenset())
+    excluded = Selection("except", uids)
+    assert excluded.lines_of(0) == LineFilter("except", frozenset({1, 3}))
+    assert excluded.lines_of(2) == LineFilter("except", frozenset({5, 7, LINE_MASK}))
+    # Nothing excepted from a file: no filter (every line wanted).
+    assert excluded.lines_of(1) is None and excluded.lines_of(3) is None
+    nothing = Selection("only", np.zeros(0, dtype=np.int64))
+    assert nothing.lines_of(0) == LineFilter("only", frozenset())
+    assert Selection("except", np.zeros(0, dtype=np.int64)).lines_of(0) is None
+    # The filter's lines are plain ints (hashable, comparable with line counters).
+    assert all(type(line) is int for line in only.lines_of(2).lines)
+
+
+def test_uid_set_fn_methods() -> None:
+    fn = UidSetFn()
+    empty = fn.extract_output(fn.create_accumulator())
+    assert empty.dtype == np.int64 and empty.tolist() == []
+    acc = fn.create_accumulator()
+    for uids in (np.array([9, 2], dtype=np.int64), [2, 5], np.array([], dtype=np.int64),
+                 np.array([1 << 41], dtype=np.int64), np.array([7], dtype=np.int32)):
+        acc = fn.add_input(acc, uids)
+    out = fn.extract_output(acc)
+    assert out.dtype == np.int64 and out.tolist() == [2, 5, 7, 9, 1 << 41]
+    # Many small inputs: the accumulator is compacted, the result unchanged.
+    big = fn.create_accumulator()
+    for i in range(200):
+        big = fn.add_input(big, np.array([i % 70, 1000 + i], dtype=np.int64))
+    assert len(big) <= 65
+    assert fn.extract_output(big).tolist() == list(range(70)) + list(range(1000, 1200))
+    # Merging: empty accumulators are harmless; repeats across accumulators collapse.
+    merged = fn.merge_accumulators([fn.create_accumulator(), acc, big,
+                                    fn.create_accumulator()])
+    assert fn.extract_output(merged).tolist() == sorted(
+        set(out.tolist()) | set(range(70)) | set(range(1000, 1200)))
+    nothing = fn.merge_accumulators([fn.create_accumulator(), fn.create_accumulator()])
+    assert fn.extract_output(nothing).dtype == np.int64
+    assert fn.extract_output(nothing).tolist() == []
+    assert fn.extract_output(fn.merge_accumulators([])).tolist() == []
+    # Sorted and unique: usable as a Selection at once.
+    assert Selection("only", out).lines_of(0) == LineFilter("only", frozenset({2, 5, 7, 9}))
 
 
 # --------------------------------------------------------------------------------------------

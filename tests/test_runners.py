@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import TestOptions as BeamTestOptions
 
 from beam_pipeline.cli import main
 from beam_pipeline.config import ClusterConfig, DedupConfig, PipelineConfig
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.pipeline import build_pipeline, choose_banding
 from runners.dataflow import template
 from runners.dataflow.dry_run import dry_run, run_dry_command
 from runners.options import (
@@ -52,6 +52,7 @@ from runners.options import (
 from tests.conftest import REPO
 from tests.fixtures import planted_records, write_corpus
 from transforms.cluster import BackendSpec
+from transforms.lsh import BAND_GROUPS
 
 BEAM_VERSION = template.beam_version_of_setup(REPO / "setup.py")
 
@@ -227,12 +228,43 @@ def _graph(workflow: str, tmp_path: Path, cc_max_rounds: int = 16,
 COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
                  "FindCandidatePairs", "FetchNodes", "VerifyCandidates", "ConnectedComponents",
                  "ResolveDuplicates", "EmbedDocuments", "ClusterDocuments", "ReportFit",
-                 "WriteOutputs", "SummariseClusters", "ReportClusterStats"]
-# Shuffles outside connected components: read (Reshuffle, and the id hashes that find repeated
-# ids), exact hash, LSH buckets, 2 joins in verification + 1 in FetchNodes, 3 in resolve,
-# 2 combines in embedding, 4 in writing, 1 combine of the cluster-quality counts, and one join
-# for the ordering (SelectKept in nd_cl, ScopeByCluster in cl_nd).
-FIXED_SHUFFLES = 19
+                 "CollectFieldTypes", "FlattenStageStats", "WriteOutputs", "SummariseClusters",
+                 "ReportClusterStats"]
+# Issue 11 (no document text crosses a stage boundary): the field types are combined next to
+# the first read (CollectFieldTypes) and the stage stats flattened before the writer; the
+# ordering-specific steps re-read the input (ReadSelected) instead of joining batches:
+# nd_cl selects the kept documents by the removed uids and reads them twice (statistics, then
+# labels); cl_nd takes the statistics from the first read and re-reads every document for
+# the labels (SelectKept, the join of document batches with duplicate rows, is gone).
+ND_CL_STAGES = ["ListRemovedDocuments", "CollectRemovedDocuments", "SelectKeptDocuments",
+                "ReadKeptForStatistics", "ReadKeptForEmbedding"]
+CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ReadForEmbedding", "ScopeByCluster"]
+# Shuffles outside connected components, shared by both orderings (23):
+# - read: Reshuffle of the file list + the id hashes that find repeated ids (2);
+# - CollectFieldTypes (1; it used to be inside WriteOutputs);
+# - exact: the hash groups + the combine of the removed uids (2; no join of decisions with
+#   the feature batches any more: banding drops the removed uids itself);
+# - LSH: one GroupByKey of the band keys per band group (4, lsh.BAND_GROUPS; the default
+#   banding has more than 4 bands) + the merge of the edges found by the groups (1): 5;
+# - FetchNodes: the combine of the endpoint uids + the Reshuffle of its re-read's file list
+#   (2; it used to join requested uids with the document batches);
+# - verification 2 joins, resolve 3;
+# - embedding: 2 combines;
+# - WriteOutputs: the Reshuffle of its re-read's file list, rejected rows, stats sum (3; the
+#   duplicate rows are a side input now, no join with the document batches);
+# - 1 combine of the cluster-quality counts.
+FIXED_SHUFFLES = 23
+# The ordering's own shuffles. nd_cl: the combine of the removed uids and the Reshuffle of
+# each of its two re-reads (3; was the SelectKept join). cl_nd: the Reshuffle of the re-read
+# for the labels and the ScopeByCluster join (2; was the join only).
+ORDERING_SHUFFLES = {"nd_cl": 3, "cl_nd": 2}
+ORDERING_GROUP_BY_KEYS = {
+    "nd_cl": {"CollectRemovedDocuments/CombinePerKey/GroupByKey",
+              "ReadKeptForStatistics/SpreadFilesAgain/ReshufflePerKey/GroupByKey",
+              "ReadKeptForEmbedding/SpreadFilesAgain/ReshufflePerKey/GroupByKey"},
+    "cl_nd": {"ReadForEmbedding/SpreadFilesAgain/ReshufflePerKey/GroupByKey",
+              "ScopeByCluster/JoinClusterLabels/GroupTagged"},
+}
 
 
 def _top_level(names: list[str]) -> list[str]:
@@ -249,31 +281,44 @@ def test_stage_names_of_both_orderings(tmp_path: Path) -> None:
         assert "ClusterDocuments/PredictClusters" in names  # RunInference
         assert any(n.startswith("ClusterDocuments/PredictClusters/") for n in names)
         assert "EmbedDocuments/FitSvd" in names
-    assert "SelectKept" in nd_cl and "ScopeByCluster" not in nd_cl
-    assert "ScopeByCluster" in cl_nd and "SelectKept" not in cl_nd
+        # Verification and the writer re-read the input themselves (ReadSelected).
+        assert "FetchNodes/ReadCandidateDocuments/ParseSelected" in names
+        assert "WriteOutputs/ReadForWriting/ParseSelected" in names
+        assert "EmbedDocuments/CountTermsAgain" in names
+    assert set(_top_level(nd_cl)) == set(COMMON_STAGES) | set(ND_CL_STAGES)
+    assert set(_top_level(cl_nd)) == set(COMMON_STAGES) | set(CL_ND_STAGES)
+    assert "ReadKeptForEmbedding/ParseSelected" in nd_cl
+    assert "ReadForEmbedding/ParseSelected" in cl_nd
     # The orderings: ND before embedding in nd_cl, embedding before ND in cl_nd.
     top_nd, top_cl = _top_level(nd_cl), _top_level(cl_nd)
-    assert top_nd.index("ResolveDuplicates") < top_nd.index("SelectKept") < \
-        top_nd.index("EmbedDocuments")
-    assert top_cl.index("ClusterDocuments") < top_cl.index("ComputeFeatures") < \
+    assert top_nd.index("ResolveDuplicates") < top_nd.index("CollectRemovedDocuments") < \
+        top_nd.index("ReadKeptForStatistics") < top_nd.index("EmbedDocuments")
+    assert top_cl.index("ReadForEmbedding") < top_cl.index("EmbedDocuments") < \
+        top_cl.index("ClusterDocuments") < top_cl.index("ComputeFeatures") < \
         top_cl.index("ScopeByCluster") < top_cl.index("RemoveExactDuplicates")
     assert not any(n.startswith("ref_AppliedPTransform") for n in nd_cl)
 
 
-def test_group_by_key_counts_are_stable_and_differ_only_in_the_ordering_join(
+def test_group_by_key_counts_are_stable_and_differ_only_in_the_ordering_steps(
         tmp_path: Path) -> None:
     protos = {wf: pipeline_proto(_graph(wf, tmp_path)) for wf in ("nd_cl", "cl_nd")}
     counts = {wf: count_group_by_keys(p) for wf, p in protos.items()}
-    # 16 rounds x (large star + small star) + the fixed shuffles, in both orderings.
-    assert counts == {"nd_cl": FIXED_SHUFFLES + 32, "cl_nd": FIXED_SHUFFLES + 32}
+    # 16 rounds x (large star + small star) + the fixed shuffles + the ordering's own.
+    assert counts == {wf: FIXED_SHUFFLES + ORDERING_SHUFFLES[wf] + 32 for wf in protos}
     names = {wf: set(group_by_key_names(p)) for wf, p in protos.items()}
-    assert names["nd_cl"] - names["cl_nd"] == {"SelectKept/JoinRemovedRows/GroupTagged"}
-    assert names["cl_nd"] - names["nd_cl"] == {"ScopeByCluster/JoinClusterLabels/GroupTagged"}
+    assert choose_banding(DedupConfig()).bands >= BAND_GROUPS
+    lsh = {f"FindCandidatePairs/GroupBandKeys{g}" for g in range(BAND_GROUPS)}
+    assert {n for n in names["nd_cl"] if n.startswith("FindCandidatePairs/")} == \
+        lsh | {"FindCandidatePairs/GroupCandidateEdges"}
+    assert names["nd_cl"] - names["cl_nd"] == ORDERING_GROUP_BY_KEYS["nd_cl"]
+    assert names["cl_nd"] - names["nd_cl"] == ORDERING_GROUP_BY_KEYS["cl_nd"]
+    assert not any("JoinDuplicateRows" in n or "JoinRequestedDocuments" in n
+                   or "JoinExactDecisions" in n for wf in names for n in names[wf])
     # Stable: a rebuild gives the same graph; fewer CC rounds remove exactly 2 per round.
     again = pipeline_proto(_graph("cl_nd", tmp_path))
     assert describe_stages(again) == describe_stages(protos["cl_nd"])
     assert count_group_by_keys(pipeline_proto(_graph("cl_nd", tmp_path, cc_max_rounds=4))) \
-        == FIXED_SHUFFLES + 8
+        == FIXED_SHUFFLES + ORDERING_SHUFFLES["cl_nd"] + 8
 
 
 # --- Dataflow dry run (offline) -----------------------------------------------------------------
@@ -293,9 +338,10 @@ def test_dataflow_dry_run_nd_cl(tmp_path: Path) -> None:
                      workflow="nd_cl")
     plain = pipeline_proto(_graph("nd_cl", tmp_path))
     assert report.stages[:2] == ["ReadDocuments", "ComputeFeatures"]
-    assert set(COMMON_STAGES) | {"SelectKept"} == set(report.stages)
+    assert set(COMMON_STAGES) | set(ND_CL_STAGES) == set(report.stages)
     # Dataflow's overrides keep every shuffle of the portable graph.
-    assert len(report.group_by_keys) == count_group_by_keys(plain) == FIXED_SHUFFLES + 32
+    assert len(report.group_by_keys) == count_group_by_keys(plain) == \
+        FIXED_SHUFFLES + ORDERING_SHUFFLES["nd_cl"] + 32
     assert report.images == [f"gcr.io/cloud-dataflow/v1beta3/beam_python"
                              f"{sys.version_info.major}.{sys.version_info.minor}_sdk:"
                              f"{beam.__version__}"]
@@ -315,9 +361,9 @@ def test_dataflow_dry_run_cl_nd_cli_entry(tmp_path: Path,
     assert run_dry_command(args, DedupConfig(), ClusterConfig(), extra) == 0
     out = capsys.readouterr().out
     assert "Dataflow dry run of `ndcl run --workflow cl_nd`" in out
-    assert "ReadDocuments -> EmbedDocuments -> ClusterDocuments -> ComputeFeatures -> " \
-           "ScopeByCluster" in out
-    assert f"group-by-keys   {FIXED_SHUFFLES + 32}" in out
+    assert "ReadDocuments -> SelectEveryDocumentToEmbed -> ReadForEmbedding -> " \
+           "EmbedDocuments -> ClusterDocuments -> ComputeFeatures -> ScopeByCluster" in out
+    assert f"group-by-keys   {FIXED_SHUFFLES + ORDERING_SHUFFLES['cl_nd'] + 32}" in out
     assert "worker image    europe-docker.pkg.dev/p/r/ndcl:1" in out
     assert "workflow.tar.gz" not in out  # no setup file: the image has the package
     # Local paths and a Ray backend without an address would not work on Dataflow.

@@ -10,6 +10,7 @@ documented rules, signatures and similarities from the module-level helper funct
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -33,14 +34,28 @@ from transforms.batches import (
     FeatureBatch,
     JoinByKey,
     NodeInfo,
+    UidSetFn,
     batch_key_of,
     make_uid,
     partition_of,
 )
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
-from transforms.exact import EXACT_DUPLICATES_TAG, RemoveExactDuplicates
-from transforms.lsh import FindCandidatePairs
+from transforms.exact import ExactDuplicates, RemoveExactDuplicates
+from transforms.lsh import (
+    BAND_GROUPS,
+    CandidatePairs,
+    EmitBandKeysFn,
+    FindCandidatePairs,
+    FindStarsFn,
+    MergeEdgesFn,
+    band_groups,
+    band_hashes,
+    group_tag,
+    key_edges_by_member,
+    uid_offsets,
+    uids_of_chunk,
+)
 from transforms.minhash import (
     ComputeFeatures,
     exact_hash,
@@ -51,10 +66,17 @@ from transforms.minhash import (
     token_hashes,
     tokenize,
 )
-from transforms.read import REJECTED_TAG, ReadDocuments
+from transforms.read import (
+    REJECTED_TAG,
+    ReadDocuments,
+    ReadParams,
+    ReadResult,
+    ReadSelected,
+    Selection,
+)
 from transforms.resolve import DuplicateRow, ResolveDuplicates
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
-from transforms.write import WriteOutputs
+from transforms.write import FieldTypesFn, WriteOutputs, WriteParams, Written
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -130,6 +152,26 @@ def flat_edges(edges: tuple) -> Iterator[tuple]:
     yield from zip(*(column.tolist() for column in edges))
 
 
+def empty_uids() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def describe_uid_array(uids: np.ndarray) -> tuple[str, tuple[int, ...]]:
+    """A uid array as ``(dtype name, values)``, so ``equal_to`` can compare it."""
+    return uids.dtype.name, tuple(uids.tolist())
+
+
+def same_set(expected: Iterable[Any]) -> Callable[[list[Any]], None]:
+    """Matcher: the elements, as a set, are ``expected`` (repeats allowed)."""
+    want = set(expected)
+
+    def check(actual: list[Any]) -> None:
+        got = set(actual)
+        assert got == want, (sorted(got - want), sorted(want - got))
+
+    return check
+
+
 def exception_text(exc: BaseException) -> str:
     """Messages of an exception and of everything it wraps."""
     parts: list[str] = []
@@ -151,6 +193,16 @@ MAX_DOC_BYTES = 500
 
 def _json_line(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
+
+
+def write_json_lines(path: Path, lines: dict[int, Any], filler: bytes = b'{"text": bad') -> str:
+    """A JSON-lines file with ``lines[n]`` (a record, or raw bytes) at 1-based line ``n`` and
+    ``filler`` (a line the read rejects) on every other line up to the last."""
+    raw = [filler] * max(lines)
+    for line, value in lines.items():
+        raw[line - 1] = value if isinstance(value, bytes) else _json_line(value)
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return str(path)
 
 
 # (raw line, expected id or None, expected rejection reason or None)
@@ -283,6 +335,198 @@ def test_read_documents_truncated_gzip_keeps_earlier_lines(tmp_path: Path) -> No
 
 
 # --------------------------------------------------------------------------------------------
+# ReadSelected (re-reads of the input)
+
+RESELECT_BATCH = 3
+# s.json (file 0): line -> raw JSON line; the read rejects lines 3 (bad JSON), 4 (repeats the
+# id r1 of line 1) and 7 (too large).
+RESELECT_JSON: dict[int, Any] = {
+    1: {"id": "r1", "text": "one"},
+    2: {"text": "two", "url": "http://two"},
+    3: b'{"text": "bad',
+    4: {"id": "r1", "text": "repeats r1"},
+    5: {"text": "five", "extra": [5]},
+    6: {"text": "six"},
+    7: {"text": "x" * 600},
+    8: {"id": 8, "text": "eight"},
+}
+# t.parquet (file 1): row 2 repeats r1 across files, row 4 has no text.
+RESELECT_PARQUET: list[dict[str, Any]] = [
+    {"id": "p1", "text": "pq one"},
+    {"id": "r1", "text": "pq repeats r1"},
+    {"id": None, "text": "pq three"},
+    {"id": "p4", "text": None},
+    {"id": None, "text": "pq five"},
+]
+# (file index, line) of the documents the first read yields, with their ids.
+RESELECT_DOCS = {(0, 1): "r1", (0, 2): "s.json:2", (0, 5): "s.json:5", (0, 6): "s.json:6",
+                 (0, 8): "8", (1, 1): "p1", (1, 3): "t.parquet:3", (1, 5): "t.parquet:5"}
+RESELECT_REJECTED = {(0, 3): "bad_json", (0, 4): "duplicate_id", (0, 7): "too_large",
+                     (1, 2): "duplicate_id", (1, 4): "text_not_string"}
+
+
+def write_reselect_files(tmp_path: Path) -> list[str]:
+    json_path = write_json_lines(tmp_path / "s.json", RESELECT_JSON)
+    parquet_path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(RESELECT_PARQUET), parquet_path)
+    return [json_path, str(parquet_path)]
+
+
+def reselect_records(paths: list[str]) -> dict[int, tuple[str, dict[str, Any]]]:
+    """``uid → (id, record)`` of every document, read independently of ``transforms.read``."""
+    parquet_rows = pq.read_table(paths[1]).to_pylist()
+    docs = {}
+    for (file_index, line), doc_id in RESELECT_DOCS.items():
+        record = RESELECT_JSON[line] if file_index == 0 else parquet_rows[line - 1]
+        docs[make_uid(file_index, line)] = (doc_id, record)
+    return docs
+
+
+def expected_batches(docs: dict[int, tuple[str, dict[str, Any]]], uids: Iterable[int]
+                     ) -> list[tuple]:
+    """``describe_doc_batch`` rows of the batches holding ``uids`` (batches cut as the first
+    read cuts them; a batch with no selected document is not there)."""
+    by_key: dict[int, list[int]] = {}
+    for uid in sorted(uids):
+        by_key.setdefault(batch_key_of(uid, RESELECT_BATCH), []).append(uid)
+    return [(key, tuple(members), tuple(docs[u][0] for u in members),
+             tuple(json.dumps(docs[u][1], sort_keys=True) for u in members))
+            for key, members in by_key.items()]
+
+
+def describe_reselected(element: tuple[int, DocBatch]) -> tuple:
+    key, batch = element
+    assert key == batch.batch_key
+    assert {batch_key_of(int(u), RESELECT_BATCH) for u in batch.uids.tolist()} == {key}
+    return (key, tuple(batch.uids.tolist()), tuple(batch.ids),
+            tuple(json.dumps(r, sort_keys=True) for r in batch.records))
+
+
+def reselect_cases() -> dict[str, tuple[Selection, set[int]]]:
+    """Selections (name → (selection, uids it yields)). Selected rejects (bad line, repeated
+    ids, a line beyond the file) are never yielded."""
+    docs = set(make_uid(*k) for k in RESELECT_DOCS)
+    uid = make_uid
+    only = [uid(0, 2), uid(0, 3), uid(0, 4), uid(0, 8), uid(0, 99), uid(1, 2), uid(1, 5)]
+    excluded = [uid(0, 1), uid(0, 6), uid(0, 7), uid(1, 1)]
+    return {
+        "All": (Selection(), docs),
+        "Only": (Selection("only", np.array(sorted(only), dtype=np.int64)),
+                 {uid(0, 2), uid(0, 8), uid(1, 5)}),
+        "Except": (Selection("except", np.array(sorted(excluded), dtype=np.int64)),
+                   docs - set(excluded)),
+        # Nothing from the Parquet file: it is not even opened.
+        "OnlyJson": (Selection("only", np.array([uid(0, 5)], dtype=np.int64)), {uid(0, 5)}),
+        "OnlyNothing": (Selection("only", np.zeros(0, dtype=np.int64)), set()),
+        "ExceptNothing": (Selection("except", np.zeros(0, dtype=np.int64)), docs),
+        "ExceptEverything": (Selection("except", np.array(sorted(docs), dtype=np.int64)),
+                             set()),
+    }
+
+
+def test_read_selected_yields_the_first_reads_documents(tmp_path: Path) -> None:
+    paths = write_reselect_files(tmp_path)
+    docs = reselect_records(paths)
+    params = ReadParams(tuple(paths), MAX_DOC_BYTES, RESELECT_BATCH)
+    with new_pipeline() as p:
+        read = p | "ReadDocuments" >> ReadDocuments(paths, MAX_DOC_BYTES, RESELECT_BATCH)
+        assert isinstance(read, ReadResult) and set(read) == {"batches", "rejected", "repeats"}
+        # The first read: every document, and the rejects the re-reads must stay silent about.
+        assert_that(read.batches | "DescribeFirstRead" >> beam.Map(describe_reselected),
+                    equal_to(expected_batches(docs, docs)), label="CheckFirstRead")
+        assert_that(read[REJECTED_TAG] | "DescribeRejected" >> beam.Map(
+            lambda r: ((0 if r["source"] == paths[0] else 1, r["line"]), r["reason"])),
+            equal_to(list(RESELECT_REJECTED.items())), label="CheckRejected")
+        for name, (selection, uids) in reselect_cases().items():
+            selected = (
+                {"repeats": read["repeats"],
+                 "selection": p | f"Create{name}Selection" >> beam.Create([selection])}
+                | f"Read{name}" >> ReadSelected(params))
+            assert_that(selected | f"Describe{name}" >> beam.Map(describe_reselected),
+                        equal_to(expected_batches(docs, uids)), label=f"Check{name}")
+
+
+def test_read_selected_fn_parses_only_selected_lines_and_reports_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called directly: a re-read yields only ``(batch_key, DocBatch)`` (no rejected rows, no
+    repeats), and lines outside the selection never reach the parser."""
+    import transforms.read as read_module
+
+    paths = write_reselect_files(tmp_path)
+    docs = reselect_records(paths)
+    parsed: list[tuple[str, int]] = []
+    parse_json, check = read_module.parse_json_line, read_module.check_record
+
+    def spy_parse(raw: bytes, base_name: str, line: int, max_doc_bytes: int) -> Any:
+        parsed.append((base_name, line))
+        return parse_json(raw, base_name, line, max_doc_bytes)
+
+    def spy_check(record: Any, base_name: str, line: int) -> Any:
+        if base_name.endswith(".parquet"):
+            parsed.append((base_name, line))
+        return check(record, base_name, line)
+
+    opened: list[str] = []
+    open_file = read_module.FileSystems.open
+
+    def spy_open(path: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(os.path.basename(path))
+        return open_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(read_module, "parse_json_line", spy_parse)
+    monkeypatch.setattr(read_module, "check_record", spy_check)
+    monkeypatch.setattr(read_module.FileSystems, "open", spy_open)
+    repeats = {make_uid(0, 4): make_uid(0, 1), make_uid(1, 2): make_uid(0, 1)}
+    fn = read_module.ReadSelectedFn(MAX_DOC_BYTES, RESELECT_BATCH,
+                                    read_module.id_names(paths), paths)
+    for name, (selection, uids) in reselect_cases().items():
+        parsed.clear()
+        opened.clear()
+        out = [item for file_index, path in enumerate(paths)
+               for item in fn.process((file_index, path), repeats, selection)]
+        assert not [o for o in out if isinstance(o, beam.pvalue.TaggedOutput)], name
+        # A file with nothing selected is not even opened.
+        files_wanted = {os.path.basename(path) for file_index, path in enumerate(paths)
+                        if selection.mode != "only"
+                        or any(u >> 40 == file_index for u in selection.uids.tolist())}
+        assert sorted(opened) == sorted(files_wanted), name
+        assert sorted(describe_reselected(o) for o in out) == sorted(
+            expected_batches(docs, uids)), name
+        if selection.mode == "only":
+            wanted = {(os.path.basename(paths[u >> 40]), u & ((1 << 40) - 1))
+                      for u in selection.uids.tolist()}
+            # Only selected lines are parsed (the too-large line 7 is cut before parsing).
+            assert set(parsed) <= wanted, (name, sorted(set(parsed) - wanted))
+        elif selection.mode == "except":
+            unwanted = {(os.path.basename(paths[u >> 40]), u & ((1 << 40) - 1))
+                        for u in selection.uids.tolist()}
+            assert not set(parsed) & unwanted, name
+    # The first read's DoFn, for contrast, reports the rejects (so the check above can fail).
+    first = read_module.ReadFileFn(MAX_DOC_BYTES, RESELECT_BATCH,
+                                   read_module.id_names(paths), paths)
+    tagged = [o for file_index, path in enumerate(paths)
+              for o in first.process((file_index, path), repeats)
+              if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert len(tagged) == len(RESELECT_REJECTED)
+
+
+def test_uid_set_fn_in_a_pipeline() -> None:
+    """CombineGlobally(UidSetFn()) gives one sorted unique int64 array, also of no input
+    (the singleton side input of ``removed`` and of the selections must always exist)."""
+    arrays = [np.array([5, 3], dtype=np.int64), np.array([3, 1 << 41], dtype=np.int64),
+              np.array([], dtype=np.int64), np.array([7], dtype=np.int32)]
+    with new_pipeline() as p:
+        some = (p | "CreateUidArrays" >> beam.Create(arrays)
+                | "CollectUids" >> beam.CombineGlobally(UidSetFn()))
+        none = (p | "CreateNoArrays" >> beam.Create([]).with_output_types(np.ndarray)
+                | "CollectNoUids" >> beam.CombineGlobally(UidSetFn()))
+        assert_that(some | "DescribeSome" >> beam.Map(describe_uid_array),
+                    equal_to([("int64", (3, 5, 7, 1 << 41))]), label="CheckSome")
+        assert_that(none | "DescribeNone" >> beam.Map(describe_uid_array),
+                    equal_to([("int64", ())]), label="CheckNone")
+
+
+# --------------------------------------------------------------------------------------------
 # ComputeFeatures
 
 FEATURE_BATCH = 4
@@ -318,21 +562,41 @@ def feature_fixture() -> list[tuple[int, DocBatch]]:
 
 
 def describe_features(element: tuple[int, FeatureBatch]) -> tuple:
+    """Rows of a feature batch; the LSH column is the band hashes when the batch carries
+    them, else the signatures (exactly one of the two travels)."""
     key, f = element
     assert key == f.batch_key
+    assert (f.signatures is None) != (f.band_hashes is None), "one LSH input per batch"
+    if f.band_hashes is not None:
+        assert f.band_hashes.dtype == np.uint64 and f.band_hashes.shape[0] == len(f)
+        lsh = f.band_hashes
+    else:
+        assert f.signatures.dtype == np.uint32 and f.signatures.shape[0] == len(f)
+        lsh = f.signatures
     rows = tuple(
         (int(f.uids[r]), f.ids[r], int(f.norm_lengths[r]), tuple(f.exact_hashes[r].tolist()),
-         tuple(f.signatures[r].tolist()))
+         tuple(lsh[r].tolist()))
         for r in range(len(f))
     )
     return key, rows
 
 
+@pytest.mark.parametrize("banding", [None, (4, 4), (5, 3)], ids=["signatures", "b4r4", "b5r3"])
 @pytest.mark.parametrize("tokenizer,untokenized_per_batch",
                          [("unicode", [1, 1, 1, 0]), ("ascii", [1, 1, 2, 0])])
 def test_compute_features_matches_direct_minhash(
-        tokenizer: str, untokenized_per_batch: list[int]) -> None:
+        tokenizer: str, untokenized_per_batch: list[int], banding: tuple[int, int] | None
+) -> None:
+    """Without banding the batches carry the MinHash signatures; with ``(bands, rows)`` they
+    carry ``band_hashes`` of those signatures instead (b * r may be below num_perm)."""
     ngram, num_perm, seed = 3, 16, 7
+
+    def lsh_values(text: str) -> tuple:
+        signature = expected_signature(text, ngram, seed, num_perm, tokenizer)
+        if banding is None:
+            return tuple(signature.tolist())
+        return tuple(band_hashes(signature[None, :], *banding, seed)[0].tolist())
+
     batches = feature_fixture()
     expected = []
     untokenized = []
@@ -344,9 +608,7 @@ def test_compute_features_matches_direct_minhash(
             if not tokens:
                 continue
             norm = normalised_text(tokens).encode("utf-8")
-            rows.append((uid, doc_id, len(norm), exact_hash(norm, seed),
-                         tuple(expected_signature(text, ngram, seed, num_perm, tokenizer)
-                               .tolist())))
+            rows.append((uid, doc_id, len(norm), exact_hash(norm, seed), lsh_values(text)))
         expected.append((key, tuple(rows)))
         untokenized.append(dict_items(
             {"read_batches": 1, "kept_untokenized": len(batch.records) - len(rows)}))
@@ -356,7 +618,8 @@ def test_compute_features_matches_direct_minhash(
         features = (
             p
             | "CreateDocBatches" >> beam.Create(batches)
-            | "ComputeFeatures" >> ComputeFeatures(ngram, num_perm, seed, tokenizer=tokenizer)
+            | "ComputeFeatures" >> ComputeFeatures(ngram, num_perm, seed, tokenizer=tokenizer,
+                                                   banding=banding)
         )
         assert_that(features.features | "DescribeFeatures" >> beam.Map(describe_features),
                     equal_to(expected), label="CheckFeatures")
@@ -403,6 +666,9 @@ def exact_fixture() -> list[tuple[int, DocBatch]]:
 
 @pytest.mark.parametrize("policy", ["smallest_id", "first"])
 def test_remove_exact_duplicates(policy: str) -> None:
+    """``members`` names every exact duplicate left out with its representative; ``removed``
+    is one sorted int64 array of their uids, and banding with it leaves one document per text
+    in the buckets (the feature batches themselves no longer pass through this transform)."""
     uid_of = {doc_id: make_uid(fi, line) for fi, line, doc_id, _ in EXACT_DOCS}
     expected_members = []
     for group, rep in EXACT_GROUPS[policy]:
@@ -410,30 +676,36 @@ def test_remove_exact_duplicates(policy: str) -> None:
             uid = uid_of[member]
             expected_members.append(
                 (batch_key_of(uid, EXACT_BATCH), (uid, member, uid_of[rep], rep)))
-    removed = {m[1][1] for m in expected_members}
-    expected_distinct = []
-    for key, batch in exact_fixture():
-        kept = tuple(sorted(uid for uid, i, r in zip(batch.uids.tolist(), batch.ids,
-                                                     batch.records)
-                            if tokenize(r["text"]) and i not in removed))
-        expected_distinct.append((key, kept))
+    expected_removed = tuple(sorted(m[1][0] for m in expected_members))
+    assert len(expected_removed) == 5
+    # Without the removed uids, each exact group is one LSH star round its smallest uid; with
+    # them, one document per text is left in the buckets. u1 and u2 share the bigram "unique
+    # text" and meet in a band either way (several band partitions may emit the same edge).
+    near_edges = {(uid_of["u2"], uid_of["u1"])}
+    star_edges_unfiltered = set(near_edges)
+    for group, _ in EXACT_GROUPS[policy]:
+        uids = sorted(uid_of[m] for m in group)
+        star_edges_unfiltered |= {(u, uids[0]) for u in uids[1:]}
 
     with new_pipeline() as p:
-        exact = (
+        features = (
             p
             | "CreateDocBatches" >> beam.Create(exact_fixture())
-            | "ComputeFeatures" >> ComputeFeatures(2, 16, 11)
-        ).features | "RemoveExactDuplicates" >> RemoveExactDuplicates(policy, EXACT_BATCH, 3)
-        # Distinct batches carry uids and signatures only (all that banding needs).
-        distinct = exact["distinct"] | "DescribeDistinct" >> beam.Map(
-            lambda kv: (kv[0], tuple(sorted(kv[1].uids.tolist()))))
-        assert_that(distinct, equal_to(expected_distinct), label="CheckDistinct")
-        rows_match = exact["distinct"] | "CheckSignatureRows" >> beam.Map(
-            lambda kv: kv[1].signatures.shape == (len(kv[1].uids), 16) and not kv[1].ids)
-        assert_that(rows_match | "AllRowsOk" >> beam.combiners.Count.PerElement(),
-                    equal_to([(True, len(expected_distinct))]), label="CheckSignatureShape")
-        assert_that(exact[EXACT_DUPLICATES_TAG], equal_to(expected_members),
-                    label="CheckExactMembers")
+            | "ComputeFeatures" >> ComputeFeatures(2, 16, 11, banding=(4, 4))
+        ).features
+        exact = features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
+            policy, EXACT_BATCH, 3)
+        assert isinstance(exact, ExactDuplicates)
+        assert_that(exact.members, equal_to(expected_members), label="CheckExactMembers")
+        assert_that(exact.removed | "DescribeRemoved" >> beam.Map(describe_uid_array),
+                    equal_to([("int64", expected_removed)]), label="CheckRemovedUids")
+        no_removed = p | "CreateNoRemoved" >> beam.Create([empty_uids()])
+        for name, removed, edges in (("Filtered", exact.removed, near_edges),
+                                     ("Unfiltered", no_removed, star_edges_unfiltered)):
+            found = ({"features": features, "removed": removed}
+                     | f"FindPairs{name}" >> FindCandidatePairs(4, 4, 11, 3, 100))
+            assert_that(found.edges | f"FlattenEdges{name}" >> beam.FlatMap(flat_edges),
+                        same_set(edges), label=f"CheckEdges{name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +714,16 @@ def test_remove_exact_duplicates(policy: str) -> None:
 LSH_BANDS, LSH_ROWS = 4, 2
 
 
-def lsh_fixture() -> tuple[list[tuple[int, FeatureBatch]], dict[str, int]]:
-    """Six documents whose signatures share planted bands; every other value is unique."""
+LSH_SEED = 5
+
+
+def lsh_fixture(form: str = "signatures"
+                ) -> tuple[list[tuple[int, FeatureBatch]], dict[str, int]]:
+    """Six documents whose signatures share planted bands; every other value is unique.
+
+    ``form``: the batches carry the ``signatures`` (banded by ``EmitBandKeysFn``) or, as
+    ``ComputeFeatures`` makes them with banding, only their ``band_hashes``.
+    """
     uid = {"A": make_uid(0, 1), "B": make_uid(0, 2), "D": make_uid(0, 3),
            "C": make_uid(1, 1), "E": make_uid(1, 2), "F": make_uid(1, 3)}
     values = iter(range(1000, 100_000, 7))
@@ -453,32 +733,57 @@ def lsh_fixture() -> tuple[list[tuple[int, FeatureBatch]], dict[str, int]]:
     sig["C"][0:2] = sig["A"][0:2]
     sig["E"][4:6] = sig["D"][4:6]  # band 2: {D, E}
     sig["D"][6:8] = sig["A"][6:8]  # band 3: {A, D}
+    sig["D"][2:4] = sig["A"][2:4]  # band 1: {A, D} too (another band group: one edge)
     batches = [
         feature_batch(batch_key_of(uid["A"], 8), [uid[n] for n in "ABD"],
                       np.stack([sig[n] for n in "ABD"])),
         feature_batch(batch_key_of(uid["C"], 8), [uid[n] for n in "CEF"],
                       np.stack([sig[n] for n in "CEF"])),
     ]
+    if form == "band_hashes":
+        batches = [(key, dataclasses.replace(
+            f, signatures=None,
+            band_hashes=band_hashes(f.signatures, LSH_BANDS, LSH_ROWS, LSH_SEED)))
+            for key, f in batches]
+    else:
+        assert form == "signatures", form
     return batches, uid
 
 
-def test_find_candidate_pairs_star_edges_and_bucket_cap() -> None:
-    batches, uid = lsh_fixture()
+@pytest.mark.parametrize("form", ["signatures", "band_hashes"])
+def test_find_candidate_pairs_star_edges_and_bucket_cap(form: str) -> None:
+    batches, uid = lsh_fixture(form)
     uncapped = [(uid["B"], uid["A"]), (uid["C"], uid["A"]), (uid["E"], uid["D"]),
                 (uid["D"], uid["A"])]
     capped = [(uid["B"], uid["A"]), (uid["E"], uid["D"]), (uid["D"], uid["A"])]
+    # (D, A) is found in bands 1 and 3, two band groups (two shuffles): it is reported and
+    # counted once. Exact duplicates (``removed``) leave the buckets before anything else:
+    # without the centre A, band 0 is {B, C} around B and bands 1 and 3 hold D alone.
+    without_a = [(uid["C"], uid["B"]), (uid["E"], uid["D"])]
+    # ... and before the cap: without B, band 0 is {A, C}, within a cap of 2.
+    without_b_capped = [(uid["C"], uid["A"]), (uid["E"], uid["D"]), (uid["D"], uid["A"])]
     with new_pipeline() as p:
         features = p | "CreateFeatureBatches" >> beam.Create(batches)
-        for label, cap, edges, stats in (
-            ("Uncapped", 100, uncapped,
-             {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 3,
+        for label, cap, removed, edges, stats in (
+            ("Uncapped", 100, [], uncapped,
+             {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 4,
               "candidate_edges": 4}),
-            ("Capped", 2, capped,
-             {"buckets_capped": 1, "bucket_members_dropped": 1, "buckets_multi": 3,
+            ("Capped", 2, [], capped,
+             {"buckets_capped": 1, "bucket_members_dropped": 1, "buckets_multi": 4,
+              "candidate_edges": 3}),
+            ("WithoutA", 100, [uid["A"]], without_a,
+             {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 2,
+              "candidate_edges": 2}),
+            ("WithoutBCapped", 2, [uid["B"], make_uid(5, 5)], without_b_capped,
+             {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 4,
               "candidate_edges": 3}),
         ):
-            found = features | f"FindPairs{label}" >> FindCandidatePairs(
-                LSH_BANDS, LSH_ROWS, 5, 3, cap)
+            removed_pc = p | f"CreateRemoved{label}" >> beam.Create(
+                [np.array(sorted(removed), dtype=np.int64)])
+            found = ({"features": features, "removed": removed_pc}
+                     | f"FindPairs{label}" >> FindCandidatePairs(
+                         LSH_BANDS, LSH_ROWS, LSH_SEED, 3, cap))
+            assert isinstance(found, CandidatePairs)
             assert_that(found.edges | f"FlattenEdges{label}" >> beam.FlatMap(flat_edges),
                         equal_to(edges), label=f"CheckEdges{label}")
             assert_that(found.stats | f"SumStats{label}" >> beam.CombineGlobally(add_dicts),
@@ -490,10 +795,135 @@ def test_find_candidate_pairs_accepts_any_valid_seed() -> None:
     edges = [(uid["B"], uid["A"]), (uid["C"], uid["A"]), (uid["E"], uid["D"]),
              (uid["D"], uid["A"])]
     with new_pipeline() as p:
-        found = (p | "CreateFeatureBatches" >> beam.Create(batches)
-                 | "FindPairs" >> FindCandidatePairs(LSH_BANDS, LSH_ROWS, 2**62, 3, 100))
+        inputs = {"features": p | "CreateFeatureBatches" >> beam.Create(batches),
+                  "removed": p | "CreateNoRemoved" >> beam.Create([empty_uids()])}
+        found = inputs | "FindPairs" >> FindCandidatePairs(LSH_BANDS, LSH_ROWS, 2**62, 3, 100)
         assert_that(found.edges | "FlattenEdges" >> beam.FlatMap(flat_edges), equal_to(edges),
                     label="CheckEdges")
+
+
+BIG_BASE = make_uid(3, 1000)  # uids beyond 32 bits, as offsets from a batch's first uid
+
+
+def band_key_chunk(band_ids: list[int], hashes: list[int], uids: list[int]) -> tuple:
+    """One ``(band_ids, hashes, uid offsets, base uid)`` element of a band-key partition, as
+    EmitBandKeysFn emits it (uint8 band ids, uint16 offsets from the smallest uid)."""
+    base = min(uids)
+    return (np.array(band_ids, dtype=np.uint8), np.array(hashes, dtype=np.uint64),
+            np.array([u - base for u in uids], dtype=np.uint16), base)
+
+
+def run_find_stars(cap: int, chunks: list[tuple], removed: np.ndarray | None
+                   ) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    """FindStarsFn on one partition, outside a pipeline: its edges and its stats."""
+    fn = FindStarsFn(cap)
+    edges: list[tuple[int, int]] = []
+    stats: list[dict[str, int]] = []
+    args = () if removed is None else (removed,)
+    for out in fn.process((0, iter(chunks)), *args):
+        if isinstance(out, beam.pvalue.TaggedOutput):
+            assert out.tag == FindStarsFn.STATS_TAG
+            stats.append(out.value)
+        else:
+            members, centres = out
+            assert members.dtype == centres.dtype == np.int64
+            edges += list(flat_edges(out))
+    assert len(stats) == 1
+    return sorted(edges), stats[0]
+
+
+def test_find_stars_drops_removed_members_before_the_cap() -> None:
+    u = {i: BIG_BASE + i for i in range(10, 16)}
+    # Band 0, hash 7: {10, 11, 12, 13} over two chunks; band 1, hash 7 (another bucket, same
+    # hash): {10, 14}; band 0, hash 9: {15} alone.
+    chunks = [band_key_chunk([0, 0, 1, 0], [7, 7, 7, 9], [u[12], u[10], u[10], u[15]]),
+              band_key_chunk([0, 1, 0], [7, 7, 7], [u[13], u[14], u[11]])]
+    # Nothing removed: the cap of 2 keeps {10, 11} of the first bucket. (The edges are
+    # counted once they are merged across band groups: MergeEdgesFn.)
+    assert run_find_stars(2, chunks, None) == run_find_stars(2, chunks, empty_uids()) == (
+        [(u[11], u[10]), (u[14], u[10])],
+        {"buckets_capped": 1, "bucket_members_dropped": 2, "buckets_multi": 2})
+    # 10 and 12 removed first: {11, 13} fits the cap, centre 11; 14 is left alone.
+    removed = np.array([u[10], u[12], 99], dtype=np.int64)
+    assert run_find_stars(2, chunks, removed) == (
+        [(u[13], u[11])],
+        {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 1})
+    # Every member removed: no edge, no bucket, the stats still come.
+    assert run_find_stars(2, chunks, np.array(sorted(u.values()), dtype=np.int64)) == (
+        [], {"buckets_capped": 0, "bucket_members_dropped": 0, "buckets_multi": 0})
+    # The older chunk form (band_ids, hashes, uids) is read the same way.
+    plain = [(c[0], c[1], c[2].astype(np.int64) + c[3]) for c in chunks]
+    assert run_find_stars(2, plain, removed) == run_find_stars(2, chunks, removed)
+
+
+def test_emit_band_keys_groups_offsets_and_partitions() -> None:
+    """EmitBandKeysFn: one tagged output per band group, every (document, band) key once,
+    uids as narrow offsets from the batch's smallest uid, partitions from the hash."""
+    bands, rows, seed, parts = 6, 2, 3, 4
+    rng = np.random.default_rng(1)
+    uids = [BIG_BASE + i for i in (5, 0, 9, 2)]
+    signatures = rng.integers(0, 2**32, size=(len(uids), bands * rows), dtype=np.uint32)
+    _, features = feature_batch(batch_key_of(uids[0], 16), uids, signatures)
+    banded = dataclasses.replace(features, signatures=None,
+                                 band_hashes=band_hashes(signatures, bands, rows, seed))
+    groups = band_groups(bands)
+    assert [g.tolist() for g in groups] == [[0, 1], [2, 3], [4], [5]]
+    assert [g.tolist() for g in band_groups(2)] == [[0], [1]]
+    assert sum(len(g) for g in band_groups(300)) == 300 and len(band_groups(300)) == BAND_GROUPS
+    hashes = band_hashes(signatures, bands, rows, seed)
+    expected = sorted((band, int(hashes[i, band]), uid)
+                      for i, uid in enumerate(uids) for band in range(bands))
+    for form in (features, banded):  # from signatures, or from the carried band hashes
+        fn = EmitBandKeysFn(bands, rows, seed, parts)
+        keys = []
+        for out in fn.process((features.batch_key, form)):
+            assert isinstance(out, beam.pvalue.TaggedOutput)
+            group = int(out.tag.removeprefix("bands"))
+            assert out.tag == group_tag(group)
+            part, (band_ids, chunk_hashes, offsets, base) = out.value
+            assert band_ids.dtype == np.uint8 and offsets.dtype == np.uint16
+            assert base == min(uids)
+            assert set(band_ids.tolist()) <= set(groups[group].tolist())
+            assert (chunk_hashes % np.uint64(parts) == np.uint64(part)).all()
+            keys += list(zip(band_ids.tolist(), chunk_hashes.tolist(),
+                             (offsets.astype(np.int64) + base).tolist()))
+        assert sorted(keys) == expected
+    many = EmitBandKeysFn(300, 1, seed, parts)
+    wide = dataclasses.replace(features, signatures=np.zeros((4, 300), dtype=np.uint32))
+    assert {out.value[1][0].dtype for out in many.process((0, wide))} == {np.dtype(np.uint16)}
+
+
+def test_uid_offsets_and_chunk_uids() -> None:
+    base, offsets = uid_offsets(np.array([BIG_BASE + 7, BIG_BASE, BIG_BASE + 65535]))
+    assert base == BIG_BASE and offsets.dtype == np.uint16
+    assert offsets.tolist() == [7, 0, 65535]
+    _, wider = uid_offsets(np.array([BIG_BASE, BIG_BASE + 65536]))
+    assert wider.dtype == np.uint32
+    _, widest = uid_offsets(np.array([make_uid(0, 1), make_uid(2, 1)]))
+    assert widest.dtype == np.int64
+    assert uid_offsets(np.zeros(0, dtype=np.int64))[1].tolist() == []
+    for uids in ([BIG_BASE + 7, BIG_BASE], [make_uid(0, 1), make_uid(2, 1)]):
+        base, offsets = uid_offsets(np.array(uids, dtype=np.int64))
+        chunk = (np.zeros(len(uids), np.uint8), np.zeros(len(uids), np.uint64), offsets, base)
+        assert uids_of_chunk(chunk).dtype == np.int64
+        assert uids_of_chunk(chunk).tolist() == uids
+
+
+def test_merge_edges_keeps_each_edge_once() -> None:
+    edges = (np.array([5, 7, 5, 9], dtype=np.int64), np.array([1, 1, 2, 1], dtype=np.int64))
+    keyed = list(key_edges_by_member(edges, 3))
+    assert sorted(part for part, _ in keyed) == sorted({5 % 3, 7 % 3, 9 % 3})
+    for part, (members, _) in keyed:
+        assert (members % 3 == part).all()
+    assert sorted(e for _, pair in keyed for e in flat_edges(pair)) == sorted(flat_edges(edges))
+    # The same edge from two band groups, plus a distinct one.
+    chunks = [(np.array([5, 8]), np.array([1, 2])), (np.array([5]), np.array([1]))]
+    out = list(MergeEdgesFn().process((2, iter(chunks))))
+    stats = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    found = [e for o in out if not isinstance(o, beam.pvalue.TaggedOutput)
+             for e in flat_edges(o)]
+    assert stats == [{"candidate_edges": 2}]
+    assert sorted(found) == [(5, 1), (8, 2)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,14 +941,14 @@ VERIFY_DOCS = {
 }
 
 
-def verify_fixture() -> list[tuple[int, DocBatch]]:
-    by_key: dict[int, list[tuple[str, tuple[int, int, str]]]] = {}
-    for name, doc in VERIFY_DOCS.items():
-        by_key.setdefault(batch_key_of(make_uid(doc[0], doc[1]), VERIFY_BATCH), []).append(
-            (name, doc))
-    return [doc_batch(docs[0][1][0], [d[1] for _, d in docs], [d[2] for _, d in docs],
-                      VERIFY_BATCH, ids=[n for n, _ in docs])
-            for docs in by_key.values()]
+def write_verify_files(tmp_path: Path) -> list[str]:
+    """VERIFY_DOCS as JSON lines (ids = names), one file per file index; the read rejects the
+    lines in between (FetchNodes re-reads the endpoints from these files)."""
+    by_file: dict[int, dict[int, Any]] = {}
+    for name, (file_index, line, text) in VERIFY_DOCS.items():
+        by_file.setdefault(file_index, {})[line] = {"id": name, "text": text}
+    return [write_json_lines(tmp_path / f"verify{fi}.json", by_file[fi])
+            for fi in sorted(by_file)]
 
 
 def close_edges(expected: list[tuple[int, int, float]]) -> Callable[[list[tuple]], None]:
@@ -534,7 +964,9 @@ def close_edges(expected: list[tuple[int, int, float]]) -> Callable[[list[tuple]
     return check
 
 
-def test_fetch_nodes_and_verify_candidates() -> None:
+def test_fetch_nodes_and_verify_candidates(tmp_path: Path) -> None:
+    files = write_verify_files(tmp_path)
+    read_params = ReadParams(tuple(files), MAX_DOC_BYTES, VERIFY_BATCH)
     uid = {n: make_uid(fi, line) for n, (fi, line, _) in VERIFY_DOCS.items()}
     shingles = {n: set(expected_shingles(t, VERIFY_NGRAM, VERIFY_SEED).tolist())
                 for n, (_, _, t) in VERIFY_DOCS.items()}
@@ -579,13 +1011,14 @@ def test_fetch_nodes_and_verify_candidates() -> None:
                 for n in nodes]
 
     with new_pipeline() as p:
-        docs = p | "CreateDocBatches" >> beam.Create(verify_fixture())
+        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, VERIFY_BATCH)
         edges = p | "CreateCandidateEdges" >> beam.Create(edge_elements)
         for mode in ("exact", "signature", "none"):
             name = mode.title()
             params = NodeParams(VERIFY_NGRAM, VERIFY_PERM, VERIFY_SEED, "unicode", mode)
-            nodes = edges | f"FetchNodes{name}" >> FetchNodes(docs, params, VERIFY_BATCH,
-                                                              VERIFY_PARTS)
+            # FetchNodes re-reads the endpoints (A, B, C, D; never E) from the input files.
+            nodes = ({"edges": edges, "repeats": read["repeats"]}
+                     | f"FetchNodes{name}" >> FetchNodes(params, read_params, VERIFY_PARTS))
             # Exact mode needs shingle sets only, the others signatures only.
             want_nodes = [(n[0], n[1], n[2], n[3], None if mode == "exact" else n[4],
                            n[5] if mode == "exact" else None) for n in expected_nodes]
@@ -811,42 +1244,67 @@ def test_join_by_key_accepts_tags_differing_only_in_case() -> None:
 WRITE_BATCH = 4
 
 
+def write_outputs_files(tmp_path: Path) -> list[str]:
+    """The writer's input: a, b, c documents (ids a1...c5) with extra fields, and lines the
+    first read rejects (blank, bad JSON, a repeated id) that a re-read must not write."""
+    in0 = write_json_lines(tmp_path / "in0.json", {
+        1: {"id": "a1", "text": "text a1", "url": "http://a1", "timestamp": "t1", "score": 1,
+            "flag": True},
+        2: {"id": "a2", "text": "text a2", "url": "http://a2", "score": 2.5, "meta": {"k": [1]}},
+        3: {"id": "a3", "text": "text a3", "url": "http://a3", "timestamp": "t3", "flag": False},
+        4: b"   ",
+        5: b"{x",
+    })
+    in1 = write_json_lines(tmp_path / "in1.json", {
+        1: {"id": "b1", "text": "text b1"},
+        # A repeat of a1's id: rejected by the first read, so its field never gets a column.
+        2: {"id": "a1", "text": "repeated id", "only_in_repeat": 1},
+        3: b"]",
+        4: {"id": "c4", "text": "text c4", "url": "http://c4", "score": 3},
+        5: {"id": "c5", "text": "text c5", "meta": "plain"},
+    })
+    return [in0, in1]
+
+
 def test_write_outputs_files_and_stats(tmp_path: Path) -> None:
-    batch_a = doc_batch(
-        0, [1, 2, 3], ["text a1", "text a2", "text a3"], WRITE_BATCH, ids=["a1", "a2", "a3"],
-        extra=[{"url": "http://a1", "timestamp": "t1", "score": 1, "flag": True},
-               {"url": "http://a2", "score": 2.5, "meta": {"k": [1]}},
-               {"url": "http://a3", "timestamp": "t3", "flag": False}])
-    batch_b = doc_batch(1, [1], ["text b1"], WRITE_BATCH, ids=["b1"])
-    batch_c = doc_batch(1, [4, 5], ["text c4", "text c5"], WRITE_BATCH, ids=["c4", "c5"],
-                        extra=[{"url": "http://c4", "score": 3}, {"meta": "plain"}])
+    files = write_outputs_files(tmp_path)
+    src1, src2 = files
+    key_a = batch_key_of(make_uid(0, 1), WRITE_BATCH)
+    key_b = batch_key_of(make_uid(1, 1), WRITE_BATCH)
+    key_c = batch_key_of(make_uid(1, 4), WRITE_BATCH)
+    assert len({key_a, key_b, key_c}) == 3
     uid_a2, uid_b1 = make_uid(0, 2), make_uid(1, 1)
     duplicates = [
-        (batch_a[0], DuplicateRow(uid_a2, "a2", "a1", "near", 0.75, 2)),
-        (batch_b[0], DuplicateRow(uid_b1, "b1", "a1", "exact", 1.0, 2)),
-    ]
-    src1, src2 = str(tmp_path / "in1.json"), str(tmp_path / "in2.json.gz")
-    rejected = [
-        {"source": src1, "line": 9, "reason": "bad_json", "detail": "d", "raw": "{x"},
-        {"source": src1, "line": 4, "reason": "blank_line", "detail": "", "raw": ""},
-        {"source": src2, "line": 2, "reason": "bad_json", "detail": "d", "raw": "]"},
+        (key_a, DuplicateRow(uid_a2, "a2", "a1", "near", 0.75, 2)),
+        (key_b, DuplicateRow(uid_b1, "b1", "a1", "exact", 1.0, 2)),
     ]
     staging = tmp_path / "staging"
     with new_pipeline() as p:
-        docs = p | "CreateDocBatches" >> beam.Create([batch_a, batch_b, batch_c])
-        rows = p | "CreateDuplicateRows" >> beam.Create(duplicates)
-        rejects = p | "CreateRejected" >> beam.Create(rejected)
-        stats = [p | "CreateFeatureStats" >> beam.Create([{"kept_untokenized": 1}]),
-                 p | "CreateLshStats" >> beam.Create([{"candidate_edges": 5},
-                                                      {"candidate_edges": 2}])]
-        _ = docs | "WriteOutputs" >> WriteOutputs(str(staging), rows, rejects, stats)
+        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, WRITE_BATCH)
+        field_types = read.batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
+        stats = (
+            (p | "CreateFeatureStats" >> beam.Create([{"kept_untokenized": 1}]),
+             p | "CreateLshStats" >> beam.Create([{"candidate_edges": 5},
+                                                  {"candidate_edges": 2}]))
+            | "FlattenStageStats" >> beam.Flatten()
+        )
+        written = (
+            {"repeats": read["repeats"], "field_types": field_types,
+             "duplicates": p | "CreateDuplicateRows" >> beam.Create(duplicates),
+             "rejected": read[REJECTED_TAG], "stats": stats}
+            | "WriteOutputs" >> WriteOutputs(WriteParams(
+                str(staging), ReadParams(tuple(files), MAX_DOC_BYTES, WRITE_BATCH)))
+        )
+        assert isinstance(written, Written)
+        assert_that(written.stats | "StatsFileName" >> beam.Map(os.path.basename),
+                    equal_to(["_stats.json"]), label="CheckStatsPath")
+        assert_that(written.contingency, equal_to([]), label="CheckNoContingency")
 
     part = "part-{:016x}.parquet".format
-    assert sorted(os.listdir(staging / "kept")) == sorted([part(batch_a[0]), part(batch_c[0])])
-    assert sorted(os.listdir(staging / "duplicates")) == sorted(
-        [part(batch_a[0]), part(batch_b[0])])
+    assert sorted(os.listdir(staging / "kept")) == sorted([part(key_a), part(key_c)])
+    assert sorted(os.listdir(staging / "duplicates")) == sorted([part(key_a), part(key_b)])
 
-    kept_a = pq.read_table(staging / "kept" / part(batch_a[0]))
+    kept_a = pq.read_table(staging / "kept" / part(key_a))
     assert kept_a.column_names == ["id", "text", "url", "timestamp", "flag", "meta", "score"]
     assert kept_a.schema.field("score").type == pa.float64()
     assert kept_a.schema.field("flag").type == pa.bool_()
@@ -857,12 +1315,12 @@ def test_write_outputs_files_and_stats(tmp_path: Path) -> None:
         {"id": "a3", "text": "text a3", "url": "http://a3", "timestamp": "t3", "flag": False,
          "meta": None, "score": None},
     ]
-    kept_c = pq.read_table(staging / "kept" / part(batch_c[0])).to_pylist()
+    kept_c = pq.read_table(staging / "kept" / part(key_c)).to_pylist()
     assert [(r["id"], r["meta"], r["score"]) for r in kept_c] == [
         ("c4", None, 3.0), ("c5", json.dumps("plain"), None)]  # mixed column: JSON strings
 
-    dup_rows = (pq.read_table(staging / "duplicates" / part(batch_a[0])).to_pylist()
-                + pq.read_table(staging / "duplicates" / part(batch_b[0])).to_pylist())
+    dup_rows = (pq.read_table(staging / "duplicates" / part(key_a)).to_pylist()
+                + pq.read_table(staging / "duplicates" / part(key_b)).to_pylist())
     assert dup_rows == [
         {"id": "a2", "duplicate_of": "a1", "reason": "near", "similarity": 0.75,
          "component_size": 2, "url": "http://a2"},
@@ -878,10 +1336,70 @@ def test_write_outputs_files_and_stats(tmp_path: Path) -> None:
         rows_in_file = [json.loads(line) for line in path.read_text().splitlines()]
         assert len({r["source"] for r in rows_in_file}) == 1
         by_source[rows_in_file[0]["source"]] = [(r["line"], r["reason"]) for r in rows_in_file]
-    assert by_source == {src1: [(4, "blank_line"), (9, "bad_json")], src2: [(2, "bad_json")]}
+    assert by_source == {src1: [(4, "blank_line"), (5, "bad_json")],
+                         src2: [(2, "duplicate_id"), (3, "bad_json")]}
 
+    # "parsed" counts the documents the writer re-read: rejects are not re-emitted.
     assert json.loads((staging / "_stats.json").read_text()) == {
-        "parsed": 6, "kept": 4, "duplicates_exact": 1, "duplicates_near": 1, "rejected": 3,
-        "rejected:bad_json": 2, "rejected:blank_line": 1, "kept_untokenized": 1,
-        "candidate_edges": 7,
+        "parsed": 6, "kept": 4, "duplicates_exact": 1, "duplicates_near": 1, "rejected": 4,
+        "rejected:bad_json": 2, "rejected:blank_line": 1, "rejected:duplicate_id": 1,
+        "kept_untokenized": 1, "candidate_edges": 7,
     }
+
+
+def test_write_outputs_with_clusters_side_input(tmp_path: Path) -> None:
+    """With ``clusters`` (labels of the kept documents, keyed by batch, possibly in several
+    elements per batch) the kept parts get cluster_A/cluster_B and the contingency output
+    counts each batch's kept documents per (cluster_A, cluster_B, label)."""
+    files = write_outputs_files(tmp_path)
+    key_a = batch_key_of(make_uid(0, 1), WRITE_BATCH)
+    key_c = batch_key_of(make_uid(1, 4), WRITE_BATCH)
+    uid = {"a1": make_uid(0, 1), "a3": make_uid(0, 3), "b1": make_uid(1, 1),
+           "c4": make_uid(1, 4), "c5": make_uid(1, 5)}
+    duplicates = [
+        (key_a, DuplicateRow(make_uid(0, 2), "a2", "a1", "near", 0.75, 2)),
+        (batch_key_of(uid["b1"], WRITE_BATCH),
+         DuplicateRow(uid["b1"], "b1", "a1", "exact", 1.0, 2)),
+    ]
+    labels = {"a1": (0, 1), "a3": (2, 0), "c4": (0, 0), "c5": (0, 0)}
+
+    def label_element(key: int, names: list[str]) -> tuple:
+        return key, (np.array([uid[n] for n in names], dtype=np.int64),
+                     np.array([labels[n][0] for n in names], dtype=np.int32),
+                     np.array([labels[n][1] for n in names], dtype=np.int32))
+
+    clusters = [label_element(key_a, ["a3", "a1"]), label_element(key_c, ["c5"]),
+                label_element(key_c, ["c4"])]
+    staging = tmp_path / "staging"
+    with new_pipeline() as p:
+        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, WRITE_BATCH)
+        written = (
+            {"repeats": read["repeats"],
+             "field_types": read.batches | "CollectFieldTypes" >> beam.CombineGlobally(
+                 FieldTypesFn()),
+             "duplicates": p | "CreateDuplicateRows" >> beam.Create(duplicates),
+             "rejected": read[REJECTED_TAG],
+             "stats": p | "CreateNoStats" >> beam.Create([]).with_output_types(dict),
+             "clusters": p | "CreateClusterLabels" >> beam.Create(clusters)}
+            | "WriteOutputs" >> WriteOutputs(WriteParams(
+                str(staging), ReadParams(tuple(files), MAX_DOC_BYTES, WRITE_BATCH), "url"))
+        )
+        assert_that(written.contingency | "SortCells" >> beam.Map(
+            lambda cells: tuple(sorted(cells.items(), key=str))),
+            equal_to([tuple(sorted({(0, 1, "http://a1"): 1, (2, 0, "http://a3"): 1}.items(),
+                                   key=str)),
+                      tuple(sorted({(0, 0, "http://c4"): 1, (0, 0, None): 1}.items(),
+                                   key=str))]),
+            label="CheckContingency")
+
+    part = "part-{:016x}.parquet".format
+    kept_a = pq.read_table(staging / "kept" / part(key_a))
+    assert kept_a.column_names[:6] == ["id", "text", "url", "timestamp", "cluster_A",
+                                       "cluster_B"]
+    assert [(r["id"], r["cluster_A"], r["cluster_B"]) for r in kept_a.to_pylist()] == [
+        ("a1", 0, 1), ("a3", 2, 0)]
+    kept_c = pq.read_table(staging / "kept" / part(key_c)).to_pylist()
+    assert [(r["id"], r["cluster_A"], r["cluster_B"]) for r in kept_c] == [
+        ("c4", 0, 0), ("c5", 0, 0)]
+    stats = json.loads((staging / "_stats.json").read_text())
+    assert (stats["parsed"], stats["kept"], stats["rejected"]) == (6, 4, 4)
