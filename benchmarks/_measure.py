@@ -15,7 +15,9 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, TypedDict
 
 import psutil
@@ -123,3 +125,27 @@ def median(values: Iterable[float]) -> float:
     if not values:
         raise ValueError("median of no values")
     return float(statistics.median(values))
+
+
+@contextmanager
+def baseline_tree(repo: Path, ref: str | None, code: Path | None, scratch: Path
+                  ) -> Iterator[tuple[Path, str] | None]:
+    """``(tree, description)`` of the code to compare against: the checkout ``code``, or a
+    temporary ``git worktree`` of ``ref`` under ``scratch`` (removed afterwards: only that
+    one), or None when neither is given."""
+    if code is not None:
+        yield code.resolve(), str(code.resolve())
+        return
+    if ref is None:
+        yield None
+        return
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    tree = scratch / "baseline-worktree"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), commit],
+                   check=True, capture_output=True, text=True)
+    try:
+        yield tree, f"{ref} = {commit[:12]} (temporary worktree {tree})"
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)

@@ -65,8 +65,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,10 @@ import psutil
 
 try:
     from benchmarks._measure import TAIL_CHARS, _kill_tree, tree_rss
+    from benchmarks._measure import baseline_tree as measured_baseline_tree
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     from _measure import TAIL_CHARS, _kill_tree, tree_rss  # type: ignore[no-redef]
+    from _measure import baseline_tree as measured_baseline_tree  # type: ignore[no-redef]
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -174,28 +176,10 @@ def warm_page_cache(files: Sequence[Path]) -> None:
 # --------------------------------------------------------------------------- code trees
 
 
-@contextmanager
-def baseline_tree(args: argparse.Namespace, scratch: Path) -> Iterator[tuple[Path, str] | None]:
-    """``(source tree, description)`` of the baseline, or None when none was asked for. A
-    worktree made here for ``--baseline-ref`` is removed afterwards (only that one)."""
-    if args.baseline_code is not None:
-        tree = args.baseline_code.resolve()
-        yield tree, f"{tree} ({git_describe(tree)})"
-        return
-    if args.baseline_ref is None:
-        yield None
-        return
-    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify",
-                             f"{args.baseline_ref}^{{commit}}"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    tree = scratch / "baseline-worktree"
-    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(tree),
-                    commit], check=True, capture_output=True, text=True)
-    try:
-        yield tree, f"{args.baseline_ref} = {commit[:12]} (temporary worktree {tree})"
-    finally:
-        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force",
-                        str(tree)], check=False, capture_output=True)
+def baseline_tree(args: argparse.Namespace, scratch: Path
+                  ) -> AbstractContextManager[tuple[Path, str] | None]:
+    """The baseline tree of ``--baseline-code`` / ``--baseline-ref`` (``_measure``)."""
+    return measured_baseline_tree(REPO_ROOT, args.baseline_ref, args.baseline_code, scratch)
 
 
 def git_describe(tree: Path) -> str:

@@ -47,13 +47,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+
+try:
+    from benchmarks._measure import baseline_tree as measured_baseline_tree
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from _measure import baseline_tree as measured_baseline_tree  # type: ignore[no-redef]
 DEFAULT_INPUT = REPO_ROOT / "data" / "demo" / "c4-demo.00000-of-00001.json.gz"
 DEFAULT_RESULTS = BENCH_DIR / "results-shuffle-bytes.txt"
 COMMANDS = ("dedup", "nd_cl", "cl_nd")
@@ -328,27 +333,10 @@ def probe_main(spec: dict[str, Any]) -> int:
 # =========================================================================== the driver
 
 
-@contextmanager
-def baseline_tree(args: argparse.Namespace, scratch: Path) -> Iterator[tuple[Path, str] | None]:
-    """``(tree, description)`` of the baseline (a temporary worktree for ``--baseline-ref``,
-    removed afterwards), or None."""
-    if args.baseline_code is not None:
-        yield args.baseline_code.resolve(), str(args.baseline_code.resolve())
-        return
-    if args.baseline_ref is None:
-        yield None
-        return
-    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify",
-                             f"{args.baseline_ref}^{{commit}}"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    tree = scratch / "baseline-worktree"
-    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(tree),
-                    commit], check=True, capture_output=True, text=True)
-    try:
-        yield tree, f"{args.baseline_ref} = {commit[:12]} (temporary worktree)"
-    finally:
-        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force",
-                        str(tree)], check=False, capture_output=True)
+def baseline_tree(args: argparse.Namespace, scratch: Path
+                  ) -> AbstractContextManager[tuple[Path, str] | None]:
+    """The baseline tree of ``--baseline-code`` / ``--baseline-ref`` (``_measure``)."""
+    return measured_baseline_tree(REPO_ROOT, args.baseline_ref, args.baseline_code, scratch)
 
 
 def command_argv(command: str, inputs: Sequence[str], output: Path, db_url: str,
