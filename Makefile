@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_INPUT := data/demo/c4-demo.00000-of-00001.json.gz
 DEMO_OUTPUT ?= demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean flink
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/test_services.sh run -- \
 		sh -c '$(BIN)/ruff check . && $(BIN)/python -m pytest -q -rs tests'
+
+# Beam's Flink job server (assembled with Maven) and a Flink distribution (from PyPI) into
+# .ndcl/flink/ ($$NDCL_FLINK_DIR) for --runner flink; see runners/flink/README.md. Needs Java 11+
+# and Maven; install, demo and test do not (tests/test_flink.py skips without them).
+flink: $(STAMP)
+	$(BIN)/python -m runners.flink.dist fetch
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,13 +28,28 @@ Runners
     ``--runner=PortableRunner --job_endpoint=... --environment_type=...`` and, when given,
     ``--environment_config=...``.
 
-``--runner flink --flink-master HOST:PORT [--flink-version 1.20 --flink-job-server-jar JAR]``
-    Beam's FlinkRunner: it starts a Flink job server (a Java jar, downloaded from Maven Central
-    unless ``--flink-job-server-jar`` names a local copy; Java 11+ needed) that submits to the
-    Flink cluster's REST address. ``--environment-type`` defaults to EXTERNAL with
-    ``localhost:50000`` (the worker pool that shares the task manager's network in
-    ``runners/flink/docker-compose.yml``). Emits ``--runner=FlinkRunner --flink_master=...
-    --flink_version=... --environment_type=... --environment_config=...``.
+``--runner flink [--flink-master HOST:PORT|[local]] [--parallelism N] [--flink-version V]``
+    Beam's FlinkRunner: it starts a Flink job server (a Java 11+ process) that runs the job.
+    The job server is the jar of ``make flink`` (``.ndcl/flink/job-server/``, see
+    :mod:`runners.flink.dist`), passed as ``--flink_job_server_jar`` whenever it is there and
+    no ``--flink-job-server-jar`` is given (otherwise Beam downloads its own from Maven
+    Central, which does not serve it here).
+    Without ``--flink-master`` (or with ``[local]``) the job server runs an embedded Flink
+    (a MiniCluster inside the job server's JVM): nothing to start, no Docker; that needs the
+    ``make flink`` jar (or ``--flink-job-server-jar``), and ``--environment-type`` defaults to
+    LOOPBACK (Beam's own default there: the job server connects back to an SDK worker pool
+    inside this ``ndcl`` process). With a Flink REST address (``localhost:8081``) it submits
+    to that cluster and ``--environment-type`` defaults to EXTERNAL with ``localhost:50000``
+    (the worker pool that shares the task manager's network in
+    ``runners/flink/docker-compose.yml``). ``--parallelism N`` is Beam's (Flink's default
+    parallelism for the job). ``--flink-version`` defaults to the Flink of the job-server jar
+    when it names one, else to :data:`DEFAULT_FLINK_VERSION`. Emits ``--runner=FlinkRunner
+    --flink_master=... --flink_version=... --streaming [--flink_job_server_jar=...
+    --flink_conf_dir=runners/flink/embedded --parallelism=N] --environment_type=...`` and, for
+    EXTERNAL, ``--environment_config=...`` (``--flink_conf_dir`` for an embedded Flink only:
+    its Flink configuration, more network memory than Flink's default);
+    ``--streaming`` because Flink's batch (DataSet) plan optimizer does not finish on this
+    graph (see :func:`_flink_args`).
 
 ``--runner dataflow --project P --region R --temp-location gs://B/tmp [--dry-run]``
     Google Cloud Dataflow. Also ``--staging-location``, ``--setup-file`` (default: this
@@ -58,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
@@ -69,6 +84,8 @@ ENVIRONMENT_TYPES = ("LOOPBACK", "DOCKER", "EXTERNAL", "PROCESS")
 FLINK_VERSIONS = tuple(FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS)
 # 1.20 is the last Flink 1.x (its LTS line), the one runners/flink/docker-compose.yml runs.
 DEFAULT_FLINK_VERSION = "1.20" if "1.20" in FLINK_VERSIONS else FLINK_VERSIONS[-1]
+# Flink configuration of the embedded Flink (--runner flink without --flink-master).
+EMBEDDED_FLINK_CONF = Path(__file__).resolve().parent / "flink" / "embedded"
 # The SDK worker pool of runners/flink/docker-compose.yml, reachable from the task manager.
 DEFAULT_WORKER_POOL = "localhost:50000"
 REPO_SETUP_PY = Path(__file__).resolve().parents[1] / "setup.py"
@@ -83,6 +100,18 @@ _RUNNER_ALIASES = {
     "dataflow": "dataflow", "dataflowrunner": "dataflow",
 }
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class FlinkConfDirOptions(PipelineOptions):
+    """``--flink_conf_dir``: an option of Beam's Java FlinkPipelineOptions (a folder with
+    Flink's ``config.yaml``, read by the job server for the Flink it starts or submits to) that
+    the Python SDK does not declare. Declaring it here is what makes the SDK pass it on to the
+    job server instead of dropping it as unknown."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--flink_conf_dir", default=None,
+                            help="Folder with the Flink config.yaml for the job server")
 
 
 class RunnerConfigError(ValueError):
@@ -145,15 +174,20 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flink-master", "--flink_master", dest="flink_master",
                        metavar="HOST:PORT",
                        help="flink: the Flink REST address, e.g. localhost:8081, or [local] "
-                            f"(needed by --runner flink; default: none, {preset})")
+                            "for an embedded Flink (default: [local], which needs the job "
+                            f"server jar of `make flink`; {preset})")
+    group.add_argument("--parallelism", dest="parallelism", type=int, metavar="N",
+                       help="flink: Flink's parallelism for the job (default: the "
+                            "cluster's; an embedded Flink uses the machine's cores)")
     group.add_argument("--flink-version", "--flink_version", dest="flink_version",
                        type=_flink_version, choices=FLINK_VERSIONS,
                        help="flink: version of the Flink cluster, for Beam's job server "
-                            f"(default: {DEFAULT_FLINK_VERSION})")
+                            "(default: the Flink of the `make flink` jar, else "
+                            f"{DEFAULT_FLINK_VERSION})")
     group.add_argument("--flink-job-server-jar", "--flink_job_server_jar",
                        dest="flink_job_server_jar", metavar="JAR",
-                       help="flink: a local Flink job server jar (default: none; Beam "
-                            "downloads it)")
+                       help="flink: a Flink job server jar (default: the one `make flink` "
+                            "fetches, when present; else Beam downloads one)")
     group.add_argument("--project", metavar="PROJECT",
                        help=f"dataflow: Google Cloud project (default: none, {preset})")
     group.add_argument("--region", metavar="REGION",
@@ -197,7 +231,7 @@ def _boolean(value: str) -> bool:
 
 _PER_RUNNER: dict[str, tuple[str, ...]] = {
     "portable": ("job_endpoint",),
-    "flink": ("flink_master", "flink_version", "flink_job_server_jar"),
+    "flink": ("flink_master", "flink_version", "flink_job_server_jar", "parallelism"),
     "dataflow": ("project", "region", "temp_location", "staging_location",
                  "worker_machine_type", "max_workers", "sdk_container_image", "dry_run"),
 }
@@ -320,20 +354,56 @@ def runner_beam_args(args: argparse.Namespace) -> list[str]:
             *_environment_args(args, "LOOPBACK"), *_setup_file_args(args, runner),
         ]
     if runner == "flink":
-        master = _get(args, "flink_master")
-        if not master:
-            raise RunnerConfigError(
-                "--runner flink needs --flink-master HOST:PORT (the Flink REST address, "
-                "localhost:8081 with runners/flink/docker-compose.yml) or [local]")
-        if master not in ("[local]", "[auto]"):
-            _check_host_port("--flink-master", re.sub(r"^https?://", "", master))
-        out = ["--runner=FlinkRunner", f"--flink_master={master}",
-               f"--flink_version={_get(args, 'flink_version') or DEFAULT_FLINK_VERSION}"]
-        jar = _get(args, "flink_job_server_jar")
-        if jar:
-            out.append(f"--flink_job_server_jar={jar}")
-        return [*out, *_environment_args(args, "EXTERNAL"), *_setup_file_args(args, runner)]
+        return _flink_args(args)
     return _dataflow_args(args)
+
+
+def _flink_args(args: argparse.Namespace) -> list[str]:
+    from runners.flink.dist import jar_versions, job_server_jar
+
+    master = _get(args, "flink_master")
+    jar = _get(args, "flink_job_server_jar")
+    jar_flink = None
+    if not jar:
+        local = job_server_jar()
+        if local.is_file():
+            jar = str(local)
+            jar_flink = jar_versions(local).get("flink_minor")
+        elif not master or master == "[local]":
+            # Beam would try to download its own job server (not served here) or build it.
+            raise RunnerConfigError(
+                "--runner flink needs --flink-master HOST:PORT (a Flink cluster's REST "
+                f"address), or run `make flink` for an embedded Flink ({local} is missing)")
+    elif not re.match(r"^https?://", jar) and not Path(jar).is_file():
+        raise RunnerConfigError(f"--flink-job-server-jar {jar!r} does not exist")
+    master = master or "[local]"
+    if master not in ("[local]", "[auto]"):
+        _check_host_port("--flink-master", re.sub(r"^https?://", "", master))
+    version = _get(args, "flink_version")
+    if version and jar_flink and version != jar_flink:
+        raise RunnerConfigError(
+            f"--flink-version {version} does not match the `make flink` job server (Flink "
+            f"{jar_flink}); drop --flink-version or give --flink-job-server-jar")
+    # --streaming: Beam's Flink runner then translates with Flink's DataStream API. Its batch
+    # translation (the DataSet API) hands the plan to Flink's DataSet optimizer, which did not
+    # finish on ndcl's graph in 5 minutes (a CPU-bound recursion over the plan's branches,
+    # SingleInputNode/TwoInputNode.accept); the streaming translation runs bounded input to
+    # completion with outputs byte-identical to the direct runner's.
+    out = ["--runner=FlinkRunner", f"--flink_master={master}",
+           f"--flink_version={version or jar_flink or DEFAULT_FLINK_VERSION}", "--streaming"]
+    if jar:
+        out.append(f"--flink_job_server_jar={jar}")
+    if master == "[local]" and (EMBEDDED_FLINK_CONF / "config.yaml").is_file():
+        out.append(f"--flink_conf_dir={EMBEDDED_FLINK_CONF}")
+    parallelism = _get(args, "parallelism")
+    if parallelism is not None:
+        if parallelism < 1:
+            raise RunnerConfigError(f"--parallelism must be >= 1, got {parallelism}")
+        out.append(f"--parallelism={parallelism}")
+    # An embedded Flink runs on this machine, so it can reach an SDK worker pool inside this
+    # process (Beam's FlinkRunner picks LOOPBACK there too); a cluster's task managers cannot.
+    default_env = "LOOPBACK" if master == "[local]" else "EXTERNAL"
+    return [*out, *_environment_args(args, default_env), *_setup_file_args(args, "flink")]
 
 
 def _check_gcs_location(flag: str, value: str) -> None:
