@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_INPUT := data/demo/c4-demo.00000-of-00001.json.gz
 DEMO_OUTPUT ?= demo-out
 
-.PHONY: install demo test lint bench clean flink
+.PHONY: install demo test lint bench clean flink prism
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,15 +25,28 @@ demo: $(STAMP)
 # scripts/test_services.sh installs the Debian packages the suite needs (as root with apt),
 # starts a throwaway PostgreSQL server, runs the command with NDCL_TEST_PG_URL exported and
 # stops the server whatever the command's outcome, exiting with the command's status.
+# The Flink tests need `make flink` (Java 11+ and Maven) and the Prism tests `make prism` (Go):
+# run here whenever the tools are on PATH, so that CI runs them; without, the tests skip.
 test: $(STAMP)
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory flink; \
+	else echo "make test: no java/mvn on PATH: the Flink tests will skip"; fi
+	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory prism; \
+	else echo "make test: no go on PATH: the Prism tests will skip"; fi
 	bash scripts/test_services.sh run -- \
 		sh -c '$(BIN)/ruff check . && $(BIN)/python -m pytest -q -rs tests'
 
 # Beam's Flink job server (assembled with Maven) and a Flink distribution (from PyPI) into
-# .ndcl/flink/ ($$NDCL_FLINK_DIR) for --runner flink; see runners/flink/README.md. Needs Java 11+
-# and Maven; install, demo and test do not (tests/test_flink.py skips without them).
+# .ndcl/flink/ ($$NDCL_FLINK_DIR) for --runner flink and runners/flink/cluster.sh; see
+# runners/flink/README.md. Needs Java 11+ and Maven; install and demo do not.
 flink: $(STAMP)
 	$(BIN)/python -m runners.flink.dist fetch
+
+# Beam's Prism runner (a Go binary) built with `go install` at the SDK's Beam version into
+# .ndcl/prism/bin/ ($$NDCL_PRISM_DIR) for --runner prism; see runners/prism.py. Needs Go 1.26+
+# and the Go module proxy (first build ~2.5 min, ~110 MB of modules); install and demo do not.
+prism: $(STAMP)
+	$(BIN)/python -m runners.prism install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import difflib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ from beam_pipeline.config import (
 LOG = logging.getLogger("ndcl")
 
 # Exit statuses (README "Output safety"): bad usage, input or output location, found before the
-# job starts; the K-Means service unreachable; every record read was rejected (output written).
+# job starts; the K-Means service unreachable; every record read was rejected (output written);
+# the pipeline failed while running (a task raised; nothing committed).
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVICE = 3
 EXIT_ALL_REJECTED = 4
@@ -506,6 +509,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Beam logs every string type hint it cannot resolve at INFO; only its warnings matter here.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if args.quiet:
+        # -q: NDCL's own warnings and errors only. Beam, Ray and a job server log a failed
+        # task's traceback several times over (worker, runner, job messages); the one line
+        # main prints names the cause, and a run without -q logs the whole traceback.
+        logging.getLogger().setLevel(logging.CRITICAL)
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+        for name in ("ndcl", "beam_pipeline", "transforms", "runners"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "service":
         from runners.kmeans.service_cli import run_service_command
 
@@ -552,7 +563,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
         return 2
-    from runners.options import RunnerConfigError, apply_pipeline_config, runner_beam_args
+    from runners.options import (
+        RunnerConfigError,
+        apply_pipeline_config,
+        loopback_worker_env,
+        runner_beam_args,
+        workers_on_this_machine,
+    )
 
     try:
         runner_args = apply_pipeline_config(args, pipeline_cfg)
@@ -560,13 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerConfigError as exc:
         print(f"ndcl: runner error: {exc}", file=sys.stderr)
         return 2
+    os.environ.update(loopback_worker_env(beam_args))
     if getattr(args, "dry_run", None):
         from runners.dataflow.dry_run import run_dry_command
 
         return run_dry_command(args, cfg, cluster_cfg, beam_args)
-    remote = getattr(runner_args, "runner", "direct") not in ("direct", "DirectRunner", None)
-    if remote and args.command != "dedup" and cluster_cfg.backend == "ray" and (
-            cluster_cfg.service_address is None):
+    if not workers_on_this_machine(beam_args) and args.command != "dedup" and (
+            cluster_cfg.backend == "ray" and cluster_cfg.service_address is None):
         print("ndcl: runner error: a remote runner's workers cannot reach a K-Means service "
               "started on this machine; give --service-address (e.g. ray://HOST:10001) or "
               "--kmeans-backend local", file=sys.stderr)
@@ -583,15 +600,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ndcl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        if type(exc).__name__ != "ServiceUnavailableError":
-            raise
-        print(f"ndcl: K-Means service unavailable: {exc}", file=sys.stderr)
-        return EXIT_SERVICE
+        if type(exc).__name__ == "ServiceUnavailableError":
+            print(f"ndcl: K-Means service unavailable: {exc}", file=sys.stderr)
+            return EXIT_SERVICE
+        # Any runner wraps a task's error differently (the direct runner re-raises it, Flink
+        # sends the worker's traceback inside a Java exception): one line names the cause.
+        LOG.info("the pipeline failed", exc_info=True)
+        print(f"ndcl: error: the pipeline failed: {failure_line(exc)}; nothing was committed "
+              f"to {getattr(args, 'output', 'the output')}", file=sys.stderr)
+        return EXIT_FAILED
     if not result.summary:
         return 0
     print_summary(result.summary, result.output)
     record(args, result, sampler.result(), raw_argv, runner_args)
     return outcome_status(result.summary, result.output)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Fault|Exit))"
+                             r": (.+)$")
+
+
+def failure_line(exc: BaseException) -> str:
+    """The cause of a failed run in one line: the last ``SomeError: message`` line of the
+    error's text (the innermost Python exception of a worker's traceback), else its first
+    line; at most 300 characters."""
+    text = str(exc).strip()
+    found = [m for m in map(_EXCEPTION_LINE.match, map(str.strip, text.splitlines())) if m]
+    if found:
+        line = f"{found[-1].group(1)}: {found[-1].group(2)}"
+    else:
+        line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def outcome_status(summary: dict[str, Any], output: str) -> int:

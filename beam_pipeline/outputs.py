@@ -222,6 +222,17 @@ def _clear_stale_staging(staging: str) -> None:
     delete_files(staging, files)
 
 
+def discard_staging(staging: str) -> None:
+    """Delete a failed run's staging folder, if it is NDCL's (its marker is there); never
+    raises, so that the run's own error is what the user sees."""
+    try:
+        files = list_files(staging)
+        if files and STAGING_MARKER in files:
+            delete_files(staging, files)
+    except Exception:  # best effort: the next run clears a marked staging folder anyway
+        LOG.warning("could not remove the staging folder %s", staging, exc_info=True)
+
+
 def prepare_output(output: str, files: list[str]) -> tuple[str, Existing]:
     """Check ``output`` against the rules of this module, clear NDCL's own leftovers and
     create the staging folder with its marker; returns ``(staging, existing output)``.

@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
 from beam_pipeline.inputs import resolved_inputs
-from beam_pipeline.outputs import commit_output, prepare_output
+from beam_pipeline.outputs import commit_output, discard_staging, prepare_output
 from beam_pipeline.pipeline import (
     CLUSTER_FIT_FILE,
     CLUSTER_STATS_FILE,
@@ -194,6 +194,8 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
             return RunResult(summary={}, output=output)
         result.wait_until_finish()
     except Exception as exc:
+        # Nothing is committed; the staging folder (NDCL's own, marked) goes too.
+        discard_staging(staging)
         service_error = service_error_from(exc)
         if service_error is None:
             raise

@@ -34,6 +34,45 @@ class Measurement(TypedDict):
     samples: int
     stdout_tail: str
     stderr_tail: str
+    # Peak summed RSS per kind of process (process_kind), and CPU seconds (user + system) of
+    # the tree's reaped processes plus the sampled extra processes' growth.
+    peak_rss_by_kind: dict[str, int]
+    cpu_s: float
+
+
+# Command-line fragments that name a process's role in a run (first match wins).
+PROCESS_KINDS = (
+    ("beam-flink-job-server", "Flink job server JVM"),
+    ("StandaloneSessionClusterEntrypoint", "Flink JobManager JVM"),
+    ("TaskManagerRunner", "Flink TaskManager JVM"),
+    ("worker_pool_main", "SDK worker pool"),
+    ("SdkHarness", "SDK worker"),
+    ("sdk_worker_main", "SDK worker"),
+    ("prism", "Prism"),
+    ("ray", "Ray"),
+    ("raylet", "Ray"),
+    ("gcs_server", "Ray"),
+    ("ndcl", "ndcl"),
+)
+
+
+def process_kind(process: psutil.Process) -> str:
+    try:
+        cmdline = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "other"
+    for fragment, kind in PROCESS_KINDS:
+        if fragment in cmdline:
+            return kind
+    return "other"
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return 0.0
+    return times.user + times.system
 
 
 def tree_rss(root: psutil.Process) -> tuple[int, int]:
@@ -62,12 +101,27 @@ def run_measured(
     env: Mapping[str, str] | None = None,
     interval: float = 0.1,
     timeout: float | None = None,
+    extra_pids: Sequence[int] = (),
 ) -> Measurement:
     """Run ``cmd`` to completion, sampling its process tree's RSS every ``interval`` s.
 
     ``returncode`` is the command's exit status, or -9 when it ran past
-    ``timeout`` seconds and was killed with its descendants.
+    ``timeout`` seconds and was killed with its descendants. ``extra_pids`` are processes
+    outside the tree that work for it (a standalone Flink cluster's JVMs and SDK worker
+    pool): they and their descendants are sampled too, for the peaks and the CPU seconds.
     """
+    import resource
+
+    extra = []
+    for pid in extra_pids:
+        try:
+            extra.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    extra_cpu_start = {p.pid: _cpu(p) for p in extra}
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_by_kind: dict[str, int] = {}
+    extra_cpu_last: dict[int, float] = {}
     with (
         tempfile.SpooledTemporaryFile(max_size=1 << 20) as out,
         tempfile.SpooledTemporaryFile(max_size=1 << 20) as err,
@@ -83,9 +137,13 @@ def run_measured(
         peak_rss = peak_processes = samples = 0
         while proc.poll() is None:
             rss, processes = tree_rss(root)
+            for outside in extra:
+                more, counted = tree_rss(outside)
+                rss, processes = rss + more, processes + counted
             peak_rss = max(peak_rss, rss)
             peak_processes = max(peak_processes, processes)
             samples += 1
+            _sample_kinds(root, extra, peak_by_kind, extra_cpu_last)
             if timeout is not None and time.perf_counter() - start > timeout:
                 _kill_tree(root)
                 proc.wait()
@@ -95,7 +153,13 @@ def run_measured(
             except subprocess.TimeoutExpired:
                 pass
         wall = time.perf_counter() - start
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (children_after.ru_utime - children_before.ru_utime
+               + children_after.ru_stime - children_before.ru_stime)
+        cpu += sum(last - extra_cpu_start.get(pid, 0.0) for pid, last in extra_cpu_last.items())
         return Measurement(
+            peak_rss_by_kind=dict(sorted(peak_by_kind.items())),
+            cpu_s=cpu,
             cmd=list(cmd),
             returncode=proc.returncode,
             wall_s=wall,
@@ -105,6 +169,31 @@ def run_measured(
             stdout_tail=_tail(out),
             stderr_tail=_tail(err),
         )
+
+
+def _sample_kinds(root: psutil.Process, extra: list[psutil.Process],
+                  peak_by_kind: dict[str, int], extra_cpu_last: dict[int, float]) -> None:
+    """Update the per-kind RSS peaks and the last CPU seconds seen of every process outside
+    the tree (its own children are counted by the kernel when reaped)."""
+    now: dict[str, int] = {}
+    trees = [(root, False), *((p, True) for p in extra)]
+    for top, outside in trees:
+        try:
+            processes = [top, *top.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for process in processes:
+            try:
+                rss = process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            kind = process_kind(process)
+            now[kind] = now.get(kind, 0) + rss
+            if outside:
+                extra_cpu_last[process.pid] = max(extra_cpu_last.get(process.pid, 0.0),
+                                                  _cpu(process))
+    for kind, rss in now.items():
+        peak_by_kind[kind] = max(peak_by_kind.get(kind, 0), rss)
 
 
 def _kill_tree(root: psutil.Process) -> None:

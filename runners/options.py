@@ -28,6 +28,15 @@ Runners
     ``--runner=PortableRunner --job_endpoint=... --environment_type=...`` and, when given,
     ``--environment_config=...``.
 
+``--runner prism``
+    Beam's Prism runner (a Go binary that runs the job service and the runner in one local
+    process; the SDK workers run LOOPBACK inside ``ndcl``). The binary is the one of ``make
+    prism`` (``go install`` of Beam's ``cmd/prism`` at the SDK's version into
+    ``.ndcl/prism/bin/``, see :mod:`runners.prism`), always passed as ``--prism_location``
+    (otherwise Beam downloads it from GitHub, not reachable here). Emits
+    ``--runner=PrismRunner --prism_location=... --environment_type=LOOPBACK`` (and
+    ``--prism_log_level=warn`` with ``-q``).
+
 ``--runner flink [--flink-master HOST:PORT|[local]] [--parallelism N] [--flink-version V]``
     Beam's FlinkRunner: it starts a Flink job server (a Java 11+ process) that runs the job.
     The job server is the jar of ``make flink`` (``.ndcl/flink/job-server/``, see
@@ -67,7 +76,9 @@ The module also has small helpers to inspect a pipeline graph without running it
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +88,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
-RUNNERS = ("direct", "portable", "flink", "dataflow")
+RUNNERS = ("direct", "portable", "prism", "flink", "dataflow")
 ENVIRONMENT_TYPES = ("LOOPBACK", "DOCKER", "EXTERNAL", "PROCESS")
 # Flink versions this Beam release publishes job servers for (FlinkRunnerOptions keeps the
 # list in sync with Beam's gradle.properties: 1.19, 1.20, 2.0, 2.1, 2.2 for Beam 2.77).
@@ -90,12 +101,15 @@ EMBEDDED_FLINK_CONF = Path(__file__).resolve().parent / "flink" / "embedded"
 DEFAULT_WORKER_POOL = "localhost:50000"
 REPO_SETUP_PY = Path(__file__).resolve().parents[1] / "setup.py"
 GROUP_BY_KEY_URN = "beam:transform:group_by_key:v1"
+# Beam's experiment that makes LOOPBACK SDK workers processes instead of threads.
+LOOPBACK_PROCESS_WORKERS = "use_loopback_process_worker"
 
 # Beam's own runner names, accepted too so that ``--runner=DataflowRunner`` (what Beam users
 # and the Flex Template launcher write) means the same as ``--runner dataflow``.
 _RUNNER_ALIASES = {
     "direct": "direct", "directrunner": "direct", "fnapirunner": "direct",
     "portable": "portable", "portablerunner": "portable",
+    "prism": "prism", "prismrunner": "prism",
     "flink": "flink", "flinkrunner": "flink",
     "dataflow": "dataflow", "dataflowrunner": "dataflow",
 }
@@ -353,6 +367,10 @@ def runner_beam_args(args: argparse.Namespace) -> list[str]:
             "--runner=PortableRunner", f"--job_endpoint={endpoint}",
             *_environment_args(args, "LOOPBACK"), *_setup_file_args(args, runner),
         ]
+    if runner == "prism":
+        from runners.prism import prism_beam_args
+
+        return prism_beam_args(args)
     if runner == "flink":
         return _flink_args(args)
     return _dataflow_args(args)
@@ -399,11 +417,67 @@ def _flink_args(args: argparse.Namespace) -> list[str]:
     if parallelism is not None:
         if parallelism < 1:
             raise RunnerConfigError(f"--parallelism must be >= 1, got {parallelism}")
-        out.append(f"--parallelism={parallelism}")
+        # One Python SDK worker per slot: Beam's default is one per task manager, whose
+        # threads then share one GIL, so a second slot added no core.
+        out += [f"--parallelism={parallelism}", f"--sdk_worker_parallelism={parallelism}"]
     # An embedded Flink runs on this machine, so it can reach an SDK worker pool inside this
     # process (Beam's FlinkRunner picks LOOPBACK there too); a cluster's task managers cannot.
     default_env = "LOOPBACK" if master == "[local]" else "EXTERNAL"
-    return [*out, *_environment_args(args, default_env), *_setup_file_args(args, "flink")]
+    env_args = _environment_args(args, default_env)
+    if env_args[0] == "--environment_type=LOOPBACK" and (parallelism or 1) > 1:
+        # LOOPBACK workers are threads of this process unless asked to be processes (started
+        # as `python` from PATH: see loopback_worker_env).
+        out.append(f"--experiments={LOOPBACK_PROCESS_WORKERS}")
+    return [*out, *env_args, *_setup_file_args(args, "flink")]
+
+
+def loopback_worker_env(beam_args: list[str]) -> dict[str, str]:
+    """Environment variables to set before running ``beam_args``: Beam starts LOOPBACK process
+    workers as ``python -c ...`` from PATH, so this interpreter's folder goes first; and the
+    job server JVM (a short-lived process on a 2-core machine) gets the C1 compiler only
+    (``-XX:TieredStopAtLevel=1``: the demo corpus's embedded Flink run spent more CPU in
+    C2 compilation than in Flink's operators; unless ``JDK_JAVA_OPTIONS`` is set)."""
+    env: dict[str, str] = {}
+    if any(arg == f"--experiments={LOOPBACK_PROCESS_WORKERS}" for arg in beam_args):
+        env["PATH"] = f"{_worker_python_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
+    if "--runner=FlinkRunner" in beam_args and "JDK_JAVA_OPTIONS" not in os.environ:
+        env["JDK_JAVA_OPTIONS"] = "-XX:TieredStopAtLevel=1"
+    return env
+
+
+def _worker_python_dir() -> str:
+    """A folder whose ``python`` runs this interpreter with its stderr sent to
+    ``sdk-workers.log`` beside it: a failing task's traceback is printed by every worker that
+    ran it, while ``ndcl`` already prints the cause once (and logs it in full without -q).
+    The folder is removed when ``ndcl`` exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ndcl-workers-"))
+    shim = folder / "python"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@" 2>>"{folder}/sdk-workers.log"\n')
+    shim.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    return str(folder)
+
+
+def workers_on_this_machine(beam_args: list[str]) -> bool:
+    """Whether the SDK workers of ``beam_args`` run on this machine, so that they can reach a
+    K-Means service started here: the direct runner, and Flink or a job service on localhost
+    (embedded, LOOPBACK, or a standalone cluster of ``runners/flink/cluster.sh``)."""
+    values = dict(arg[2:].split("=", 1) for arg in beam_args if "=" in arg)
+    runner = values.get("runner", "direct")
+    if runner in ("direct", "DirectRunner", "PrismRunner"):
+        return True
+    if runner == "FlinkRunner":
+        host = re.sub(r"^https?://", "", values.get("flink_master", "[local]"))
+    elif runner == "PortableRunner":
+        host = values.get("job_endpoint", "")
+    else:
+        return False
+    host = host.rsplit(":", 1)[0] if ":" in host and host != "[local]" else host
+    return host in ("[local]", "[auto]", "embed", "localhost", "127.0.0.1", "::1", "")
 
 
 def _check_gcs_location(flag: str, value: str) -> None:

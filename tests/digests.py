@@ -53,7 +53,9 @@ def output_digest(out: Path) -> str:
     return digest.hexdigest()
 
 
-def run_case(name: str, workdir: Path) -> str:
+def run_case(name: str, workdir: Path, runner_args: tuple[str, ...] = ()) -> str:
+    """Run case ``name`` into ``workdir/name`` (with ``runner_args`` appended, e.g. another
+    runner's flags) and return its output digest."""
     from beam_pipeline.cli import main
 
     inputs, args = {**CASES, **EXTRA_CASES}[name]
@@ -61,7 +63,7 @@ def run_case(name: str, workdir: Path) -> str:
     out = workdir / name
     command, *flags = args
     code = main(["-q", "--db-url", f"sqlite:///{workdir / 'runs.db'}", command, "--input",
-                 *paths, "--output", str(out), *flags])
+                 *paths, "--output", str(out), *flags, *runner_args])
     if code != 0:
         raise RuntimeError(f"{name}: ndcl exited {code}")
     return output_digest(out)

@@ -24,6 +24,7 @@ from beam_pipeline.cli import (
     parse_args,
 )
 from beam_pipeline.config import ClusterConfig, ConfigError, DedupConfig
+from runners.options import RUNNERS
 from tests.conftest import DEMO_CORPUS, REPO
 
 HELP_COMMANDS = [["dedup"], ["cluster"], ["run"], ["runs"], ["rerun"], ["report"],
@@ -266,7 +267,7 @@ def test_help_shows_choices_and_config_defaults(capsys: pytest.CaptureFixture[st
         if command == "run":
             assert "{nd_cl,cl_nd}" in blocks["--workflow"]
             assert "(default: nd_cl)" in blocks["--workflow"]
-        choices = {**flag_choices(), "--runner": ("direct", "portable", "flink", "dataflow")}
+        choices = {**flag_choices(), "--runner": RUNNERS}
         for flag in choice_flags:
             shown = re.search(re.escape(flag) + r" \{([^}]*)\}", blocks[flag])
             assert shown is not None and tuple(shown.group(1).split(",")) == choices[flag]

@@ -13,6 +13,8 @@ import argparse
 import io
 import json
 import os
+import socket
+import sys
 import tarfile
 import time
 import zipfile
@@ -26,14 +28,18 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_pipeline.cli import main
-from runners.flink import dist
+from runners.flink import cluster, dist
 from runners.options import (
     EMBEDDED_FLINK_CONF,
     RunnerConfigError,
     add_runner_flags,
+    loopback_worker_env,
     runner_beam_args,
+    workers_on_this_machine,
 )
 from tests.conftest import DEMO_CORPUS
+from tests.digests import DIGESTS, run_case
+from transforms import faults
 
 
 def beam_args(*argv: str) -> list[str]:
@@ -67,7 +73,17 @@ def test_embedded_flink_uses_the_make_flink_jar(tmp_path: Path,
     assert args == ["--runner=FlinkRunner", "--flink_master=[local]", "--flink_version=1.19",
                     "--streaming", f"--flink_job_server_jar={jar}",
                     f"--flink_conf_dir={EMBEDDED_FLINK_CONF}", "--parallelism=2",
+                    "--sdk_worker_parallelism=2",
+                    "--experiments=use_loopback_process_worker",
                     "--environment_type=LOOPBACK"]
+    # One SDK worker process per slot, started as `python` from PATH (this interpreter, its
+    # stderr to a log), and the job server JVM with the C1 compiler only.
+    env = loopback_worker_env(args)
+    shim = Path(env["PATH"].split(os.pathsep)[0]) / "python"
+    assert str(sys.executable) in shim.read_text()
+    assert env["JDK_JAVA_OPTIONS"] == "-XX:TieredStopAtLevel=1" or \
+        "JDK_JAVA_OPTIONS" in os.environ
+    assert "--experiments=use_loopback_process_worker" not in beam_args("--runner", "flink")
     assert (EMBEDDED_FLINK_CONF / "config.yaml").is_file()
     # Beam's Python SDK does not declare --flink_conf_dir; runners.options does, so that it
     # reaches the job server instead of being dropped as unknown.
@@ -87,6 +103,19 @@ def test_embedded_flink_uses_the_make_flink_jar(tmp_path: Path,
     args = beam_args("--runner", "flink", "--flink-job-server-jar", str(own),
                      "--flink_version", "1.20")
     assert f"--flink_job_server_jar={own}" in args and "--flink_version=1.20" in args
+
+
+def test_workers_on_this_machine() -> None:
+    assert workers_on_this_machine([])
+    assert workers_on_this_machine(["--runner=FlinkRunner", "--flink_master=[local]"])
+    assert workers_on_this_machine(["--runner=FlinkRunner", "--flink_master=localhost:8081"])
+    assert workers_on_this_machine(["--runner=FlinkRunner",
+                                    "--flink_master=http://127.0.0.1:8081"])
+    assert not workers_on_this_machine(["--runner=FlinkRunner",
+                                        "--flink_master=flink.example.com:8081"])
+    assert workers_on_this_machine(["--runner=PortableRunner", "--job_endpoint=embed"])
+    assert not workers_on_this_machine(["--runner=PortableRunner", "--job_endpoint=j:8099"])
+    assert not workers_on_this_machine(["--runner=DataflowRunner", "--project=p"])
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -186,32 +215,79 @@ def _skip_reason() -> str | None:
     return None
 
 
-def _files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix in (".parquet", ".jsonl")}
-
-
-def _counts(out: Path) -> dict[str, object]:
-    summary = json.loads((out / "summary.json").read_text())
-    return {k: v for k, v in summary.items() if k not in ("stage_seconds", "wall_seconds")}
+def _recorded(name: str) -> str:
+    # The direct runner's digests, which tests/test_output_digests.py checks in the same
+    # suite: equal digests here mean byte-identical kept/, duplicates/, rejected/.
+    return json.loads(DIGESTS.read_text())[name]
 
 
 @pytest.mark.slow
-def test_embedded_flink_dedup_equals_direct(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "backend"), [
+    ("demo-dedup", None),
+    ("demo-nd_cl", "ray"),  # the K-Means service of a local Ray head, called from the workers
+    ("demo-cl_nd", "local"),
+])
+def test_embedded_flink_parallelism_2_equals_direct(name: str, backend: str | None,
+                                                    tmp_path: Path) -> None:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    inputs = ["--input", str(DEMO_CORPUS)]
-    assert main(["-q", "dedup", *inputs, "--output", str(tmp_path / "direct")]) == 0
+    flags: tuple[str, ...] = ("--runner", "flink", "--parallelism", "2")
+    if backend:
+        flags += ("--kmeans-backend", backend)
     start = time.monotonic()
-    assert main(["-q", "dedup", *inputs, "--output", str(tmp_path / "flink"),
-                 "--runner", "flink", "--parallelism", "2"]) == 0
+    digest = run_case(name, tmp_path, flags)
     seconds = time.monotonic() - start
-    direct, flink = _files(tmp_path / "direct"), _files(tmp_path / "flink")
-    assert any(name.startswith("kept/") for name in direct)
-    assert any(name.startswith("duplicates/") for name in direct)
-    assert sorted(flink) == sorted(direct)
-    for name in direct:
-        assert flink[name] == direct[name], f"{name} differs"  # byte for byte
-    assert _counts(tmp_path / "flink") == _counts(tmp_path / "direct")
-    assert seconds < 120, f"embedded Flink took {seconds:.0f} s"
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summary["read"] == summary["kept"] + summary["duplicates"] + summary["rejected"]
+    assert digest == _recorded(name), f"{name} on Flink differs from the direct runner"
+    assert seconds < 180, f"embedded Flink took {seconds:.0f} s"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_standalone_cluster_fault_then_dedup_then_stop(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """start → a dedup whose task fails (one line, exit 1, nothing committed) → the same
+    dedup, byte-identical to the direct runner → stop, with no process of the cluster left.
+    The fault fires once (its marker), so the SDK workers the pool starts for the second job
+    run clean."""
+    reason = _skip_reason() or (None if (dist.flink_home() / "bin" / "jobmanager.sh").is_file()
+                                else f"no Flink distribution at {dist.flink_home()}: "
+                                     "run `make flink`")
+    if reason:
+        pytest.skip(reason)
+    marker = tmp_path / "fault-fired"
+    monkeypatch.setenv(faults.ENV, f"write_fail={marker}")  # inherited by the worker pool
+    spec = cluster.ClusterSpec(slots=2, rest_port=_free_port(), rpc_port=_free_port(),
+                               worker_pool_port=_free_port(), tm_memory="2g")
+    state_dir = tmp_path / "cluster"
+    state = cluster.start(spec, state_dir)
+    try:
+        assert cluster.status(state_dir)["running"]
+        assert set(state.pids) == {"jobmanager", "taskmanager", "worker_pool"}
+        flags = ("--runner", "flink", "--flink-master", f"localhost:{spec.rest_port}",
+                 "--parallelism", "2", "--environment-config",
+                 f"localhost:{spec.worker_pool_port}")
+        failed = tmp_path / "failed"
+        code = main(["-q", "--db-url", f"sqlite:///{tmp_path / 'runs.db'}", "dedup",
+                     "--input", str(DEMO_CORPUS), "--output", str(failed), *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and marker.exists()
+        assert len(err) == 1 and "the pipeline failed: InjectedFault" in err[0], err
+        assert not failed.exists() and not Path(f"{failed}.ndcl-staging").exists()
+        assert run_case("demo-dedup", tmp_path, flags) == _recorded("demo-dedup")
+    finally:
+        outcome = cluster.stop(state_dir)
+    assert set(outcome) == {"jobmanager", "taskmanager", "worker_pool"}
+    for kind, pid in state.pids.items():
+        assert not cluster._alive(pid, cluster.MARKERS[kind]), f"{kind} {pid} still runs"
+    assert not cluster.status(state_dir)["running"]
+    assert cluster.stop(state_dir) == {}  # nothing recorded any more: nothing to stop

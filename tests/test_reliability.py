@@ -452,17 +452,20 @@ def test_failed_bundle_is_retried_without_duplicating_output(
 
 
 def test_failed_bundle_on_a_runner_without_retries_commits_nothing(
-        corpus: list[Path], clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The FnApiRunner (the default) does not retry bundles: the run fails, OUT is not
-    created, and a rerun gives the clean output."""
+        corpus: list[Path], clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The FnApiRunner (the default) does not retry bundles: the run fails with exit status 1
+    and one line naming the cause, OUT is not created, and a rerun gives the clean output."""
     marker = tmp_path / "fired"
     monkeypatch.setenv(faults.ENV, f"write_fail={marker}")
     out = tmp_path / "out"
-    with pytest.raises(faults.InjectedFault, match="fault injected at write"):
-        main(["-q", "dedup", "--input", *map(str, corpus), "--output", str(out), *BATCH])
+    code = main(["-q", "dedup", "--input", *map(str, corpus), "--output", str(out), *BATCH])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ndcl: error: the pipeline failed: "
+                                               "InjectedFault: fault injected at write"), err
     assert not out.exists()
-    assert not (staging(out) / "_SUCCESS").exists()
+    assert not staging(out).exists()  # the failed run's staging folder is gone too
     dedup(corpus, out)  # the marker exists now: the rerun meets no fault
     assert_same_output(out, clean)
     assert not staging(out).exists()

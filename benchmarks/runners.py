@@ -1,0 +1,189 @@
+"""One graph, several runners: ``ndcl dedup`` on the four blog shards (184k posts) on each.
+
+Runs, one after the other on this machine (each a fresh ``ndcl`` process):
+
+- ``direct``: Beam's FnApiRunner (the baseline of every ratio);
+- ``flink-embedded-p1`` / ``-p2``: ``--runner flink --parallelism N`` (Beam's Flink job server
+  with an embedded MiniCluster, LOOPBACK SDK workers: one process per slot at N > 1);
+- ``flink-cluster-p2``: the standalone cluster of ``runners/flink/cluster.sh`` (2 slots, its
+  own SDK worker pool), started before and stopped after the measured run;
+- ``prism``: ``--runner prism`` (skipped when ``make prism`` has not installed it);
+- with ``--big``: ``dedup`` of 900,000 documents (``.ndcl/scale``, ``scripts/make_scale_corpus.py``)
+  on the standalone cluster with ``taskmanager.memory.process.size: 2g``.
+
+For each: wall seconds, documents per second, CPU seconds (user + system of every process of
+the run: ``ndcl``'s tree as reaped, the cluster's processes as sampled), peak RSS of every kind
+of process (``ndcl``, job server, JobManager, TaskManager, SDK workers, Prism) and of all of
+them together (``benchmarks._measure``), and whether ``kept/``, ``duplicates/``, ``rejected/``
+are byte-identical to the direct runner's. Targets (issue 12): Flink p2 ≥ 1.6 × p1 in docs/s,
+and Flink p2's wall no longer than the direct runner's.
+
+    .venv/bin/python benchmarks/runners.py [--only direct,flink-embedded-p1] [--big]
+
+Writes ``benchmarks/results-runners.{txt,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._measure import run_measured  # noqa: E402
+from runners.flink import cluster, dist  # noqa: E402
+from tests.digests import output_digest  # noqa: E402
+
+BLOGS = REPO.parent / "shared" / "data" / "blogs"
+SCALE = REPO / ".ndcl" / "scale"
+NDCL = [sys.executable, "-m", "beam_pipeline.cli"]
+RESULTS = REPO / "benchmarks" / "results-runners"
+CASES = ("direct", "flink-embedded-p1", "flink-embedded-p2", "flink-cluster-p2", "prism")
+REST, RPC, POOL = 18181, 16223, 15100  # the cluster's ports (not Flink's defaults)
+
+
+def _ndcl(inputs: list[str], out: Path, db: Path, flags: list[str]) -> list[str]:
+    return [*NDCL, "-q", "--db-url", f"sqlite:///{db}", "dedup", "--input", *inputs,
+            "--output", str(out), *flags]
+
+
+def _cluster_flags(parallelism: int) -> list[str]:
+    return ["--runner", "flink", "--flink-master", f"localhost:{REST}", "--parallelism",
+            str(parallelism), "--environment-config", f"localhost:{POOL}"]
+
+
+def run_case(name: str, inputs: list[str], work: Path, tm_memory: str = "4g"
+             ) -> dict[str, Any]:
+    out, db = work / name, work / "runs.db"
+    flags = {"direct": [], "flink-embedded-p1": ["--runner", "flink", "--parallelism", "1"],
+             "flink-embedded-p2": ["--runner", "flink", "--parallelism", "2"],
+             "prism": ["--runner", "prism"]}.get(name)
+    state = None
+    if flags is None:  # a standalone cluster run
+        spec = cluster.ClusterSpec(slots=2, rest_port=REST, rpc_port=RPC,
+                                   worker_pool_port=POOL, tm_memory=tm_memory)
+        begun = time.monotonic()
+        state = cluster.start(spec, work / f"{name}-cluster")
+        print(f"  cluster up in {time.monotonic() - begun:.1f} s", flush=True)
+        flags = _cluster_flags(2)
+    try:
+        measured = run_measured(_ndcl(inputs, out, db, flags), interval=0.5,
+                                extra_pids=list(state.pids.values()) if state else ())
+    finally:
+        if state:
+            cluster.stop(Path(state.state_dir))
+    row: dict[str, Any] = {"case": name, "returncode": measured["returncode"],
+                           "wall_s": round(measured["wall_s"], 1),
+                           "cpu_s": round(measured["cpu_s"], 1),
+                           "peak_rss_gib": round(measured["peak_rss_bytes"] / 2**30, 2),
+                           "peak_rss_gib_by_kind": {k: round(v / 2**30, 2) for k, v in
+                                                    measured["peak_rss_by_kind"].items()}}
+    if measured["returncode"] != 0:
+        row["error"] = measured["stderr_tail"][-600:]
+        return row
+    summary = json.loads((out / "summary.json").read_text())
+    row.update(read=summary["read"], kept=summary["kept"], duplicates=summary["duplicates"],
+               docs_per_s=round(summary["read"] / measured["wall_s"], 1),
+               digest=output_digest(out))
+    return row
+
+
+def available(name: str) -> str | None:
+    """Why ``name`` cannot run here, or None."""
+    if name.startswith("flink"):
+        if dist.java_major() is None or not dist.job_server_jar().is_file():
+            return "no Java or no `make flink` job server"
+        if "cluster" in name and not (dist.flink_home() / "bin").is_dir():
+            return "no `make flink` Flink distribution"
+    if name == "prism":
+        try:
+            from runners.prism import prism_binary
+        except ImportError:
+            return "no runners.prism"
+        if not prism_binary().is_file():
+            return "no `make prism` binary"
+    return None
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    kinds = sorted({k for r in rows for k in r.get("peak_rss_gib_by_kind", {})})
+    head = ["case", "read", "wall s", "docs/s", "CPU s", "peak RSS GiB", "same bytes"] + \
+        [f"{k} GiB" for k in kinds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = next((r.get("digest") for r in rows if r["case"] == "direct"), None)
+    for r in rows:
+        if r["returncode"] != 0:
+            lines.append(f"| {r['case']} | failed (exit {r['returncode']}) |")
+            continue
+        same = "baseline" if r["case"] == "direct" else \
+            ("yes" if base and r["digest"] == base else "no" if base else "n/a")
+        cells = [r["case"], f"{r['read']:,}", f"{r['wall_s']:.1f}", f"{r['docs_per_s']:,.0f}",
+                 f"{r['cpu_s']:.0f}", f"{r['peak_rss_gib']:.2f}", same]
+        cells += [f"{r['peak_rss_gib_by_kind'].get(k, 0):.2f}" for k in kinds]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    by = {r["case"]: r for r in rows if r["returncode"] == 0}
+    out = []
+    if "flink-embedded-p1" in by and "flink-embedded-p2" in by:
+        speedup = by["flink-embedded-p2"]["docs_per_s"] / by["flink-embedded-p1"]["docs_per_s"]
+        out.append(f"Flink embedded p2 / p1 docs/s: {speedup:.2f} (target >= 1.6)")
+    for p2 in ("flink-embedded-p2", "flink-cluster-p2", "prism"):
+        if p2 in by and "direct" in by:
+            out.append(f"{p2} wall / direct wall: {by[p2]['wall_s'] / by['direct']['wall_s']:.2f}"
+                       + (" (target <= 1.0)" if p2.startswith("flink") else ""))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(CASES),
+                        help=f"comma-separated cases (default: {','.join(CASES)})")
+    parser.add_argument("--big", action="store_true",
+                        help="also 900,000 documents on the cluster with a 2g TaskManager")
+    parser.add_argument("--big-shards", type=int, default=18,
+                        help="scale-corpus shards of 50,000 for --big (default: 18)")
+    args = parser.parse_args(argv)
+    inputs = [str(p) for p in sorted(BLOGS.glob("*.json.gz"))]
+    if not inputs:
+        print(f"no blog shards in {BLOGS}", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ndcl-runners-") as tmp:
+        for name in args.only.split(","):
+            reason = available(name)
+            if reason:
+                print(f"{name}: skipped ({reason})", flush=True)
+                continue
+            print(f"{name} ...", flush=True)
+            row = run_case(name, inputs, Path(tmp))
+            print(f"  {json.dumps(row)}", flush=True)
+            rows.append(row)
+        if args.big:
+            shards = sorted(SCALE.glob("*.json.gz"))[:args.big_shards]
+            print(f"flink-cluster-p2-2g on {len(shards)} scale shards ...", flush=True)
+            row = run_case("flink-cluster-p2-2g-900k", [str(p) for p in shards], Path(tmp),
+                           tm_memory="2g")
+            print(f"  {json.dumps(row)}", flush=True)
+            rows.append(row)
+    text = "\n".join([
+        f"# benchmarks/runners.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"# ndcl dedup on {len(inputs)} blog shards ({', '.join(Path(p).name for p in inputs)})"
+        "; one run each, one after the other, on this 2-core machine", "",
+        table(rows), "", *ratios(rows), ""])
+    print(text)
+    RESULTS.with_suffix(".txt").write_text(text)
+    RESULTS.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
