@@ -94,6 +94,21 @@ def _java_opts(home: Path) -> str:
     return ""
 
 
+def memory_mb(size: str) -> int:
+    """``"4g"``, ``"4096m"``, ``"4 gb"`` → MiB."""
+    text = size.strip().lower().replace(" ", "").rstrip("b")
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(int(text) / 2**20)  # plain bytes
+
+
+def task_off_heap_mb(tm_memory: str) -> int:
+    """A quarter of the TaskManager's process memory, at least 256 MiB: the direct memory
+    the SDK harness connections need grows with the job's data, the heap's share stays."""
+    return max(256, memory_mb(tm_memory) // 4)
+
+
 def write_config(spec: ClusterSpec, home: Path, conf: Path, tmp: Path) -> Path:
     """The cluster's ``conf/``: ``config.yaml`` for ``spec`` and Flink's log4j files."""
     conf.mkdir(parents=True, exist_ok=True)
@@ -112,6 +127,11 @@ def write_config(spec: ClusterSpec, home: Path, conf: Path, tmp: Path) -> Path:
         "taskmanager.memory.network.min": "256mb",
         "taskmanager.memory.network.max": "256mb",
         "taskmanager.memory.managed.fraction": 0.05,
+        # Beam's Fn API data plane (gRPC on Netty) moves every element through direct
+        # buffers: with Flink's default (no task off-heap: 384 MiB of direct memory in all)
+        # the 184k-post dedup failed with "OutOfMemoryError: Cannot reserve 2097152 bytes of
+        # direct buffer memory (allocated: 401072409, limit: 402653184)".
+        "taskmanager.memory.task.off-heap.size": f"{task_off_heap_mb(spec.tm_memory)}m",
         "parallelism.default": spec.slots,
         "rest.address": "localhost",
         "rest.bind-address": "localhost",
