@@ -25,7 +25,9 @@ import difflib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -493,7 +495,25 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         print(f"  rejected by reason: {reasons}")
 
 
+_QUIET_LOGGERS = ("", "apache_beam", "ndcl", "beam_pipeline", "transforms", "runners")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``ndcl``; see :func:`build_parser`. Returns the exit status. The logger levels ``-q``
+    and the signal handler change are restored on return (``main`` is also called in-process,
+    by tests and ``ndcl rerun``)."""
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return _main(argv)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _main(argv: list[str] | None = None) -> int:
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, beam_args = parse_args(raw_argv)
@@ -517,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
         for name in ("ndcl", "beam_pipeline", "transforms", "runners"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # SIGTERM (a scheduler's stop, `timeout`, `kill`) exits through Python so that the
+    # atexit hooks run: Beam's stops the Flink job server JVM it started, the runners' own
+    # remove their temporary folders. Without this a killed run left the JVM running.
+    if threading.current_thread() is threading.main_thread():  # signals: main thread only
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if args.command == "service":
         from runners.kmeans.service_cli import run_service_command
 
@@ -618,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
 
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Fault|Exit))"
                              r": (.+)$")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def failure_line(exc: BaseException) -> str:
