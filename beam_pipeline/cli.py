@@ -499,18 +499,24 @@ _QUIET_LOGGERS = ("", "apache_beam", "ndcl", "beam_pipeline", "transforms", "run
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``ndcl``; see :func:`build_parser`. Returns the exit status. The logger levels ``-q``
-    and the signal handler change are restored on return (``main`` is also called in-process,
-    by tests and ``ndcl rerun``)."""
+    """``ndcl``; see :func:`build_parser`. Returns the exit status. Called with ``argv`` (in
+    process: tests, ``ndcl rerun``), the logger levels ``-q`` and the SIGTERM handler changed
+    are restored on return; as the ``ndcl`` program (``argv`` None) they are kept, so that the
+    exit hooks (Beam stopping its job server) stay quiet too."""
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     handler = signal.getsignal(signal.SIGTERM)
     try:
         return _main(argv)
     finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
+        if argv is not None:  # in-process; `ndcl` itself keeps -q through the exit hooks
+            _restore(levels, handler)
+
+
+def _restore(levels: dict[str, int], handler: Any) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _main(argv: list[str] | None = None) -> int:
