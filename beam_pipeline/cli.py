@@ -500,19 +500,26 @@ _QUIET_LOGGERS = ("", "apache_beam", "ndcl", "beam_pipeline", "transforms", "run
 
 def main(argv: list[str] | None = None) -> int:
     """``ndcl``; see :func:`build_parser`. Returns the exit status. Called with ``argv`` (in
-    process: tests, ``ndcl rerun``), the logger levels ``-q`` and the SIGTERM handler changed
-    are restored on return; as the ``ndcl`` program (``argv`` None) they are kept, so that the
-    exit hooks (Beam stopping its job server) stay quiet too."""
+    process: tests, ``ndcl rerun``), the logger levels ``-q``, the SIGTERM handler and the
+    runner's environment variables changed are restored on return; as the ``ndcl`` program
+    (``argv`` None) they are kept, so that the exit hooks (Beam stopping its job server) stay
+    quiet too."""
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     handler = signal.getsignal(signal.SIGTERM)
+    environ = {name: os.environ.get(name) for name in ("PATH", "JDK_JAVA_OPTIONS")}
     try:
         return _main(argv)
     finally:
         if argv is not None:  # in-process; `ndcl` itself keeps -q through the exit hooks
-            _restore(levels, handler)
+            _restore(levels, handler, environ)
 
 
-def _restore(levels: dict[str, int], handler: Any) -> None:
+def _restore(levels: dict[str, int], handler: Any, environ: dict[str, str | None]) -> None:
+    for name, value in environ.items():  # what loopback_worker_env set for the runner
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     if threading.current_thread() is threading.main_thread():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,19 @@ def benchmark_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("db") / "ndcl-test.db"
     os.environ["NDCL_DB_URL"] = f"sqlite:///{path}"
     return path
+
+
+def parse_runner_flags(*argv: str) -> argparse.Namespace:
+    """``argv`` parsed by a parser with only ``ndcl``'s runner flags."""
+    from runners.options import add_runner_flags
+
+    parser = argparse.ArgumentParser()
+    add_runner_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def beam_args(*argv: str) -> list[str]:
+    """The Beam options ``ndcl``'s runner flags ``argv`` turn into."""
+    from runners.options import runner_beam_args
+
+    return runner_beam_args(parse_runner_flags(*argv))

@@ -9,7 +9,6 @@ saying why, where Java or the ``make flink`` jar is missing.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -32,20 +31,12 @@ from runners.flink import cluster, dist
 from runners.options import (
     EMBEDDED_FLINK_CONF,
     RunnerConfigError,
-    add_runner_flags,
     loopback_worker_env,
-    runner_beam_args,
     workers_on_this_machine,
 )
-from tests.conftest import DEMO_CORPUS
+from tests.conftest import DEMO_CORPUS, beam_args
 from tests.digests import DIGESTS, run_case
 from transforms import faults
-
-
-def beam_args(*argv: str) -> list[str]:
-    parser = argparse.ArgumentParser()
-    add_runner_flags(parser)
-    return runner_beam_args(parser.parse_args(list(argv)))
 
 
 def fake_job_server(base: Path, flink_minor: str = "1.19") -> Path:
@@ -291,3 +282,18 @@ def test_standalone_cluster_fault_then_dedup_then_stop(tmp_path: Path,
         assert not cluster._alive(pid, cluster.MARKERS[kind]), f"{kind} {pid} still runs"
     assert not cluster.status(state_dir)["running"]
     assert cluster.stop(state_dir) == {}  # nothing recorded any more: nothing to stop
+
+
+def test_cluster_refuses_a_state_folder_it_did_not_make(tmp_path: Path) -> None:
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "log").mkdir()
+    (mine / "log" / "keep.txt").write_text("the user's")
+    with pytest.raises(cluster.ClusterError, match=r"not made by cluster\.sh"):
+        cluster._claim(mine)
+    assert (mine / "log" / "keep.txt").read_text() == "the user's"
+    fresh = tmp_path / "fresh"
+    cluster._claim(fresh)  # new: claimed, and claimed again later (its marker is there)
+    (fresh / "log").mkdir()
+    cluster._claim(fresh)
+    assert (fresh / cluster.STATE_MARKER).is_file()

@@ -27,15 +27,9 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.cli import main
 from runners import prism
-from runners.options import RunnerConfigError, add_runner_flags, runner_beam_args, runner_name
-from tests.conftest import DEMO_CORPUS
+from runners.options import RunnerConfigError, runner_name
+from tests.conftest import DEMO_CORPUS, beam_args
 from tests.digests import CASES, DIGESTS, output_digest
-
-
-def beam_args(*argv: str) -> list[str]:
-    parser = argparse.ArgumentParser()
-    add_runner_flags(parser)
-    return runner_beam_args(parser.parse_args(list(argv)))
 
 
 def _executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:

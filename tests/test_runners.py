@@ -41,7 +41,6 @@ from runners.options import (
     FLINK_VERSIONS,
     REPO_SETUP_PY,
     RunnerConfigError,
-    add_runner_flags,
     apply_pipeline_config,
     count_group_by_keys,
     describe_stages,
@@ -49,7 +48,7 @@ from runners.options import (
     pipeline_proto,
     runner_beam_args,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, beam_args, parse_runner_flags
 from tests.fixtures import planted_records, write_corpus
 from transforms.cluster import BackendSpec
 from transforms.lsh import BAND_GROUPS
@@ -57,14 +56,7 @@ from transforms.lsh import BAND_GROUPS
 BEAM_VERSION = template.beam_version_of_setup(REPO / "setup.py")
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_runner_flags(parser)
-    return parser.parse_args(list(argv))
-
-
-def beam_args(*argv: str) -> list[str]:
-    return runner_beam_args(parse(*argv))
+parse = parse_runner_flags
 
 
 # --- runner flags -> Beam options -------------------------------------------------------------

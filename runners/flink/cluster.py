@@ -82,6 +82,21 @@ def default_state_dir() -> Path:
     return dist.flink_dir() / "cluster"
 
 
+# Written into a state folder by the first start and never removed: what makes a later start
+# allowed to clear that folder's pid/, log/ and tmp/ (NDCL deletes only what it wrote).
+STATE_MARKER = ".ndcl-flink-cluster"
+
+
+def _claim(state_dir: Path) -> None:
+    """Make ``state_dir`` the cluster's, refusing a non-empty folder that is not already."""
+    marker = state_dir / STATE_MARKER
+    if state_dir.is_dir() and any(state_dir.iterdir()) and not marker.is_file():
+        raise ClusterError(f"{state_dir} is not empty and was not made by cluster.sh (no "
+                           f"{STATE_MARKER}); give an empty or new --state-dir")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("state folder of runners/flink/cluster.sh\n")
+
+
 def _state_file(state_dir: Path) -> Path:
     return state_dir / "cluster.json"
 
@@ -236,6 +251,7 @@ def start(spec: ClusterSpec, state_dir: Path | None = None, timeout_s: float = 1
                            "(--rest-port, --rpc-port, --worker-pool-port)")
     if spec.slots < 1:
         raise ClusterError(f"--slots must be >= 1, got {spec.slots}")
+    _claim(state_dir)
     for sub in ("pid", "log", "tmp"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)
         (state_dir / sub).mkdir(parents=True)
