@@ -41,6 +41,7 @@ from beam_pipeline.config import ClusterConfig, DedupConfig
 from transforms.batches import UidSetFn
 from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
 from transforms.cluster_stats import SummariseClusters
+from transforms.combine import CombineGloballyInBundles
 from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
 from transforms.embed import EmbedConfig, EmbedDocuments
@@ -133,7 +134,7 @@ def flatten_stats(stats: list[beam.PCollection]) -> beam.PCollection:
 
 def collect_field_types(read: ReadResult) -> beam.PCollection:
     """The output columns' unified types, combined while the first read streams."""
-    return read.batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
+    return read.batches | "CollectFieldTypes" >> CombineGloballyInBundles(FieldTypesFn())
 
 
 def build_dedup(
@@ -154,18 +155,18 @@ def build_dedup(
     return dedup.banding
 
 
-def add_clustering(statistics: beam.PCollection, documents: beam.PCollection,
-                   cfg: ClusterConfig, spec: BackendSpec, run_id: str
+def add_clustering(statistics: beam.PCollection, read: ReadResult, selection: beam.PCollection,
+                   params: ReadParams, cfg: ClusterConfig, spec: BackendSpec, run_id: str
                    ) -> dict[str, beam.PCollection]:
     """Two K-Means levels: term statistics and the sample from ``statistics``, labels for the
-    re-read ``documents``: ``{"labels": (batch_key, (uids, cluster_A, cluster_B)), "fit":
-    summary, "svd": SvdModel}``."""
+    documents of ``selection``, read again by the projecting step: ``{"labels": (batch_key,
+    (uids, cluster_A, cluster_B)), "fit": summary, "svd": SvdModel}``."""
     embed_cfg = EmbedConfig(cfg.n_features, cfg.n_components, cfg.sample_size, cfg.seed,
                             cfg.tokenizer)
     levels = LevelsConfig(cfg.k1, cfg.k2, cfg.max_iter, cfg.tol, cfg.mode, cfg.balanced,
                           cfg.seed)
-    embedded = ({"statistics": statistics, "documents": documents}
-                | "EmbedDocuments" >> EmbedDocuments(embed_cfg))
+    embedded = ({"statistics": statistics, "repeats": read["repeats"], "selection": selection}
+                | "EmbedDocuments" >> EmbedDocuments(embed_cfg, params))
     clustered = embedded | "ClusterDocuments" >> ClusterDocuments(spec, run_id, levels,
                                                                    cfg.n_features)
     return {"labels": clustered["labels"], "fit": clustered["fit"], "svd": embedded["svd"]}
@@ -192,8 +193,7 @@ def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
     read = pipeline | "ReadDocuments" >> ReadDocuments(files, max_doc_bytes, batch_size)
     params = read_params(files, max_doc_bytes, batch_size)
     every = pipeline | "SelectEveryDocumentToEmbed" >> beam.Create([Selection()])
-    clusters = add_clustering(read.batches, reread(read, every, params, "ReadForEmbedding"),
-                              cfg, spec, run_id)
+    clusters = add_clustering(read.batches, read, every, params, cfg, spec, run_id)
     no_duplicates = pipeline | "NoDuplicates" >> beam.Create([]).with_output_types(
         tuple[int, DuplicateRow])
     fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
@@ -232,15 +232,14 @@ def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfi
         dedup = add_dedup(read, dedup_cfg, files)
         kept = (dedup.duplicate_rows
                 | "ListRemovedDocuments" >> beam.Map(removed_uids)
-                | "CollectRemovedDocuments" >> beam.CombineGlobally(UidSetFn())
+                | "CollectRemovedDocuments" >> CombineGloballyInBundles(UidSetFn())
                 | "SelectKeptDocuments" >> beam.Map(all_except))
         clusters = add_clustering(reread(read, kept, params, "ReadKeptForStatistics"),
-                                  reread(read, kept, params, "ReadKeptForEmbedding"),
-                                  cluster_cfg, spec, run_id)
+                                  read, kept, params, cluster_cfg, spec, run_id)
     else:
         every = pipeline | "SelectEveryDocumentToEmbed" >> beam.Create([Selection()])
-        clusters = add_clustering(read.batches, reread(read, every, params, "ReadForEmbedding"),
-                                  cluster_cfg, spec, run_id)
+        clusters = add_clustering(read.batches, read, every, params, cluster_cfg, spec,
+                                  run_id)
         dedup = add_dedup(read, dedup_cfg, files, clusters["labels"], dedup_scope)
     fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
         WriteJsonFn(staging_dir, CLUSTER_FIT_FILE))

@@ -8,8 +8,10 @@ Runs, one after the other on this machine (each a fresh ``ndcl`` process):
 - ``flink-cluster-p2``: the standalone cluster of ``runners/flink/cluster.sh`` (2 slots, its
   own SDK worker pool), started before and stopped after the measured run;
 - ``prism``: ``--runner prism`` (skipped when ``make prism`` has not installed it);
+- ``flink-cluster-p2-2g``: the same with ``taskmanager.memory.process.size: 2g``;
 - with ``--big``: ``dedup`` of 900,000 documents (``.ndcl/scale``, ``scripts/make_scale_corpus.py``)
-  on the standalone cluster with ``taskmanager.memory.process.size: 2g``.
+  on the standalone cluster with ``--big-tm-memory`` (default 2g) and the RocksDB state backend
+  (keyed state off the heap).
 
 For each: wall seconds, documents per second, CPU seconds (user + system of every process of
 the run: ``ndcl``'s tree as reaped, the cluster's processes as sampled), peak RSS of every kind
@@ -45,10 +47,11 @@ SCALE = REPO / ".ndcl" / "scale"
 NDCL = [sys.executable, "-m", "beam_pipeline.cli"]
 RESULTS = REPO / "benchmarks" / "results-runners"
 CASES = ("direct", "flink-embedded-p1", "flink-embedded-p2", "flink-cluster-p2",
-         "flink-cluster-p2-4g", "prism")
-# TaskManager process memory per cluster case: 8g is what the 184k-post dedup needs; at 4g
-# (about 2.7 GB of task heap) it failed with java.lang.OutOfMemoryError: Java heap space.
-CLUSTER_TM_MEMORY = {"flink-cluster-p2": "8g", "flink-cluster-p2-4g": "4g"}
+         "flink-cluster-p2-2g", "prism")
+# TaskManager process memory per cluster case. Before the combines were folded per bundle and
+# the writer read its own batches (transforms.combine, transforms.read.ReadThenFn) the
+# 184k-post dedup needed 8g and failed at 4g with "OutOfMemoryError: Java heap space".
+CLUSTER_TM_MEMORY = {"flink-cluster-p2": "4g", "flink-cluster-p2-2g": "2g"}
 REST, RPC, POOL = 18181, 16223, 15100  # the cluster's ports (not Flink's defaults)
 
 
@@ -62,8 +65,8 @@ def _cluster_flags(parallelism: int) -> list[str]:
             str(parallelism), "--environment-config", f"localhost:{POOL}"]
 
 
-def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = None
-             ) -> dict[str, Any]:
+def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = None,
+             state_backend: str = "hashmap", timeout: float | None = None) -> dict[str, Any]:
     out, db = work / name, work / "runs.db"
     flags = {"direct": [], "flink-embedded-p1": ["--runner", "flink", "--parallelism", "1"],
              "flink-embedded-p2": ["--runner", "flink", "--parallelism", "2"],
@@ -72,19 +75,23 @@ def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = N
     if flags is None:  # a standalone cluster run
         spec = cluster.ClusterSpec(slots=2, rest_port=REST, rpc_port=RPC,
                                    worker_pool_port=POOL,
-                                   tm_memory=tm_memory or CLUSTER_TM_MEMORY.get(name, "8g"))
+                                   tm_memory=tm_memory or CLUSTER_TM_MEMORY.get(name, "4g"),
+                                   state_backend=state_backend)
         begun = time.monotonic()
         state = cluster.start(spec, work / f"{name}-cluster")
         print(f"  cluster up in {time.monotonic() - begun:.1f} s", flush=True)
         flags = _cluster_flags(2)
     try:
-        measured = run_measured(_ndcl(inputs, out, db, flags), interval=0.5,
+        measured = run_measured(_ndcl(inputs, out, db, flags), interval=0.5, timeout=timeout,
                                 extra_pids=list(state.pids.values()) if state else ())
     finally:
         if state:
             cluster.stop(Path(state.state_dir))
-    row: dict[str, Any] = {"case": name, "returncode": measured["returncode"],
+    row: dict[str, Any] = {"case": name, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                      time.gmtime()),
+                           "returncode": measured["returncode"],
                            "tm_memory": state.spec.tm_memory if state else None,
+                           "state_backend": state.spec.state_backend if state else None,
                            "wall_s": round(measured["wall_s"], 1),
                            "cpu_s": round(measured["cpu_s"], 1),
                            "peak_rss_gib": round(measured["peak_rss_bytes"] / 2**30, 2),
@@ -122,8 +129,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = ["case", "read", "wall s", "docs/s", "CPU s", "peak RSS GiB", "same bytes"] + \
         [f"{k} GiB" for k in kinds]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    base = next((r.get("digest") for r in rows if r["case"] == "direct"), None)
+    direct = next((r for r in rows if r["case"] == "direct" and r["returncode"] == 0), {})
+    base, base_read = direct.get("digest"), direct.get("read")
     for r in rows:
+        if r["returncode"] == -9:
+            lines.append(f"| {r['case']} | timed out: killed after {r['wall_s']:.0f} s | | "
+                         f"{r['cpu_s']:.0f} | {r['peak_rss_gib']:.2f} |")
+            continue
         if r["returncode"] != 0:
             cause = r.get("error", "").split("failed in state FAILED: ")[-1].split(";")[0]
             lines.append(f"| {r['case']} | failed (exit {r['returncode']}: {cause.strip()}) "
@@ -131,7 +143,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                          f"{r['peak_rss_gib']:.2f} |")
             continue
         same = "baseline" if r["case"] == "direct" else \
-            ("yes" if base and r["digest"] == base else "no" if base else "n/a")
+            ("n/a (other input)" if r["read"] != base_read else
+             "yes" if base and r["digest"] == base else "no" if base else "n/a")
         cells = [r["case"], f"{r['read']:,}", f"{r['wall_s']:.1f}", f"{r['docs_per_s']:,.0f}",
                  f"{r['cpu_s']:.0f}", f"{r['peak_rss_gib']:.2f}", same]
         cells += [f"{r['peak_rss_gib_by_kind'].get(k, 0):.2f}" for k in kinds]
@@ -157,17 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(CASES),
                         help=f"comma-separated cases (default: {','.join(CASES)})")
     parser.add_argument("--big", action="store_true",
-                        help="also 900,000 documents on the cluster with a 2g TaskManager")
+                        help="also 900,000 documents on the cluster (--big-tm-memory)")
+    parser.add_argument("--big-tm-memory", default="2g,3g",
+                        help="TaskManager process memory of each --big run (default: 2g,3g)")
+    parser.add_argument("--big-timeout", type=float, default=600.0,
+                        help="seconds before a --big run is killed (default: 600)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of the previous results file for cases not run now")
     parser.add_argument("--big-shards", type=int, default=18,
                         help="scale-corpus shards of 50,000 for --big (default: 18)")
     args = parser.parse_args(argv)
     inputs = [str(p) for p in sorted(BLOGS.glob("*.json.gz"))]
+    cases = [c for c in args.only.split(",") if c]
     if not inputs:
         print(f"no blog shards in {BLOGS}", file=sys.stderr)
         return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="ndcl-runners-") as tmp:
-        for name in args.only.split(","):
+        for name in cases:
             reason = available(name)
             if reason:
                 print(f"{name}: skipped ({reason})", flush=True)
@@ -178,15 +198,26 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
         if args.big:
             shards = sorted(SCALE.glob("*.json.gz"))[:args.big_shards]
-            print(f"flink-cluster-p2-2g on {len(shards)} scale shards ...", flush=True)
-            row = run_case("flink-cluster-p2-2g-900k", [str(p) for p in shards], Path(tmp),
-                           tm_memory="2g")
-            print(f"  {json.dumps(row)}", flush=True)
-            rows.append(row)
+            for memory in args.big_tm_memory.split(","):
+                name = f"flink-cluster-p2-{memory}-rocksdb-{len(shards) * 50}k"
+                print(f"{name} on {len(shards)} scale shards ...", flush=True)
+                row = run_case(name, [str(p) for p in shards], Path(tmp), tm_memory=memory,
+                               state_backend="rocksdb", timeout=args.big_timeout)
+                print(f"  {json.dumps(row)}", flush=True)
+                rows.append(row)
+    if args.merge and RESULTS.with_suffix(".json").is_file():
+        now = {r["case"] for r in rows}
+        earlier = json.loads(RESULTS.with_suffix(".json").read_text())
+        rows = [r for r in earlier if r["case"] not in now] + rows
     text = "\n".join([
         f"# benchmarks/runners.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"# ndcl dedup on {len(inputs)} blog shards ({', '.join(Path(p).name for p in inputs)})"
-        "; one run each, one after the other, on this 2-core machine", "",
+        "; one run each, one after the other, on this 2-core machine"
+        + ("; rows kept from an earlier run of this script (--merge) carry their measured_at in "
+           "the JSON file" if args.merge else ""),
+        *(["# *-900k: dedup of 900,000 scale-corpus documents (.ndcl/scale) on the standalone "
+           f"cluster, RocksDB state backend, killed after {args.big_timeout:.0f} s"]
+          if args.big else []), "",
         table(rows), "", *ratios(rows), ""])
     print(text)
     RESULTS.with_suffix(".txt").write_text(text)

@@ -30,6 +30,8 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 from apache_beam.options.pipeline_options import TestOptions as BeamTestOptions
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from beam_pipeline.cli import main
 from beam_pipeline.config import ClusterConfig, DedupConfig, PipelineConfig
@@ -237,8 +239,8 @@ COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
 # labels); cl_nd takes the statistics from the first read and re-reads every document for
 # the labels (SelectKept, the join of document batches with duplicate rows, is gone).
 ND_CL_STAGES = ["ListRemovedDocuments", "CollectRemovedDocuments", "SelectKeptDocuments",
-                "ReadKeptForStatistics", "ReadKeptForEmbedding"]
-CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ReadForEmbedding", "ScopeByCluster"]
+                "ReadKeptForStatistics"]
+CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ScopeByCluster"]
 # Shuffles outside connected components, shared by both orderings (23):
 # - read: Reshuffle of the file list + the id hashes that find repeated ids (2);
 # - CollectFieldTypes (1; it used to be inside WriteOutputs);
@@ -249,21 +251,19 @@ CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ReadForEmbedding", "ScopeByCluste
 # - FetchNodes: the combine of the endpoint uids + the Reshuffle of its re-read's file list
 #   (2; it used to join requested uids with the document batches);
 # - verification 2 joins, resolve 3;
-# - embedding: 2 combines;
+# - embedding: 2 combines + the Reshuffle of the re-read that projects (3; the projecting
+#   step reads its documents itself, in both orderings);
 # - WriteOutputs: the Reshuffle of its re-read's file list, rejected rows, stats sum (3; the
 #   duplicate rows are a side input now, no join with the document batches);
 # - 1 combine of the cluster-quality counts.
-FIXED_SHUFFLES = 23
+FIXED_SHUFFLES = 24
 # The ordering's own shuffles. nd_cl: the combine of the removed uids and the Reshuffle of
-# each of its two re-reads (3; was the SelectKept join). cl_nd: the Reshuffle of the re-read
-# for the labels and the ScopeByCluster join (2; was the join only).
-ORDERING_SHUFFLES = {"nd_cl": 3, "cl_nd": 2}
+# its re-read for the statistics (2; was the SelectKept join). cl_nd: the ScopeByCluster join.
+ORDERING_SHUFFLES = {"nd_cl": 2, "cl_nd": 1}
 ORDERING_GROUP_BY_KEYS = {
-    "nd_cl": {"CollectRemovedDocuments/CombinePerKey/GroupByKey",
-              "ReadKeptForStatistics/SpreadFilesAgain/ReshufflePerKey/GroupByKey",
-              "ReadKeptForEmbedding/SpreadFilesAgain/ReshufflePerKey/GroupByKey"},
-    "cl_nd": {"ReadForEmbedding/SpreadFilesAgain/ReshufflePerKey/GroupByKey",
-              "ScopeByCluster/JoinClusterLabels/GroupTagged"},
+    "nd_cl": {"CollectRemovedDocuments/MergeBundleResults/CombinePerKey/GroupByKey",
+              "ReadKeptForStatistics/SpreadFilesAgain/ReshufflePerKey/GroupByKey"},
+    "cl_nd": {"ScopeByCluster/JoinClusterLabels/GroupTagged"},
 }
 
 
@@ -283,20 +283,54 @@ def test_stage_names_of_both_orderings(tmp_path: Path) -> None:
         assert "EmbedDocuments/FitSvd" in names
         # Verification and the writer re-read the input themselves (ReadSelected).
         assert "FetchNodes/ReadCandidateDocuments/ParseSelected" in names
-        assert "WriteOutputs/ReadForWriting/ParseSelected" in names
-        assert "EmbedDocuments/CountTermsAgain" in names
+        assert "WriteOutputs/ReadAndWriteKeptAndDuplicates/ParseAndConsume" in names
+        assert "EmbedDocuments/ReadAndProject/ParseAndConsume" in names
     assert set(_top_level(nd_cl)) == set(COMMON_STAGES) | set(ND_CL_STAGES)
     assert set(_top_level(cl_nd)) == set(COMMON_STAGES) | set(CL_ND_STAGES)
-    assert "ReadKeptForEmbedding/ParseSelected" in nd_cl
-    assert "ReadForEmbedding/ParseSelected" in cl_nd
+    assert "ReadKeptForStatistics/ParseSelected" in nd_cl
     # The orderings: ND before embedding in nd_cl, embedding before ND in cl_nd.
     top_nd, top_cl = _top_level(nd_cl), _top_level(cl_nd)
     assert top_nd.index("ResolveDuplicates") < top_nd.index("CollectRemovedDocuments") < \
         top_nd.index("ReadKeptForStatistics") < top_nd.index("EmbedDocuments")
-    assert top_cl.index("ReadForEmbedding") < top_cl.index("EmbedDocuments") < \
+    assert top_cl.index("SelectEveryDocumentToEmbed") < top_cl.index("EmbedDocuments") < \
         top_cl.index("ClusterDocuments") < top_cl.index("ComputeFeatures") < \
         top_cl.index("ScopeByCluster") < top_cl.index("RemoveExactDuplicates")
     assert not any(n.startswith("ref_AppliedPTransform") for n in nd_cl)
+
+
+def _side_input_consumers(proto: beam_runner_api_pb2.Pipeline) -> dict[str, str]:
+    """``ParDo with side inputs → the producer of its main input`` (unique names)."""
+    transforms = proto.components.transforms
+    producer = {pc: t.unique_name for t in transforms.values() if not t.subtransforms
+                for pc in t.outputs.values()}
+    found = {}
+    for t in transforms.values():
+        if t.spec.urn != common_urns.primitives.PAR_DO.urn:
+            continue
+        payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
+        if payload.side_inputs:
+            main = [pc for tag, pc in t.inputs.items() if tag not in payload.side_inputs]
+            found[t.unique_name] = producer[main[0]]
+    return found
+
+
+def test_no_step_with_side_inputs_waits_on_document_text(tmp_path: Path) -> None:
+    """Beam's portable fusion starts a new stage at every ParDo with side inputs, and Flink
+    holds its main input until the side inputs are ready: none may be fed the batches of a
+    read (text) or their term counts; the writer and the projection read their documents in
+    the step that has the side inputs, which then hold back file names only."""
+    for workflow in ("nd_cl", "cl_nd"):
+        consumers = _side_input_consumers(pipeline_proto(_graph(workflow, tmp_path)))
+        # Text, or per-document term counts (about as large).
+        bulky = ("ParseFiles", "ParseSelected", "ParseAndConsume", "CountTerms")
+        waiting = {c for c, p in consumers.items() if p.split("/")[-1] in bulky}
+        # The one exception, known: the embeddings (512 bytes a document) wait for the K-Means
+        # fit, which needs only the sample and the SVD, so what waits is what the projection
+        # made while the fit ran, not the corpus.
+        assert waiting == {"ClusterDocuments/WaitForModels"}
+        for step in ("WriteOutputs/ReadAndWriteKeptAndDuplicates", "EmbedDocuments/ReadAndProject"):
+            (fed,) = [p for c, p in consumers.items() if c.startswith(f"{step}/ParseAndConsume")]
+            assert fed.startswith(f"{step}/SpreadFilesAgain/")
 
 
 def test_group_by_key_counts_are_stable_and_differ_only_in_the_ordering_steps(
@@ -361,7 +395,7 @@ def test_dataflow_dry_run_cl_nd_cli_entry(tmp_path: Path,
     assert run_dry_command(args, DedupConfig(), ClusterConfig(), extra) == 0
     out = capsys.readouterr().out
     assert "Dataflow dry run of `ndcl run --workflow cl_nd`" in out
-    assert "ReadDocuments -> SelectEveryDocumentToEmbed -> ReadForEmbedding -> " \
+    assert "ReadDocuments -> SelectEveryDocumentToEmbed -> " \
            "EmbedDocuments -> ClusterDocuments -> ComputeFeatures -> ScopeByCluster" in out
     assert f"group-by-keys   {FIXED_SHUFFLES + ORDERING_SHUFFLES['cl_nd'] + 32}" in out
     assert "worker image    europe-docker.pkg.dev/p/r/ndcl:1" in out

@@ -13,7 +13,9 @@
   sample is fitted centrally: TruncatedSVD (``n_components``, seeded) on its TF-IDF rows.
 - The fitted SVD reaches workers as a side input holding only the columns seen in the sample
   (every other column has a zero component), then each batch is projected and its rows scaled
-  to unit length.
+  to unit length. With ``read`` the documents to project are read again in that same step
+  (``transforms.read.ReadThenFn``): Beam's portable fusion starts a stage at every step with a
+  side input, and Flink would hold every batch's term counts there until the SVD exists.
 
 Run: this module is used by ``beam_pipeline.pipeline``; ``ndcl cluster --help`` shows the flags.
 """
@@ -32,7 +34,9 @@ import xxhash
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from transforms.batches import DocBatch, stage_counter, timed
+from transforms.combine import CombineGloballyInBundles
 from transforms.minhash import tokenize
+from transforms.read import ReadParams, ReadSelected
 
 NUMBER_TERM = "#NUMBER"
 
@@ -235,17 +239,16 @@ class FitSvdFn(beam.DoFn):
         yield fit_svd(sample, counts, n_docs, self.n_features, self.n_components, self.seed)
 
 
-class EmbedFn(beam.DoFn):
-    """``(batch_key, TermBatch)`` + fitted SVD → ``(batch_key, (uids, embeddings))``."""
+class EmbedFn(CountTermsFn):
+    """``(batch_key, DocBatch)`` + fitted SVD → ``(batch_key, (uids, embeddings))``."""
 
-    timer = stage_counter("embed")
+    def process(self, element: tuple[int, DocBatch], model: SvdModel  # type: ignore[override]
+                ) -> Iterator[Any]:
+        return timed(self._embed(element, model), self.timer)
 
-    def process(self, element: tuple[int, TermBatch], model: SvdModel) -> Iterator[Any]:
-        return timed(self._process(element, model), self.timer)
-
-    def _process(self, element: tuple[int, TermBatch], model: SvdModel) -> Iterator[Any]:
-        key, batch = element
-        yield key, (batch.uids, model.embed(batch.counts))
+    def _embed(self, element: tuple[int, DocBatch], model: SvdModel) -> Iterator[Any]:
+        for key, batch in self._process(element):
+            yield key, (batch.uids, model.embed(batch.counts))
 
 
 @dataclass(frozen=True)
@@ -258,35 +261,40 @@ class EmbedConfig:
 
 
 class EmbedDocuments(beam.PTransform):
-    """``{"statistics": doc batches, "documents": doc batches}`` → ``{"embeddings":
-    (batch_key, (uids, float32[m, d])), "sample": [(hash, uid, cols, counts)], "svd":
-    SvdModel}``.
+    """``{"statistics": doc batches, "documents": doc batches}`` or, with ``read``,
+    ``{"statistics": doc batches, "repeats", "selection"}`` (what ``ReadSelected`` takes) →
+    ``{"embeddings": (batch_key, (uids, float32[m, d])), "sample": [(hash, uid, cols,
+    counts)], "svd": SvdModel}``.
 
     The document frequencies and the sample come from ``statistics``; the projection is
-    applied to ``documents``: the same documents read again (``transforms.read.ReadSelected``),
+    applied to the documents again (with ``read``, read again by the projecting step itself),
     since the SVD exists only once all of them were counted, and keeping every document's term
     counts until then would hold about as much memory as the text. The term counts of
     ``statistics`` never leave its stage except as the two combines' accumulators (the
     column counts and the bottom-k sample)."""
 
-    def __init__(self, cfg: EmbedConfig) -> None:
+    def __init__(self, cfg: EmbedConfig, read: ReadParams | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.read = read
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         cfg = self.cfg
         term_batches = inputs["statistics"] | "CountTerms" >> beam.ParDo(
             CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer))
-        df = term_batches | "SumDocumentFrequencies" >> beam.CombineGlobally(
+        df = term_batches | "SumDocumentFrequencies" >> CombineGloballyInBundles(
             DocumentFrequencyFn(cfg.n_features))
-        sample = term_batches | "SampleDocuments" >> beam.CombineGlobally(
+        sample = term_batches | "SampleDocuments" >> CombineGloballyInBundles(
             BottomKSampleFn(cfg.sample_size, cfg.seed))
         svd = sample | "FitSvd" >> beam.ParDo(
             FitSvdFn(cfg.n_features, cfg.n_components, cfg.seed), beam.pvalue.AsSingleton(df))
-        embeddings = (
-            inputs["documents"]
-            | "CountTermsAgain" >> beam.ParDo(CountTermsFn(cfg.n_features, cfg.seed,
-                                                           cfg.tokenizer))
-            | "ProjectBatches" >> beam.ParDo(EmbedFn(), beam.pvalue.AsSingleton(svd))
-        )
+        embed = EmbedFn(cfg.n_features, cfg.seed, cfg.tokenizer)
+        if self.read is not None:
+            embeddings = (
+                {"repeats": inputs["repeats"], "selection": inputs["selection"]}
+                | "ReadAndProject" >> ReadSelected(self.read, embed,
+                                                   (beam.pvalue.AsSingleton(svd),)))
+        else:
+            embeddings = inputs["documents"] | "ProjectBatches" >> beam.ParDo(
+                embed, beam.pvalue.AsSingleton(svd))
         return {"embeddings": embeddings, "sample": sample, "svd": svd}

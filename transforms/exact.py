@@ -26,6 +26,7 @@ from transforms.batches import (
     stage_counter,
     timed,
 )
+from transforms.combine import CombineGloballyInBundles
 
 
 def id_order_key(doc_id: str, derived: bool) -> tuple[str, int]:
@@ -195,6 +196,6 @@ class RemoveExactDuplicates(beam.PTransform):
         removed_uids = (
             batch_key_to_removed
             | "ListRemovedUids" >> beam.Map(removed_uid)
-            | "CollectRemovedUids" >> beam.CombineGlobally(UidSetFn())
+            | "CollectRemovedUids" >> CombineGloballyInBundles(UidSetFn())
         )
         return ExactDuplicates(batch_key_to_removed, removed_uids)

@@ -29,6 +29,7 @@ from transforms.batches import (
     stage_counter,
     timed,
 )
+from transforms.combine import CombineGloballyInBundles
 from transforms.minhash import document_shingles, minhash_signatures, permutation_params
 from transforms.read import ReadParams, ReadSelected, Selection, is_generated
 
@@ -217,7 +218,7 @@ class FetchNodes(beam.PTransform):
         selection = (
             inputs["edges"]
             | "ListEndpoints" >> beam.Map(endpoint_uids)
-            | "CollectEndpoints" >> beam.CombineGlobally(UidSetFn())
+            | "CollectEndpoints" >> CombineGloballyInBundles(UidSetFn())
             | "SelectEndpoints" >> beam.Map(only)
         )
         return (

@@ -24,8 +24,12 @@ Configuration decisions (``config.yaml``): everything binds to localhost; 256 Mi
 memory (Beam's streaming translation deploys every operator at once, each with its own buffers;
 Flink's default 64 MiB ran out); ``pekko.ask.timeout: 60 s`` (the default 10 s timed the
 TaskManager registration out while the machine's two cores were busy); a small managed-memory
-fraction (Beam's portable operators keep state on the heap, not in managed memory);
-``--tm-memory`` is ``taskmanager.memory.process.size`` (the benchmark's cap).
+fraction with the default ``hashmap`` state backend (keyed state lives on the heap), a fifth of
+Flink's memory as managed memory with ``--state-backend rocksdb`` (RocksDB's block cache and
+write buffers live there, and its state on disk under ``tmp/``: the GroupByKeys of Beam's
+streaming translation keep every grouped element in keyed state until the input ends, so with
+``hashmap`` the heap must hold them all); ``--tm-memory`` is
+``taskmanager.memory.process.size`` (the benchmark's cap).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class ClusterSpec:
     worker_pool_port: int = DEFAULT_WORKER_POOL_PORT
     tm_memory: str = "4g"
     jm_memory: str = "1g"
+    state_backend: str = "hashmap"  # or "rocksdb": keyed state off the heap, spilled to disk
 
 
 @dataclass
@@ -119,9 +124,14 @@ def memory_mb(size: str) -> int:
 
 
 def task_off_heap_mb(tm_memory: str) -> int:
-    """A quarter of the TaskManager's process memory, at least 256 MiB: the direct memory
-    the SDK harness connections need grows with the job's data, the heap's share stays."""
-    return max(256, memory_mb(tm_memory) // 4)
+    """A quarter of the TaskManager's process memory, 256 MiB for 2 GiB or less: the direct
+    memory the SDK harness connections need grows with the job's data; below 2 GiB a quarter
+    would leave the heap too little (256 MiB was enough for 900k documents)."""
+    mb = memory_mb(tm_memory)
+    return 256 if mb <= 2048 else mb // 4
+
+
+STATE_BACKENDS = ("hashmap", "rocksdb")
 
 
 def write_config(spec: ClusterSpec, home: Path, conf: Path, tmp: Path) -> Path:
@@ -141,7 +151,8 @@ def write_config(spec: ClusterSpec, home: Path, conf: Path, tmp: Path) -> Path:
         "taskmanager.memory.process.size": spec.tm_memory,
         "taskmanager.memory.network.min": "256mb",
         "taskmanager.memory.network.max": "256mb",
-        "taskmanager.memory.managed.fraction": 0.05,
+        "taskmanager.memory.managed.fraction": 0.2 if spec.state_backend == "rocksdb" else 0.05,
+        "state.backend.type": spec.state_backend,
         # Beam's Fn API data plane (gRPC on Netty) moves every element through direct
         # buffers: with Flink's default (no task off-heap: 384 MiB of direct memory in all)
         # the 184k-post dedup failed with "OutOfMemoryError: Cannot reserve 2097152 bytes of
@@ -380,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--tm-memory", default=defaults.tm_memory,
                     help="taskmanager.memory.process.size (default: "
                          f"{defaults.tm_memory})")
+    up.add_argument("--state-backend", choices=STATE_BACKENDS, default=defaults.state_backend,
+                    help="where keyed state lives: the heap (hashmap) or RocksDB (off the heap, "
+                         f"spilled to disk) (default: {defaults.state_backend})")
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds to wait for readiness (default: 120)")
     down = sub.add_parser("stop", parents=[common],
@@ -393,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             spec = ClusterSpec(slots=args.slots, rest_port=args.rest_port,
                                rpc_port=args.rpc_port, worker_pool_port=args.worker_pool_port,
-                               tm_memory=args.tm_memory)
+                               tm_memory=args.tm_memory, state_backend=args.state_backend)
             begun = time.monotonic()
             state = start(spec, args.state_dir, args.timeout)
             print(f"flink cluster up in {time.monotonic() - begun:.1f} s: REST "
