@@ -41,6 +41,7 @@ from beam_pipeline.config import (
     load_dedup_config,
     load_pipeline_config,
 )
+from runners.kmeans.errors import ServiceUnavailableError
 
 LOG = logging.getLogger("ndcl")
 
@@ -638,7 +639,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"ndcl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        if type(exc).__name__ == "ServiceUnavailableError":
+        if isinstance(exc, ServiceUnavailableError):
             print(f"ndcl: K-Means service unavailable: {exc}", file=sys.stderr)
             return EXIT_SERVICE
         # Any runner wraps a task's error differently (the direct runner re-raises it, Flink

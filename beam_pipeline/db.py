@@ -223,7 +223,7 @@ def _password(url: str) -> str | None:
         return None
 
 
-def _scrub(text: str, url: str) -> str:
+def scrub_secrets(text: str, url: str) -> str:
     """Remove the URL's password from an error text (drivers sometimes echo DSNs)."""
     secret = _password(url)
     if secret:
@@ -264,7 +264,7 @@ def _is_memory_db(url: str) -> bool:
 @contextmanager
 def _quiet_alembic() -> Iterator[None]:
     # Alembic logs its plugins, dialect and DDL mode at INFO on every upgrade, i.e. on every
-    # ndcl run; _migrate logs what changed itself.  An explicitly set level is left alone.
+    # ndcl run; migrate logs what changed itself.  An explicitly set level is left alone.
     logger = logging.getLogger("alembic")
     if logger.level != logging.NOTSET:
         yield
@@ -287,7 +287,7 @@ def _at_head(engine: Engine) -> bool:
     return [row[0] for row in rows] == [HEAD_REVISION]
 
 
-def _migrate(engine: Engine) -> None:
+def migrate(engine: Engine) -> None:
     """Bring ``engine``'s database to the head revision (adopting a pre-migration one)."""
     if _at_head(engine):
         return
@@ -333,7 +333,7 @@ def _migrate(engine: Engine) -> None:
                  before or "empty")
 
 
-def _engine(url: str) -> Engine:
+def open_engine(url: str) -> Engine:
     """An engine for ``url`` whose schema is at the head revision (migrated on first use)."""
     # In-memory SQLite is a new, empty database for every engine, so it is never "done".
     if not _is_memory_db(url):
@@ -345,7 +345,7 @@ def _engine(url: str) -> Engine:
                 plain = create_engine(url)
                 try:
                     with _quiet_alembic():
-                        _migrate(plain)
+                        migrate(plain)
                 finally:
                     plain.dispose()
                 _MIGRATED.add(url)
@@ -359,7 +359,7 @@ def _engine(url: str) -> Engine:
             cursor.close()
         if _is_memory_db(url):
             with _quiet_alembic():  # empty by definition, so the pragma cascades nothing
-                _migrate(engine)
+                migrate(engine)
     return engine
 
 
@@ -592,7 +592,7 @@ def build_record(summary: dict[str, Any], *, command: str, argv: list[str],
 
 
 def _insert(url: str, record: dict[str, Any]) -> int:
-    engine = _engine(url)
+    engine = open_engine(url)
     try:
         run_cols = dict(record["run"])
         run_cols["created_at"] = datetime.fromisoformat(run_cols["created_at"])
@@ -650,7 +650,7 @@ def record_run(url: str, summary: dict[str, Any], *, command: str, argv: list[st
     except (SQLAlchemyError, ImportError, OSError, ValueError, TypeError) as exc:
         # ImportError: driver not installed; OSError/ValueError: bad paths or URL parts that
         # some drivers raise unwrapped.  Anything here means "not recorded", not "run failed".
-        error = _scrub(f"{type(exc).__name__}: {exc}", url)
+        error = scrub_secrets(f"{type(exc).__name__}: {exc}", url)
         body = {"recorded": False, "error": error, "db_url": redact(url), **record,
                 "summary": summary}
         path, write_error = _write_fallback(output, body)
@@ -675,7 +675,7 @@ def _as_utc(value: datetime | None) -> str | None:
 
 def list_runs(url: str, limit: int = 50) -> list[dict[str, Any]]:
     """The ``limit`` most recent runs, newest first (raises SQLAlchemyError if unreachable)."""
-    engine = _engine(url)
+    engine = open_engine(url)
     try:
         with Session(engine) as session:
             runs = session.query(BenchmarkRun).order_by(
@@ -712,7 +712,7 @@ def format_runs_table(rows: list[dict[str, Any]]) -> str:
 
 def get_run(url: str, run_id: int) -> dict[str, Any] | None:
     """One run's columns plus ``config`` / ``argv`` parsed from their JSON, or None."""
-    engine = _engine(url)
+    engine = open_engine(url)
     try:
         with Session(engine) as session:
             run = session.get(BenchmarkRun, run_id)

@@ -936,24 +936,15 @@ def _same_contents(row: Any, summary: Mapping[str, Any]) -> bool:
         row.total_seconds, wall, abs_tol=1e-6)
 
 
-def _scrub(text: str, url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        password = make_url(url).password
-    except Exception:  # an unparseable URL has no password to hide
-        return text
-    return text.replace(str(password), "***") if password else text
-
-
 def find_run(url: str, output: str, summary: Mapping[str, Any]) -> Target:
     """The newest recorded run that wrote the current contents of ``output``."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from beam_pipeline.db import BenchmarkRun, _engine
+    from beam_pipeline import db
+    from beam_pipeline.db import BenchmarkRun
 
-    engine = _engine(url)
+    engine = db.open_engine(url)
     try:
         with Session(engine) as session:
             rows = session.execute(
@@ -979,14 +970,14 @@ def resolve_target(spec: str, url: str) -> tuple[Target, RunOutput]:
     """A run id of the benchmark database, or an output directory, with its output read."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from beam_pipeline.db import get_run, redact
+    from beam_pipeline.db import get_run, redact, scrub_secrets
 
     if spec.isdigit():
         try:
             run = get_run(url, int(spec))
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise EvaluationError(f"cannot read run {spec} from {redact(url)}: "
-                                  f"{_scrub(str(exc), url)}") from None
+                                  f"{scrub_secrets(str(exc), url)}") from None
         if run is None and not FileSystems.exists(spec):
             raise EvaluationError(f"no run {spec} in the benchmark database {redact(url)}")
         if run is not None:
@@ -1006,8 +997,9 @@ def resolve_target(spec: str, url: str) -> tuple[Target, RunOutput]:
     try:
         return find_run(url, spec, output.summary), output
     except (SQLAlchemyError, ImportError, OSError) as exc:
+        why = f"{type(exc).__name__}: {scrub_secrets(str(exc), url)}"
         return Target(spec, None, f"the benchmark database {redact(url)} could not be read "
-                                  f"({type(exc).__name__}: {_scrub(str(exc), url)})"), output
+                                  f"({why})"), output
 
 
 def store_accuracy(url: str, run_id: int, reference: str, result: Mapping[str, Any]) -> None:
@@ -1015,9 +1007,10 @@ def store_accuracy(url: str, run_id: int, reference: str, result: Mapping[str, A
     from sqlalchemy import delete
     from sqlalchemy.orm import Session
 
-    from beam_pipeline.db import AccuracyMetric, _engine
+    from beam_pipeline import db
+    from beam_pipeline.db import AccuracyMetric
 
-    engine = _engine(url)
+    engine = db.open_engine(url)
     try:
         with Session(engine) as session, session.begin():
             session.execute(delete(AccuracyMetric).where(
@@ -1191,7 +1184,7 @@ def run_evaluate_command(args: argparse.Namespace, extra: list[str] | None = Non
     """``ndcl evaluate``: print, write ``OUT/evaluation.json`` and store the two levels."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from beam_pipeline.db import database_url, redact
+    from beam_pipeline.db import database_url, redact, scrub_secrets
 
     failed = _unexpected("evaluate", extra)
     if failed is not None:
@@ -1239,7 +1232,7 @@ def run_evaluate_command(args: argparse.Namespace, extra: list[str] | None = Non
                    f"in {redact(url)}")
         except (SQLAlchemyError, ImportError, OSError) as exc:
             why = (f"NOT stored in {redact(url)} ({type(exc).__name__}: "
-                   f"{_scrub(str(exc), url)})")
+                   f"{scrub_secrets(str(exc), url)})")
     entry = {"reference": reference, "kind": kind, "run_id": target.run_id, "stored": stored,
              "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              **result, "notes": notes}

@@ -242,7 +242,7 @@ def load_runs(url: str, run_ids: Sequence[int] | None = None, last: int | None =
     if missing is not None:
         raise ReportError(f"no benchmark database at {missing} (no run recorded yet; "
                           "give --db-url or set NDCL_DB_URL)")
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     try:
         if not inspect(engine).has_table(db.BenchmarkRun.__tablename__):
             return []
@@ -1057,7 +1057,7 @@ def run_report_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> i
     """Write the report; 0 on success, 2 when there is nothing to report or no database."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from beam_pipeline.db import _scrub, database_url, redact
+    from beam_pipeline.db import database_url, redact, scrub_secrets
 
     if extra:
         print(f"ndcl report: error: unrecognized argument(s) {' '.join(extra)}",
@@ -1076,7 +1076,7 @@ def run_report_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> i
         return 2
     except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
         print(f"ndcl report: cannot read the benchmark database {redact(url)}: "
-              f"{_scrub(f'{type(exc).__name__}: {exc}', url)}", file=sys.stderr)
+              f"{scrub_secrets(f'{type(exc).__name__}: {exc}', url)}", file=sys.stderr)
         return 2
     try:
         index = write_report(runs, args.output, url)

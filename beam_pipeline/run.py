@@ -42,6 +42,7 @@ from beam_pipeline.pipeline import (
     build_dedup,
     build_pipeline,
 )
+from runners.kmeans.errors import ServiceUnavailableError
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
 
@@ -169,12 +170,11 @@ def service_error_from(exc: BaseException) -> Exception | None:
     the worker's traceback as text. Either way the CLI should say "K-Means service
     unavailable" (exit 3) with the service's message, not print a worker traceback.
     """
-    if type(exc).__name__ == "ServiceUnavailableError":
+    if isinstance(exc, ServiceUnavailableError):
         return None  # already the right type: let it through unchanged
     matches = _SERVICE_ERROR.findall(str(exc))
     if not matches:
         return None
-    from runners.kmeans.service import ServiceUnavailableError
 
     return ServiceUnavailableError(matches[-1].strip())
 

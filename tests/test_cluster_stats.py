@@ -241,7 +241,7 @@ def labelled_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def _cluster_rows(output: Path) -> list[db.ClusterMetric]:
-    engine = db._engine(db.database_url(None))  # NDCL_DB_URL: tests/conftest.py
+    engine = db.open_engine(db.database_url(None))  # NDCL_DB_URL: tests/conftest.py
     try:
         with Session(engine) as session:
             run = session.scalars(select(db.BenchmarkRun).where(

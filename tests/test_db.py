@@ -129,17 +129,17 @@ def _head() -> str:
 
 
 def test_migrated_schema_matches_models(url: str) -> None:
-    db._engine(url).dispose()
+    db.open_engine(url).dispose()
     assert _revision(url) == _head()
     assert _schema_diff(url) == []
 
 
 def test_migrations_run_once_per_url(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = db._migrate
-    monkeypatch.setattr(db, "_migrate", lambda engine: calls.append(1) or real(engine))
+    real = db.migrate
+    monkeypatch.setattr(db, "migrate", lambda engine: calls.append(1) or real(engine))
     for _ in range(3):
-        db._engine(url).dispose()
+        db.open_engine(url).dispose()
     assert _record(url).recorded and db.list_runs(url)
     assert len(calls) == 1
 
@@ -155,8 +155,8 @@ def test_database_at_head_opens_without_alembic(tmp_path: Path) -> None:
     import sys
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db._engine(url).dispose()  # migrated once, here
-    probe = ("import sys; from beam_pipeline import db; db._engine(sys.argv[1]).dispose(); "
+    db.open_engine(url).dispose()  # migrated once, here
+    probe = ("import sys; from beam_pipeline import db; db.open_engine(sys.argv[1]).dispose(); "
              "print('alembic' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True,
                           check=True)
@@ -164,7 +164,7 @@ def test_database_at_head_opens_without_alembic(tmp_path: Path) -> None:
 
 
 def test_downgrade_to_base_and_upgrade_again(url: str) -> None:
-    db._engine(url).dispose()
+    db.open_engine(url).dispose()
     engine = create_engine(url)
     with engine.begin() as conn:
         command.downgrade(db._alembic_config(conn), "base")
@@ -194,7 +194,7 @@ def test_pre_migration_database_is_adopted(url: str, caplog: pytest.LogCaptureFi
 
 def test_unknown_schema_revision_is_refused(url: str, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    db._engine(url).dispose()
+    db.open_engine(url).dispose()
     engine = create_engine(url)
     with engine.begin() as conn:  # as if a newer ndcl had migrated it further
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
@@ -217,7 +217,7 @@ def test_in_memory_sqlite_is_migrated_every_time() -> None:
 
 
 def test_models_create_insert_query(url: str) -> None:
-    engine = db._engine(url)  # the schema comes from the migrations
+    engine = db.open_engine(url)  # the schema comes from the migrations
     with Session(engine) as session, session.begin():
         run = db.BenchmarkRun(command="dedup", docs_read=10, docs_kept=8)
         run.stage_timings = [db.StageTiming(stage="read", seconds=0.5, elements=10)]
@@ -237,7 +237,7 @@ def test_models_create_insert_query(url: str) -> None:
 def test_cascade_delete_removes_children(url: str) -> None:
     result = _record(url)
     assert result.recorded
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session, session.begin():
         session.delete(session.get(db.BenchmarkRun, result.run_id))
     with Session(engine) as session:
@@ -249,7 +249,7 @@ def test_cascade_delete_removes_children(url: str) -> None:
 def test_db_level_cascade_on_raw_delete(url: str) -> None:
     # ondelete=CASCADE must also hold for deletes that bypass the ORM (SQLite FK pragma).
     result = _record(url)
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with engine.begin() as conn:
         conn.execute(db.BenchmarkRun.__table__.delete())
     with Session(engine) as session:
@@ -261,7 +261,7 @@ def test_db_level_cascade_on_raw_delete(url: str) -> None:
 def test_record_run_stores_summary(url: str) -> None:
     result = _record(url, notes="demo")
     assert result == db.RecordResult(recorded=True, run_id=result.run_id)
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session:
         run = session.get(db.BenchmarkRun, result.run_id)
         assert (run.command, run.workflow, run.runner, run.workers) == (
@@ -296,7 +296,7 @@ def test_record_run_stores_cluster_quality(url: str) -> None:
                     "nmi": 0.55, "ari": 0.31, "silhouette": 0.03, "labelled_docs": 900,
                     "sizes": sizes_2}})
     result = _record(url, summary=summary)
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session:
         levels = sorted(session.get(db.BenchmarkRun, result.run_id).cluster_metrics,
                         key=lambda c: c.level)
@@ -313,7 +313,7 @@ def test_record_run_dedup_only_has_no_cluster_metrics(url: str) -> None:
     result = _record(url, summary=summary, command="dedup", resources=None)
     run = db.get_run(url, result.run_id)
     assert run["workflow"] is None and run["threshold"] == 0.7 and run["k1"] is None
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(db.ClusterMetric)) == 0
         assert session.scalar(select(func.count()).select_from(db.ResourceMetric)) == 0
@@ -388,7 +388,7 @@ def test_list_runs_newest_first_and_table(url: str) -> None:
     assert db.list_runs(url) == []  # a new database: migrated on open, no runs yet
     ids = [_record(url, notes=str(i)).run_id for i in range(3)]
     # Make the first run the newest to check ordering is by created_at, not by id.
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session, session.begin():
         session.get(db.BenchmarkRun, ids[0]).created_at = (
             datetime.now(timezone.utc) + timedelta(hours=1))

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beam_pipeline.cli import main
-from beam_pipeline.db import AccuracyMetric, _engine, database_url
+from beam_pipeline.db import AccuracyMetric, database_url, open_engine
 from beam_pipeline.evaluate import (
     Counts,
     EvaluationError,
@@ -443,7 +443,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, benchmark_db: Path) -> tu
 
 
 def accuracy_rows(run_id: int) -> list[AccuracyMetric]:
-    engine = _engine(database_url(None))
+    engine = open_engine(database_url(None))
     try:
         with Session(engine) as session:
             return list(session.scalars(select(AccuracyMetric).where(

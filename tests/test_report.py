@@ -108,7 +108,7 @@ def recorded(tmp_path: Path) -> dict[str, Any]:
         "pair": {"recall": 0.97, "by_similarity": [
             {"lo": 0.7, "hi": 0.8, "pairs": 40, "found": 36},
             {"lo": 0.8, "hi": 0.9, "pairs": 30, "found": 30}]}}]}))
-    engine = db._engine(url)
+    engine = db.open_engine(url)
     with Session(engine) as session, session.begin():
         session.add_all([
             db.AccuracyMetric(run_id=ids["nd"], reference="data/demo/truth.json", level="pair",
@@ -274,7 +274,7 @@ def test_empty_or_missing_database_exits_2(tmp_path: Path,
     assert "no benchmark database" in capsys.readouterr().err
     assert not missing.exists() and not out.exists()  # nothing created by looking
     empty = tmp_path / "empty.db"
-    db.Base.metadata.create_all(db._engine(f"sqlite:///{empty}"))
+    db.Base.metadata.create_all(db.open_engine(f"sqlite:///{empty}"))
     assert main(["--db-url", f"sqlite:///{empty}", "report", "--output", str(out)]) == 2
     assert "no runs recorded" in capsys.readouterr().err
     assert not (out / "index.html").exists()

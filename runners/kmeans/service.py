@@ -74,6 +74,8 @@ import numpy as np
 import ray
 import ray.exceptions
 
+from runners.kmeans.errors import ModelNotFoundError, ServiceError, ServiceUnavailableError
+
 if TYPE_CHECKING:
     from runners.kmeans.jax_kmeans import KMeansConfig, KMeansModel
 
@@ -86,18 +88,6 @@ START_HINT = "start it with `ndcl service start` (or pass --address of a running
 LOCAL_TEMP_ROOT = Path("/tmp") if Path("/tmp").is_dir() else Path(os.path.realpath("."))
 MODEL_SUFFIX = ".pkl"
 STATE_FORMAT = 1
-
-
-class ServiceError(RuntimeError):
-    """A K-Means service operation failed for a reason that retrying will not fix."""
-
-
-class ServiceUnavailableError(ServiceError):
-    """The Ray cluster or the service actor cannot be reached (or did not answer in time)."""
-
-
-class ModelNotFoundError(ServiceError, LookupError):
-    """No model with this id in the service's memory nor in its ``model_dir``."""
 
 
 # Errors worth retrying: the actor is restarting or unreachable, or the connection dropped.

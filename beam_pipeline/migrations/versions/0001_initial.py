@@ -1,7 +1,7 @@
 """Initial schema: runs, stage timings, resources, accuracy and cluster metrics.
 
 Exactly what ``Base.metadata.create_all`` made before migrations existed, so a database made
-by that code is adopted by stamping this revision (``beam_pipeline.db._migrate``).
+by that code is adopted by stamping this revision (``beam_pipeline.db.migrate``).
 
 Revision ID: 0001
 Revises:
