@@ -34,7 +34,7 @@ test: $(STAMP)
 	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory prism; \
 	else echo "make test: no go on PATH: the Prism tests will skip"; fi
 	bash scripts/test_services.sh run -- \
-		sh -c '$(BIN)/ruff check . && $(BIN)/python -m pytest -q -rs tests'
+		sh -c '$(BIN)/ruff check . && $(BIN)/lint-imports && $(BIN)/python -m pytest -q -rs tests'
 
 # Beam's Flink job server (assembled with Maven) and a Flink distribution (from PyPI) into
 # .ndcl/flink/ ($$NDCL_FLINK_DIR) for --runner flink and runners/flink/cluster.sh; see
@@ -48,8 +48,11 @@ flink: $(STAMP)
 prism: $(STAMP)
 	$(BIN)/python -m runners.prism install
 
+# ruff, and the layers of pyproject.toml's [tool.importlinter] (transforms import neither
+# beam_pipeline nor runners; nothing in the job's path imports db/evaluate/report; no cycles).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/nd_throughput.py

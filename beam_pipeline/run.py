@@ -42,6 +42,7 @@ from beam_pipeline.pipeline import (
     build_dedup,
     build_pipeline,
 )
+from runners.kmeans.backend import connect_backend
 from runners.kmeans.errors import ServiceUnavailableError
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
@@ -354,7 +355,8 @@ def prepared_run(inputs: list[str], output: str) -> Iterator[tuple[list[str], st
 def backend_spec(cfg: ClusterConfig, staging: str, address: str | None) -> BackendSpec:
     """Where this run's K-Means models are fitted and kept (``<staging>/_models``)."""
     return BackendSpec(kind=cfg.backend, model_dir=staging.rstrip("/") + "/_models",
-                       address=address, timeout_s=cfg.service_timeout_s)
+                       address=address, timeout_s=cfg.service_timeout_s,
+                       connect=connect_backend)
 
 
 def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,

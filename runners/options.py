@@ -88,6 +88,8 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
+from runners.errors import RunnerConfigError  # re-exported: callers catch it from here
+
 RUNNERS = ("direct", "portable", "prism", "flink", "dataflow")
 ENVIRONMENT_TYPES = ("LOOPBACK", "DOCKER", "EXTERNAL", "PROCESS")
 # Flink versions this Beam release publishes job servers for (FlinkRunnerOptions keeps the
@@ -126,10 +128,6 @@ class FlinkConfDirOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--flink_conf_dir", default=None,
                             help="Folder with the Flink config.yaml for the job server")
-
-
-class RunnerConfigError(ValueError):
-    """The runner flags are incomplete or inconsistent; the message says which flag to add."""
 
 
 def runner_name(value: str) -> str:
@@ -370,7 +368,7 @@ def runner_beam_args(args: argparse.Namespace) -> list[str]:
     if runner == "prism":
         from runners.prism import prism_beam_args
 
-        return prism_beam_args(args)
+        return [*prism_beam_args(args), *_setup_file_args(args, "prism")]
     if runner == "flink":
         return _flink_args(args)
     return _dataflow_args(args)

@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runners.errors import RunnerConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 
@@ -126,9 +128,8 @@ def install(force: bool = False, base: Path | None = None,
 
 
 def prism_beam_args(args: argparse.Namespace | Any) -> list[str]:
-    """Beam options for ``--runner prism``; ``RunnerConfigError`` when the binary is absent."""
-    from runners.options import RunnerConfigError, _setup_file_args
-
+    """Beam options for ``--runner prism`` (``runners.options`` adds ``--setup_file``);
+    ``RunnerConfigError`` when the binary is absent."""
     binary = prism_binary()
     if not binary.is_file():
         raise RunnerConfigError(
@@ -136,7 +137,7 @@ def prism_beam_args(args: argparse.Namespace | Any) -> list[str]:
     if not os.access(binary, os.X_OK):
         raise RunnerConfigError(f"--runner prism: {binary} is not executable")
     out = ["--runner=PrismRunner", f"--prism_location={binary}",
-           "--environment_type=LOOPBACK", *_setup_file_args(args, "prism")]
+           "--environment_type=LOOPBACK"]
     if getattr(args, "quiet", False):
         # Beam logs Prism's own lines at INFO whatever the root level; -q means warnings only.
         out.append("--prism_log_level=warn")

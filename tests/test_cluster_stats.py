@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from beam_pipeline import db
 from beam_pipeline.cli import main
+from runners.kmeans.backend import LocalBackend
 from tests.fixtures import topic_records, write_corpus
 from transforms.cluster import (
     LevelsConfig,
-    LocalBackend,
     fit_levels,
     pair_labels,
     predict_levels,

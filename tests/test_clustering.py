@@ -19,6 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_rand_score
 
 from beam_pipeline.cli import main
+from runners.kmeans.backend import connect_backend
 from tests.conftest import REPO
 from tests.fixtures import topic_records, write_corpus
 from transforms.batches import DocBatch, make_uid
@@ -110,7 +111,7 @@ def test_cluster_transform_recovers_planted_topics(tmp_path: Path) -> None:
     batches = [(0, DocBatch(0, uids[:half], [str(u) for u in uids[:half]], records[:half])),
                (1, DocBatch(1, uids[half:], [str(u) for u in uids[half:]], records[half:]))]
     topic_of = {int(u): r["topic"] for u, r in zip(uids.tolist(), records)}
-    spec = BackendSpec(kind="local", model_dir=str(tmp_path / "models"))
+    spec = BackendSpec(kind="local", model_dir=str(tmp_path / "models"), connect=connect_backend)
     levels = LevelsConfig(k1=3, k2=2, seed=4)
 
     def check(labels: list[tuple]) -> None:

@@ -38,6 +38,7 @@ from beam_pipeline.config import ClusterConfig, DedupConfig, PipelineConfig
 from beam_pipeline.pipeline import build_pipeline, choose_banding
 from runners.dataflow import template
 from runners.dataflow.dry_run import dry_run, run_dry_command
+from runners.kmeans.backend import connect_backend
 from runners.options import (
     DEFAULT_FLINK_VERSION,
     FLINK_VERSIONS,
@@ -223,7 +224,8 @@ def _graph(workflow: str, tmp_path: Path, cc_max_rounds: int = 16,
     pipeline = beam.Pipeline(options=options or PipelineOptions([]))
     build_pipeline(pipeline, workflow, DedupConfig(cc_max_rounds=cc_max_rounds),
                    ClusterConfig(backend="local"), [str(source)], str(tmp_path / "stage"),
-                   BackendSpec(kind="local", model_dir=str(tmp_path / "models")), "run-test")
+                   BackendSpec(kind="local", model_dir=str(tmp_path / "models"),
+                               connect=connect_backend), "run-test")
     return pipeline
 
 

@@ -8,8 +8,10 @@ service by id (``<run>/A``, ``<run>/B/<a>``) and are also written under ``model_
 restarted service or a worker in another process can load them again.
 
 Predicting goes through ``RunInference`` with :class:`ClusterModelHandler`, whose
-``load_model`` connects to the backend: the Ray-hosted JAX service
-(``runners.kmeans.service``) or, with ``backend="local"``, the same JAX code in-process.
+``load_model`` connects to the backend: the Ray-hosted JAX service or, with
+``backend="local"``, the same JAX code in-process. Both live in the runner layer
+(``runners.kmeans.backend``); this module knows them only through the :class:`KMeansBackend`
+protocol and the ``connect`` function the caller puts into the :class:`BackendSpec`.
 RunInference brings batching, model sharing and inference metrics. The embeddings wait for
 the fit (a side input), so no document is labelled before the models exist.
 
@@ -23,15 +25,13 @@ level 2 scores each document's ``(cluster_A, cluster_B)`` pair as one cluster.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
     ModelHandler,
@@ -39,7 +39,6 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from transforms import faults
 from transforms.batches import stage_counter, timed
 from transforms.embed import SvdModel, counts_matrix
 
@@ -72,8 +71,37 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 @dataclass(frozen=True)
+class FitParams:
+    """One K-Means fit's parameters (the backend turns them into its own config)."""
+
+    k: int
+    max_iter: int
+    tol: float
+    seed: int
+    mode: str
+    balanced: bool
+
+
+class KMeansBackend(Protocol):
+    """What the clustering steps need of a K-Means backend."""
+
+    def fit(self, model_id: str, x: np.ndarray, params: FitParams) -> dict[str, Any]: ...
+
+    def fit_many(self, jobs: Iterable[tuple[str, np.ndarray, FitParams]]
+                 ) -> dict[str, dict[str, Any]]: ...
+
+    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def before_predictions(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
 class BackendSpec:
-    """Where the K-Means models are fitted and served; picklable, sent to workers."""
+    """Where the K-Means models are fitted and served; picklable, sent to workers.
+    ``connect`` makes a :class:`KMeansBackend` of it (``runners.kmeans.backend.connect_backend``,
+    set by ``beam_pipeline``: a module-level function, pickled by reference)."""
 
     kind: str  # "ray" | "local"
     model_dir: str
@@ -81,6 +109,14 @@ class BackendSpec:
     namespace: str = "ndcl"
     name: str = "ndcl-kmeans"
     timeout_s: float = 120.0
+    connect: Callable[[BackendSpec], KMeansBackend] | None = None
+
+
+def open_backend(spec: BackendSpec) -> KMeansBackend:
+    if spec.connect is None:
+        raise ValueError("BackendSpec.connect is not set (e.g. "
+                         "runners.kmeans.backend.connect_backend)")
+    return spec.connect(spec)
 
 
 @dataclass(frozen=True)
@@ -98,66 +134,17 @@ def model_path(model_dir: str, model_id: str) -> str:
     return f"{model_dir.rstrip('/')}/{model_id.replace('/', '__')}.pkl"
 
 
-class LocalBackend:
-    """The JAX K-Means in this process, with models persisted under ``model_dir``."""
-
-    def __init__(self, model_dir: str) -> None:
-        self.model_dir = model_dir
-        self.models: dict[str, Any] = {}
-
-    def fit(self, model_id: str, x: np.ndarray, config: Any) -> dict[str, Any]:
-        from runners.kmeans.jax_kmeans import fit
-
-        start = time.perf_counter()
-        model = fit(x, config)
-        self.models[model_id] = model
-        with FileSystems.create(model_path(self.model_dir, model_id)) as handle:
-            handle.write(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"k": int(model.centres.shape[0]), "n": len(x), "inertia": float(model.inertia),
-                "n_iter": int(model.n_iter), "seconds": time.perf_counter() - start}
-
-    def fit_many(self, jobs: Iterable[tuple[str, np.ndarray, Any]]) -> dict[str, dict[str, Any]]:
-        return {model_id: self.fit(model_id, x, config) for model_id, x, config in jobs}
-
-    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from runners.kmeans.jax_kmeans import predict
-
-        model = self.models.get(model_id)
-        if model is None:
-            with FileSystems.open(model_path(self.model_dir, model_id)) as handle:
-                model = self.models[model_id] = pickle.loads(handle.read())
-        return predict(model, x)
-
-    def close(self) -> None:
-        self.models.clear()
+def fit_params(levels: LevelsConfig, k: int, seed: int) -> FitParams:
+    return FitParams(k=k, max_iter=levels.max_iter, tol=levels.tol, seed=seed,
+                     mode=levels.mode, balanced=levels.balanced)
 
 
-def connect_backend(spec: BackendSpec) -> Any:
-    """A client with ``fit``/``predict``/``close`` for ``spec``; raises a clear error when the
-    service cannot be reached."""
-    if spec.kind == "local":
-        return LocalBackend(spec.model_dir)
-    if spec.kind != "ray":
-        raise ValueError(f"unknown K-Means backend {spec.kind!r} (expected ray or local)")
-    from runners.kmeans.service import KMeansClient, ServiceConfig
-
-    config = ServiceConfig(address=spec.address, namespace=spec.namespace, name=spec.name)
-    return KMeansClient.connect(config, timeout_s=spec.timeout_s)
-
-
-def kmeans_config(levels: LevelsConfig, k: int, seed: int) -> Any:
-    from runners.kmeans.jax_kmeans import KMeansConfig
-
-    return KMeansConfig(k=k, max_iter=levels.max_iter, tol=levels.tol, seed=seed,
-                        mode=levels.mode, balanced=levels.balanced)
-
-
-def fit_levels(backend: Any, run_id: str, x: np.ndarray, levels: LevelsConfig
+def fit_levels(backend: KMeansBackend, run_id: str, x: np.ndarray, levels: LevelsConfig
                ) -> dict[str, Any]:
     """Fit level 1 on ``x`` and level 2 inside each level-1 cluster; returns a summary."""
     k1 = min(levels.k1, len(x))
     summary: dict[str, Any] = {"run_id": run_id, "sample": len(x),
-                               "A": backend.fit(f"{run_id}/A", x, kmeans_config(levels, k1,
+                               "A": backend.fit(f"{run_id}/A", x, fit_params(levels, k1,
                                                                                 levels.seed))}
     labels_a, _ = backend.predict(f"{run_id}/A", x)
     jobs = []
@@ -167,7 +154,7 @@ def fit_levels(backend: Any, run_id: str, x: np.ndarray, levels: LevelsConfig
             raise RuntimeError(f"level-1 cluster {a} has no sample member; K-Means must not "
                                "leave empty clusters")
         jobs.append((f"{run_id}/B/{a}", members,
-                     kmeans_config(levels, min(levels.k2, len(members)), levels.seed + 1 + a)))
+                     fit_params(levels, min(levels.k2, len(members)), levels.seed + 1 + a)))
     # Level-2 fits are independent: the service runs them concurrently.
     fitted = backend.fit_many(jobs)
     summary["B"] = {a: fitted[f"{run_id}/B/{a}"] for a in range(k1)}
@@ -175,7 +162,8 @@ def fit_levels(backend: Any, run_id: str, x: np.ndarray, levels: LevelsConfig
     return summary
 
 
-def sample_silhouettes(backend: Any, run_id: str, x: np.ndarray, seed: int) -> dict[str, Any]:
+def sample_silhouettes(backend: KMeansBackend, run_id: str, x: np.ndarray, seed: int
+                       ) -> dict[str, Any]:
     """Silhouette of both fitted levels on a seeded subsample of the fitted sample ``x``."""
     start = time.perf_counter()
     points = x[silhouette_rows(len(x), seed)]
@@ -186,7 +174,8 @@ def sample_silhouettes(backend: Any, run_id: str, x: np.ndarray, seed: int) -> d
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def predict_levels(backend: Any, run_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_levels(backend: KMeansBackend, run_id: str, x: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
     labels_a, _ = backend.predict(f"{run_id}/A", x)
     labels_b = np.zeros(len(x), dtype=np.int64)
     for a in np.unique(labels_a).tolist():
@@ -208,7 +197,7 @@ class FitLevelsFn(beam.DoFn):
         self.n_features = n_features
 
     def setup(self) -> None:
-        self.backend = connect_backend(self.spec)
+        self.backend = open_backend(self.spec)
 
     def process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
         return timed(self._process(sample, svd), self.timer)
@@ -227,30 +216,6 @@ class FitLevelsFn(beam.DoFn):
             close()
 
 
-def kill_actor_if_asked(client: Any) -> None:
-    """Test hook (``transforms.faults``): kill the Ray K-Means actor between fit and predict,
-    with (``kmeans_kill``) or without (``kmeans_kill_for_good``) a restart by Ray."""
-    for point, restart in (("kmeans_kill", True), ("kmeans_kill_for_good", False)):
-        actor = getattr(client, "actor", None)
-        if actor is None or not faults.fires(point):
-            continue
-        import ray
-
-        pid = client.health()["pid"]
-        LOG.warning("fault injection: killing the K-Means actor (pid %d, restart: %s)", pid,
-                    restart)
-        ray.kill(actor, no_restart=not restart)
-        if restart:
-            # Wait for the new process, so that the predictions below really go to a
-            # restarted actor (which must reload the models from its model folder).
-            deadline = time.monotonic() + 120
-            new_pid = pid
-            while new_pid == pid and time.monotonic() < deadline:
-                time.sleep(0.2)
-                new_pid = client.health()["pid"]
-            LOG.warning("fault injection: K-Means actor restarted (pid %d -> %d)", pid, new_pid)
-
-
 class ClusterModelHandler(ModelHandler):
     """RunInference handler: ``(uids, embeddings)`` → ``(labels_A, labels_B)``."""
 
@@ -260,12 +225,12 @@ class ClusterModelHandler(ModelHandler):
 
     def load_model(self) -> Any:
         # Connect here, once per worker: RunInference shares the loaded model.
-        return connect_backend(self.spec)
+        return open_backend(self.spec)
 
     def run_inference(self, batch: Sequence[tuple[np.ndarray, np.ndarray]], model: Any,
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
-        kill_actor_if_asked(model)
+        model.before_predictions()  # a test hook of the Ray backend (transforms.faults)
         results = []
         for uids, x in batch:
             results.append(PredictionResult((uids, x), predict_levels(model, self.run_id, x)))

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
+from runners.kmeans.backend import connect_backend
 from runners.options import (
     RunnerConfigError,
     describe_stages,
@@ -118,7 +119,7 @@ def build_graph(pipeline: beam.Pipeline, command: str, files: list[str], output:
         return
     spec = BackendSpec(kind=cluster_cfg.backend, model_dir=staging.rstrip("/") + "/_models",
                        address=cluster_cfg.service_address,
-                       timeout_s=cluster_cfg.service_timeout_s)
+                       timeout_s=cluster_cfg.service_timeout_s, connect=connect_backend)
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     if command == "cluster":
         build_cluster(pipeline, cluster_cfg, files, staging, spec, run_id,
