@@ -21,6 +21,8 @@ REQUIRES = [
     "pyyaml>=6",
     "psutil>=5.9",
     "matplotlib>=3.8",  # ndcl report: PNG plots (Agg backend, no display needed)
+    "jinja2>=3.1,<4",  # ndcl report: HTML page from templates/report.html.j2 (autoescape)
+    "scipy>=1.11",  # sparse term matrices (transforms.embed), graph components (evaluation)
 ]
 
 setup(
@@ -34,5 +36,6 @@ setup(
                             "gcp-storage-emulator>=2024.8"]},
     entry_points={"console_scripts": ["ndcl = beam_pipeline.cli:main"]},
     # The Alembic environment ships as packages (its .py files); the template needs naming.
-    package_data={"": ["*.yaml"], "beam_pipeline.migrations": ["script.py.mako"]},
+    package_data={"": ["*.yaml"], "beam_pipeline": ["templates/*.j2"],
+                  "beam_pipeline.migrations": ["script.py.mako"]},
 )

@@ -53,9 +53,9 @@ from transforms.read import (
     ReadDocuments,
     ReadParams,
     ReadResult,
-    ReadSelected,
     Selection,
 )
+from transforms.reread import ReadSelected
 from transforms.resolve import DuplicateRow, ResolveDuplicates, all_except, removed_uids
 from transforms.scope import ScopeByCluster
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates

@@ -22,10 +22,10 @@ from beam_pipeline.config import (
     load_dedup_config,
     load_yaml,
 )
-from transforms.read import (
+from transforms.read import match_inputs
+from transforms.records import (
     RAW_PREVIEW_CHARS,
     check_record,
-    match_inputs,
     parse_json_line,
     record_id,
     rejection,

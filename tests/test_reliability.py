@@ -47,7 +47,8 @@ from beam_pipeline.run import AccountingError, check_accounting, run_dedup, serv
 from tests.conftest import REPO
 from tests.fixtures import planted_records, write_corpus
 from transforms import faults
-from transforms.read import LongLine, file_may_hold_ids, id_names, iter_lines, repeated_ids
+from transforms.read import id_names, repeated_ids
+from transforms.records import LongLine, file_may_hold_ids, iter_lines
 
 BATCH = ["--batch-size", "16"]  # several batches per file: more bundles, parts and shuffles
 OUTPUT_DIRS = ("kept", "duplicates", "rejected")

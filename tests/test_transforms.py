@@ -71,9 +71,9 @@ from transforms.read import (
     ReadDocuments,
     ReadParams,
     ReadResult,
-    ReadSelected,
     Selection,
 )
+from transforms.reread import ReadSelected
 from transforms.resolve import DuplicateRow, ResolveDuplicates
 from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
 from transforms.write import FieldTypesFn, WriteOutputs, WriteParams, Written
@@ -451,6 +451,7 @@ def test_read_selected_fn_parses_only_selected_lines_and_reports_nothing(
     """Called directly: a re-read yields only ``(batch_key, DocBatch)`` (no rejected rows, no
     repeats), and lines outside the selection never reach the parser."""
     import transforms.read as read_module
+    import transforms.reread as reread_module
 
     paths = write_reselect_files(tmp_path)
     docs = reselect_records(paths)
@@ -477,7 +478,7 @@ def test_read_selected_fn_parses_only_selected_lines_and_reports_nothing(
     monkeypatch.setattr(read_module, "check_record", spy_check)
     monkeypatch.setattr(read_module.FileSystems, "open", spy_open)
     repeats = {make_uid(0, 4): make_uid(0, 1), make_uid(1, 2): make_uid(0, 1)}
-    fn = read_module.ReadSelectedFn(MAX_DOC_BYTES, RESELECT_BATCH,
+    fn = reread_module.ReadSelectedFn(MAX_DOC_BYTES, RESELECT_BATCH,
                                     read_module.id_names(paths), paths)
     for name, (selection, uids) in reselect_cases().items():
         parsed.clear()

@@ -239,6 +239,10 @@ class ClusterModelHandler(ModelHandler):
     def get_metrics_namespace(self) -> str:
         return "ndcl_kmeans"
 
+    def get_num_bytes(self, batch: Sequence[tuple[np.ndarray, np.ndarray]]) -> int:
+        # Beam's default pickles the whole batch only to measure it.
+        return sum(uids.nbytes + x.nbytes for uids, x in batch)
+
     def batch_elements_kwargs(self) -> dict[str, int]:
         # Elements are already batches of thousands of documents.
         return {"min_batch_size": 1, "max_batch_size": 4}

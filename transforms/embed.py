@@ -14,7 +14,7 @@
 - The fitted SVD reaches workers as a side input holding only the columns seen in the sample
   (every other column has a zero component), then each batch is projected and its rows scaled
   to unit length. With ``read`` the documents to project are read again in that same step
-  (``transforms.read.ReadThenFn``): Beam's portable fusion starts a stage at every step with a
+  (``transforms.reread.ReadThenFn``): Beam's portable fusion starts a stage at every step with a
   side input, and Flink would hold every batch's term counts there until the SVD exists.
 
 Run: this module is used by ``beam_pipeline.pipeline``; ``ndcl cluster --help`` shows the flags.
@@ -36,7 +36,8 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from transforms.batches import DocBatch, stage_counter, timed
 from transforms.combine import CombineGloballyInBundles
 from transforms.minhash import tokenize
-from transforms.read import ReadParams, ReadSelected
+from transforms.read import ReadParams
+from transforms.reread import ReadSelected
 
 NUMBER_TERM = "#NUMBER"
 

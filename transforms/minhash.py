@@ -37,7 +37,7 @@ import xxhash
 
 from transforms.batches import DocBatch, FeatureBatch, splitmix64, stage_counter, timed
 from transforms.lsh import band_hashes
-from transforms.read import is_generated
+from transforms.records import is_generated
 
 TOKEN_RE = re.compile(r"[^\W_]+")
 # Byte table: a-z and 0-9 kept, A-Z lowercased, everything else (incl. bytes >= 0x80) a space.

@@ -31,7 +31,9 @@ from transforms.batches import (
 )
 from transforms.combine import CombineGloballyInBundles
 from transforms.minhash import document_shingles, minhash_signatures, permutation_params
-from transforms.read import ReadParams, ReadSelected, Selection, is_generated
+from transforms.read import ReadParams, Selection
+from transforms.records import is_generated
+from transforms.reread import ReadSelected
 
 
 def jaccard(left: np.ndarray, right: np.ndarray) -> float:

@@ -38,7 +38,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import faults
 from transforms.batches import DocBatch, stage_counter, timed
 from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_value
-from transforms.read import ReadParams, ReadSelected, Selection
+from transforms.read import ReadParams, Selection
+from transforms.reread import ReadSelected
 from transforms.resolve import DuplicateRow
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
@@ -365,7 +366,7 @@ class WriteOutputs(beam.PTransform):
         if clusters is not None:
             side_inputs.append(beam.pvalue.AsMultiMap(clusters))
         # The writer reads its batches itself (one step): its side inputs then hold back
-        # file names, not the corpus (``transforms.read.ReadThenFn``).
+        # file names, not the corpus (``transforms.reread.ReadThenFn``).
         written = (
             {"repeats": inputs["repeats"], "selection": selection}
             | "ReadAndWriteKeptAndDuplicates" >> ReadSelected(
