@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_INPUT := data/demo/c4-demo.00000-of-00001.json.gz
 DEMO_OUTPUT ?= demo-out
 
-.PHONY: install demo test lint bench clean flink prism
+.PHONY: install demo test test-fast lint bench clean flink prism
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ test: $(STAMP)
 	else echo "make test: no go on PATH: the Prism tests will skip"; fi
 	bash scripts/test_services.sh run -- \
 		sh -c '$(BIN)/ruff check . && $(BIN)/lint-imports && $(BIN)/python -m pytest -q -rs tests'
+
+# The quick loop while editing (about 1.5 min here): lint, layers, and the pure-function and
+# transform tests (TestPipeline on the FnApiRunner); no CLI runs, services, Flink or Prism.
+FAST_TESTS := tests/test_pure_functions.py tests/test_transforms.py tests/test_combine.py \
+	tests/test_config_and_read.py tests/test_cluster_stats.py tests/test_jax_kmeans.py
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow" $(FAST_TESTS)
 
 # Beam's Flink job server (assembled with Maven) and a Flink distribution (from PyPI) into
 # .ndcl/flink/ ($$NDCL_FLINK_DIR) for --runner flink and runners/flink/cluster.sh; see

@@ -56,9 +56,15 @@ from transforms.read import (
     Selection,
 )
 from transforms.reread import ReadSelected
-from transforms.resolve import DuplicateRow, ResolveDuplicates, all_except, removed_uids
+from transforms.resolve import (
+    DuplicateRow,
+    ResolveDuplicates,
+    ResolveParams,
+    all_except,
+    removed_uids,
+)
 from transforms.scope import ScopeByCluster
-from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
+from transforms.verify import FetchNodes, NodeParams, VerifyCandidates, VerifyParams
 from transforms.write import FieldTypesFn, WriteJsonFn, WriteOutputs, WriteParams
 
 # Written under the staging folder for the driver's summary (``beam_pipeline.run``).
@@ -103,8 +109,8 @@ def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
         banding=(banding.bands, banding.rows))
     feature_batches = features.features
     if scope_labels is not None:
-        feature_batches = feature_batches | "ScopeByCluster" >> ScopeByCluster(
-            scope_labels, scope, cfg.seed)
+        feature_batches = ({"features": feature_batches, "labels": scope_labels}
+                           | "ScopeByCluster" >> ScopeByCluster(scope, cfg.seed))
     exact = feature_batches | "RemoveExactDuplicates" >> RemoveExactDuplicates(
         cfg.keep, cfg.batch_size, parts)
     candidates = (
@@ -116,13 +122,16 @@ def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
         {"edges": candidates.edges, "repeats": read["repeats"]}
         | "FetchNodes" >> FetchNodes(
             node_params, read_params(files, cfg.max_doc_bytes, cfg.batch_size), parts))
-    verified = candidates.edges | "VerifyCandidates" >> VerifyCandidates(
-        partition_to_nodes, cfg.verify, cfg.threshold, parts, cfg.seed)
+    verified = ({"edges": candidates.edges, "nodes": partition_to_nodes}
+                | "VerifyCandidates" >> VerifyCandidates(
+                    VerifyParams(cfg.verify, cfg.threshold, parts, cfg.seed)))
     components = verified.edges | "ConnectedComponents" >> ConnectedComponents(
         cfg.cc_max_rounds, parts, cfg.seed)
-    duplicate_rows = components["labels"] | "ResolveDuplicates" >> ResolveDuplicates(
-        partition_to_nodes, exact.members, cfg.keep, cfg.verify,
-        cfg.batch_size, parts, cfg.seed)
+    duplicate_rows = (
+        {"labels": components["labels"], "nodes": partition_to_nodes,
+         "exact_members": exact.members}
+        | "ResolveDuplicates" >> ResolveDuplicates(
+            ResolveParams(cfg.keep, cfg.verify, cfg.batch_size, parts, cfg.seed)))
     stats = [features.stats, candidates.stats, verified.stats, components[CC_STATS_TAG]]
     return DedupParts(duplicate_rows, stats, banding)
 

@@ -74,8 +74,8 @@ from transforms.read import (
     Selection,
 )
 from transforms.reread import ReadSelected
-from transforms.resolve import DuplicateRow, ResolveDuplicates
-from transforms.verify import FetchNodes, NodeParams, VerifyCandidates
+from transforms.resolve import DuplicateRow, ResolveDuplicates, ResolveParams
+from transforms.verify import FetchNodes, NodeParams, VerifyCandidates, VerifyParams
 from transforms.write import FieldTypesFn, WriteOutputs, WriteParams, Written
 
 # --------------------------------------------------------------------------------------------
@@ -1025,8 +1025,8 @@ def test_fetch_nodes_and_verify_candidates(tmp_path: Path) -> None:
                            n[5] if mode == "exact" else None) for n in expected_nodes]
             assert_that(nodes | f"DescribeNodes{name}" >> beam.FlatMap(describe_nodes),
                         equal_to(want_nodes), label=f"CheckNodes{name}")
-            verified = edges | f"Verify{name}" >> VerifyCandidates(
-                nodes, mode, VERIFY_THRESHOLD, VERIFY_PARTS, VERIFY_SEED)
+            verified = ({"edges": edges, "nodes": nodes} | f"Verify{name}" >> VerifyCandidates(
+                VerifyParams(mode, VERIFY_THRESHOLD, VERIFY_PARTS, VERIFY_SEED)))
             assert_that(verified.edges | f"FlattenVerified{name}" >> beam.FlatMap(flat_edges),
                         close_edges(expected[mode]), label=f"CheckEdges{name}")
             kept = len(expected[mode])
@@ -1194,9 +1194,10 @@ def test_resolve_duplicates_rows() -> None:
         member_pc = p | "CreateExactMembers" >> beam.Create(exact_members)
         for policy, rows in expected.items():
             name = policy.title().replace("_", "")
-            resolved = label_pc | f"Resolve{name}" >> ResolveDuplicates(
-                node_pc, member_pc, policy, "signature", RESOLVE_BATCH, RESOLVE_PARTS,
-                RESOLVE_SEED)
+            resolved = (
+                {"labels": label_pc, "nodes": node_pc, "exact_members": member_pc}
+                | f"Resolve{name}" >> ResolveDuplicates(ResolveParams(
+                    policy, "signature", RESOLVE_BATCH, RESOLVE_PARTS, RESOLVE_SEED)))
             assert_that(resolved, equal_to(rows), label=f"CheckRows{name}")
 
 

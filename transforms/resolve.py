@@ -17,6 +17,7 @@ duplicate).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -158,38 +159,41 @@ def near_rows(decision: Decision, batch_size: int) -> Iterator[tuple[int, Duplic
             decision.component_size)
 
 
+@dataclass(frozen=True)
+class ResolveParams:
+    policy: str  # which member of a component is kept (``keep``)
+    mode: str  # the verification mode (how similarities to the kept document are computed)
+    batch_size: int
+    num_partitions: int
+    seed: int
+
+
 class ResolveDuplicates(beam.PTransform):
-    """Labels + node records + exact members → ``(batch_key, DuplicateRow)`` for every
-    removed document."""
+    """``{"labels": (nodes, labels) arrays, "nodes": (partition, [NodeInfo]), "exact_members":
+    the exact duplicates' members}`` → ``(batch_key, DuplicateRow)`` for every removed
+    document."""
 
-    def __init__(self, partition_to_nodes: beam.PCollection, exact_members: beam.PCollection,
-                 policy: str, mode: str, batch_size: int, num_partitions: int,
-                 seed: int) -> None:
+    def __init__(self, params: ResolveParams) -> None:
         super().__init__()
-        self.nodes = partition_to_nodes
-        self.exact_members = exact_members
-        self.policy = policy
-        self.mode = mode
-        self.batch_size = batch_size
-        self.num_partitions = num_partitions
-        self.seed = seed
+        self.params = params
 
-    def expand(self, labels: beam.PCollection) -> beam.PCollection:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        p = self.params
         decisions = (
-            {"labels": labels | "KeyLabels" >> beam.ParDo(
-                KeyLabelsFn(self.num_partitions, self.seed)), "nodes": self.nodes}
+            {"labels": inputs["labels"] | "KeyLabels" >> beam.ParDo(
+                KeyLabelsFn(p.num_partitions, p.seed)), "nodes": inputs["nodes"]}
             | "JoinLabelNodes" >> JoinByKey()
             | "LabelNodes" >> beam.ParDo(LabelNodesFn())
             | "GroupComponents" >> beam.GroupByKey()
-            | "ChooseKept" >> beam.ParDo(ResolveComponentFn(self.policy, self.mode))
+            | "ChooseKept" >> beam.ParDo(ResolveComponentFn(p.policy, p.mode))
         )
-        near = decisions | "EmitNearRows" >> beam.FlatMap(near_rows, self.batch_size)
+        near = decisions | "EmitNearRows" >> beam.FlatMap(near_rows, p.batch_size)
         exact = (
             {"decision": decisions | "KeyDecisions" >> beam.Map(lambda d: (d.uid, d)),
-             "members": self.exact_members | "KeyByRepresentative" >> beam.Map(
+             "members": inputs["exact_members"] | "KeyByRepresentative" >> beam.Map(
                  lambda kv: (kv[1][2], kv[1]))}
             | "JoinExactToComponents" >> JoinByKey()
-            | "EmitExactRows" >> beam.ParDo(RemapExactFn(self.batch_size))
+            | "EmitExactRows" >> beam.ParDo(RemapExactFn(p.batch_size))
         )
         return (near, exact) | "FlattenDuplicateRows" >> beam.Flatten()
 

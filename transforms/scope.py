@@ -51,19 +51,20 @@ class AttachScopesFn(beam.DoFn):
 
 
 class ScopeByCluster(beam.PTransform):
-    """``(batch_key, FeatureBatch)`` + cluster labels → the same batches with dedup scopes."""
+    """``{"features": (batch_key, FeatureBatch), "labels": (batch_key, (uids, cluster_A,
+    cluster_B))}`` → the same feature batches with dedup scopes (``scope``: the level whose
+    clusters bound the comparisons)."""
 
-    def __init__(self, labels: beam.PCollection, scope: str, seed: int) -> None:
+    def __init__(self, scope: str, seed: int) -> None:
         super().__init__()
         if scope not in SCOPES:
             raise ValueError(f"dedup scope must be one of {SCOPES}, got {scope!r}")
-        self.labels = labels
         self.scope = scope
         self.seed = seed
 
-    def expand(self, features: beam.PCollection) -> beam.PCollection:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         return (
-            {"features": features, "labels": self.labels}
+            {"features": inputs["features"], "labels": inputs["labels"]}
             | "JoinClusterLabels" >> JoinByKey()
             | "AttachScopes" >> beam.ParDo(AttachScopesFn(self.scope, self.seed))
             .with_output_types(tuple[int, FeatureBatch])

@@ -14,6 +14,7 @@ records of their centre and of their member in two small partition joins.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -230,31 +231,44 @@ class FetchNodes(beam.PTransform):
         )
 
 
+@dataclass(frozen=True)
+class VerifyParams:
+    mode: str  # "exact" | "signature" | "none"
+    threshold: float
+    num_partitions: int
+    seed: int
+
+
+class VerifiedEdges(NamedTuple):
+    """``edges``: verified ``(members, centres, similarities)`` arrays; ``stats``: counts."""
+
+    edges: beam.PCollection
+    stats: beam.PCollection
+
+
 class VerifyCandidates(beam.PTransform):
-    """Candidate edge arrays → verified ``(members, centres, similarities)`` + stats."""
+    """``{"edges": candidate edge arrays, "nodes": (partition, [NodeInfo])}`` (the nodes of
+    :class:`FetchNodes`) → :class:`VerifiedEdges`."""
 
-    def __init__(self, partition_to_nodes: beam.PCollection, mode: str, threshold: float,
-                 num_partitions: int, seed: int) -> None:
+    def __init__(self, params: VerifyParams) -> None:
         super().__init__()
-        self.nodes = partition_to_nodes
-        self.mode = mode
-        self.threshold = threshold
-        self.num_partitions = num_partitions
-        self.seed = seed
+        self.params = params
 
-    def expand(self, edges: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        partition_to_edges_by_centre = edges | "KeyByCentre" >> beam.ParDo(
-            KeyEdgesFn(1, self.num_partitions, self.seed))
+    def expand(self, inputs: dict[str, beam.PCollection]) -> VerifiedEdges:
+        p = self.params
+        partition_to_edges_by_centre = inputs["edges"] | "KeyByCentre" >> beam.ParDo(
+            KeyEdgesFn(1, p.num_partitions, p.seed))
         edges_with_centres = (
-            {"edges": partition_to_edges_by_centre, "nodes": self.nodes}
+            {"edges": partition_to_edges_by_centre, "nodes": inputs["nodes"]}
             | "JoinCentreNodes" >> JoinByKey()
             | "AttachCentres" >> beam.ParDo(AttachCentresFn())
         )
         partition_to_edges_by_member = edges_with_centres | "KeyByMember" >> beam.ParDo(
-            KeyEdgesFn(0, self.num_partitions, self.seed))
-        return (
-            {"edges": partition_to_edges_by_member, "nodes": self.nodes}
+            KeyEdgesFn(0, p.num_partitions, p.seed))
+        checked = (
+            {"edges": partition_to_edges_by_member, "nodes": inputs["nodes"]}
             | "JoinMemberNodes" >> JoinByKey()
-            | "CheckSimilarity" >> beam.ParDo(VerifyEdgesFn(self.mode, self.threshold))
+            | "CheckSimilarity" >> beam.ParDo(VerifyEdgesFn(p.mode, p.threshold))
             .with_outputs(VerifyEdgesFn.STATS_TAG, main="edges")
         )
+        return VerifiedEdges(checked.edges, checked[VerifyEdgesFn.STATS_TAG])
