@@ -14,29 +14,27 @@ Flags that ``ndcl`` does not define but Beam's pipeline options do (``--direct_n
 ``dedup``, ``cluster`` and ``run``; any other flag is an error naming the nearest known one.
 Multi-word flags also take Beam's underscore spelling (``--num_perm``). The run ends with a
 summary table.
+
+The parser is built in ``beam_pipeline.cli_parser``, unknown arguments are checked in
+``beam_pipeline.cli_checks``; this module runs the command and maps its outcome to an exit
+status.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import difflib
 import logging
 import os
 import re
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
+from beam_pipeline.cli_checks import CommandLineError, parse_args
+from beam_pipeline.cli_parser import CLUSTER_FLAGS, DEDUP_FLAGS
 from beam_pipeline.config import (
-    KEEP_POLICIES,
-    VERIFY_MODES,
-    ClusterConfig,
     ConfigError,
-    DedupConfig,
     load_cluster_config,
     load_dedup_config,
     load_pipeline_config,
@@ -52,392 +50,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVICE = 3
 EXIT_ALL_REJECTED = 4
-
-# CLI flag → DedupConfig field; flags left unset do not override the YAML.
-DEDUP_FLAGS: dict[str, tuple[str, type]] = {
-    "--threshold": ("threshold", float),
-    "--num-perm": ("num_perm", int),
-    "--ngram": ("ngram", int),
-    "--bands": ("bands", int),
-    "--rows": ("rows", int),
-    "--verify": ("verify", str),
-    "--keep": ("keep", str),
-    "--tokenizer": ("tokenizer", str),
-    "--seed": ("seed", int),
-    "--max-doc-bytes": ("max_doc_bytes", int),
-    "--max-bucket-size": ("max_bucket_size", int),
-    "--cc-max-rounds": ("cc_max_rounds", int),
-    "--batch-size": ("batch_size", int),
-    "--shuffle-partitions": ("shuffle_partitions", int),
-}
-
-
-# CLI flag → ClusterConfig field.
-CLUSTER_FLAGS: dict[str, tuple[str, type]] = {
-    "--k1": ("k1", int),
-    "--k2": ("k2", int),
-    "--n-components": ("n_components", int),
-    "--n-features": ("n_features", int),
-    "--sample-size": ("sample_size", int),
-    "--kmeans-max-iter": ("max_iter", int),
-    "--kmeans-mode": ("mode", str),
-    "--kmeans-backend": ("backend", str),
-    "--service-address": ("service_address", str),
-    "--service-num-cpus": ("service_num_cpus", int),
-    "--cluster-seed": ("cluster_seed", int),
-    "--label-field": ("label_field", str),
-}
-
-# What ClusterConfig accepts for ``mode`` and ``backend`` (runners.kmeans.jax_kmeans.MODES has
-# the modes too, but importing it imports JAX); tests/test_cli_flags.py checks they agree.
-KMEANS_MODES = ("full", "minibatch")
-KMEANS_BACKENDS = ("ray", "local")
-
-# Help of each config flag: (metavar, what it sets). The default shown is the config field's
-# (a flag itself defaults to None, so that an unset flag leaves the --config preset alone).
-FLAG_HELP: dict[str, tuple[str | None, str]] = {
-    "--threshold": ("T", "Jaccard threshold"),
-    "--num-perm": ("N", "MinHash permutations"),
-    "--ngram": ("N", "shingle length in tokens"),
-    "--bands": ("B", "LSH bands, given with --rows"),
-    "--rows": ("R", "LSH rows per band, given with --bands"),
-    "--verify": (None, "how candidate pairs are checked: exact Jaccard, signature agreement "
-                       "or not at all"),
-    "--keep": (None, "which document of a duplicate cluster is kept"),
-    "--tokenizer": (None, "unicode letter/digit tokens or ASCII [a-z0-9] runs"),
-    "--seed": ("S", "seed of every hash"),
-    "--max-doc-bytes": ("BYTES", "reject longer input lines as too_large"),
-    "--max-bucket-size": ("N", "cut larger LSH buckets to their first N members"),
-    "--cc-max-rounds": ("N", "connected-components rounds; the job fails if not converged"),
-    "--batch-size": ("N", "lines per document batch"),
-    "--shuffle-partitions": ("N", "keys of the batched shuffles"),
-    "--k1": ("K", "level-1 clusters (cluster_A)"),
-    "--k2": ("K", "level-2 clusters inside each level-1 cluster (cluster_B)"),
-    "--n-components": ("N", "SVD embedding dimensions"),
-    "--n-features": ("N", "hashed term columns"),
-    "--sample-size": ("N", "documents sampled to fit the SVD and K-Means"),
-    "--kmeans-max-iter": ("N", "K-Means iterations at most"),
-    "--kmeans-mode": (None, "K-Means steps on the full sample or on mini-batches"),
-    "--kmeans-backend": (None, "ray: the Ray-hosted K-Means service; local: in this process"),
-    "--service-address": ("ADDR", "K-Means service: HOST:PORT or ray://HOST:10001"),
-    "--service-num-cpus": ("N", "CPUs of a K-Means service started for the run"),
-    "--cluster-seed": ("S", "seed of the sample, SVD and K-Means"),
-    "--label-field": ("FIELD", "input field with a class label, for NMI/ARI; '' for none"),
-}
-# Config fields whose default (None) means something the help should say.
-_NONE_DEFAULTS = {
-    "bands": "derived from the threshold",
-    "rows": "derived from the threshold",
-    "service_address": "a service started on this machine",
-}
-# The config field behind a flag, where it is not the flag's dest.
-_FLAG_FIELDS = {"--cluster-seed": "seed"}
-PIPELINE_COMMANDS = ("dedup", "cluster", "run")
-GLOBAL_DB_URL_HELP = ("benchmark database, a SQLAlchemy URL (default: $NDCL_DB_URL, else "
-                      "sqlite:///ndcl-benchmarks.db)")
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
-
-
-class CommandLineError(ValueError):
-    """An argument that neither ``ndcl`` nor Beam knows; the message names it (and the
-    nearest known flag)."""
-
-
-def flag_choices() -> dict[str, tuple[str, ...]]:
-    """The flags that take one of a few words → those words (what the configs validate)."""
-    from transforms.minhash import TOKENIZERS
-
-    return {"--verify": VERIFY_MODES, "--keep": KEEP_POLICIES, "--tokenizer": TOKENIZERS,
-            "--kmeans-mode": KMEANS_MODES, "--kmeans-backend": KMEANS_BACKENDS}
-
-
-def _config_default(flag: str) -> str:
-    """The default of ``flag``'s config field, as the help shows it."""
-    dest = {**DEDUP_FLAGS, **CLUSTER_FLAGS}[flag][0]
-    name = _FLAG_FIELDS.get(flag, dest)
-    cls = DedupConfig if flag in DEDUP_FLAGS else ClusterConfig
-    value = {f.name: f.default for f in dataclasses.fields(cls)}[name]
-    if value is None:
-        return _NONE_DEFAULTS.get(name, "none")
-    if isinstance(value, str):
-        return repr(value) if not value or " " in value else value
-    return str(value)
-
-
-def _add_config_flag(parser: argparse.ArgumentParser | Any, flag: str,
-                     choices: dict[str, tuple[str, ...]]) -> None:
-    dest, kind = {**DEDUP_FLAGS, **CLUSTER_FLAGS}[flag]
-    metavar, text = FLAG_HELP[flag]
-    parser.add_argument(
-        flag, dest=dest, type=kind, default=None, metavar=metavar, choices=choices.get(flag),
-        help=f"{text} (default: {_config_default(flag)}, or the --config preset)")
-
-
-def add_io_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATTERN",
-                        help="input files: paths, globs or gs:// patterns (JSON lines, "
-                             "optionally .gz, or .parquet); - reads standard input "
-                             "(required)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="output folder: absent, empty or an earlier NDCL output "
-                             "(required)")
-    parser.add_argument("--config", metavar="YAML",
-                        help="preset (configs/*.yaml) that flags override (default: none, "
-                             "the built-in defaults shown here)")
-
-
-def add_dedup_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("near-duplicate removal (ND)")
-    choices = flag_choices()
-    for flag in DEDUP_FLAGS:
-        _add_config_flag(group, flag, choices)
-
-
-def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("clustering (CL)")
-    choices = flag_choices()
-    for flag in CLUSTER_FLAGS:
-        _add_config_flag(group, flag, choices)
-    default = "on" if ClusterConfig.balanced else "off"
-    group.add_argument("--balanced", dest="balanced", action="store_true", default=None,
-                       help=f"K-Means with roughly equal cluster sizes (default: {default}, "
-                            "or the --config preset)")
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Shows ``--num-perm N`` once instead of ``--num-perm N, --num_perm N``: every multi-word
-    flag has its underscore twin, which the description mentions once."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=34)
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        shown = [o for o in action.option_strings
-                 if not (o.startswith("--") and "_" in o
-                         and o.replace("_", "-") in action.option_strings)]
-        if len(shown) != len(action.option_strings):
-            action = copy.copy(action)
-            action.option_strings = shown
-        return super()._format_action_invocation(action)
-
-
-class _VersionAction(argparse.Action):
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
-                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        print(f"ndcl {package_version()}")  # stdout, as argparse's own version action
-        parser.exit()
-
-
-def package_version() -> str:
-    """The installed ``ndcl`` version, else the one ``setup.py`` declares (a bare checkout)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ndcl")
-    except PackageNotFoundError:
-        pass
-    import ast
-
-    setup_py = Path(__file__).resolve().parents[1] / "setup.py"
-    try:
-        tree = ast.parse(setup_py.read_text())
-    except (OSError, SyntaxError):
-        return "unknown"
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "version" and isinstance(
-                node.value, ast.Constant):
-            return str(node.value.value)
-    return "unknown"
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-
-
-def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """``parser`` and its subcommands' parsers, depth first."""
-    out = [parser]
-    sub = _subparsers(parser)
-    if sub is not None:
-        for child in dict.fromkeys(sub.choices.values()):
-            out += _all_parsers(child)
-    return out
-
-
-def _finish(parser: argparse.ArgumentParser) -> None:
-    """What every ``ndcl`` parser gets once the tree is built: no abbreviations (``--thresh``
-    must not silently mean ``--threshold``), the help formatter, an underscore alias of every
-    multi-word flag (``--num_perm``, as Beam and a Flex Template launcher write it), and, on
-    the subcommands, the global ``--db-url`` and ``-q`` (so they work after the subcommand
-    too; SUPPRESS keeps a subcommand from resetting a value given before it)."""
-    for index, each in enumerate(_all_parsers(parser)):
-        each.allow_abbrev = False
-        each.formatter_class = HelpFormatter
-        if index and "--db-url" not in each._option_string_actions:
-            each.add_argument("--db-url", default=argparse.SUPPRESS, metavar="URL",
-                              help=GLOBAL_DB_URL_HELP)
-        if index and "--quiet" not in each._option_string_actions:
-            each.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                              help="only warnings and errors (default: off)")
-        for action in list(each._actions):
-            for option in list(action.option_strings):
-                alias = "--" + option[2:].replace("-", "_")
-                if option.startswith("--") and alias not in each._option_string_actions:
-                    action.option_strings.append(alias)
-                    each._option_string_actions[alias] = action
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``ndcl`` parser (``runners.dataflow.template`` reads ``run``'s flags)."""
-    parser = argparse.ArgumentParser(
-        prog="ndcl", allow_abbrev=False, formatter_class=HelpFormatter,
-        description="Near-duplicate removal (ND) and two-level clustering (CL) on Apache "
-                    "Beam. `ndcl COMMAND --help` lists a command's flags; multi-word flags "
-                    "also take underscores (--num_perm).")
-    parser.add_argument("--version", action=_VersionAction,
-                        help="print `ndcl VERSION` and exit")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="only warnings and errors (default: off)")
-    parser.add_argument("--db-url", metavar="URL", help=GLOBAL_DB_URL_HELP)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    pipeline_epilog = ("Other Beam pipeline options (--direct_num_workers=2 "
-                       "--direct_running_mode=multi_processing, ...) are passed to Beam.")
-    dedup = commands.add_parser("dedup", help="near-duplicate removal (ND) only",
-                                epilog=pipeline_epilog)
-    add_io_flags(dedup)
-    add_dedup_flags(dedup)
-    cluster = commands.add_parser("cluster", help="two-level clustering (CL) only",
-                                  epilog=pipeline_epilog)
-    add_io_flags(cluster)
-    add_cluster_flags(cluster)
-    reading = cluster.add_argument_group("reading")
-    for flag in ("--max-doc-bytes", "--batch-size"):
-        _add_config_flag(reading, flag, {})
-    run = commands.add_parser("run", help="both engines: ND→CL (nd_cl) or CL→ND (cl_nd)",
-                              epilog=pipeline_epilog)
-    run.add_argument("--workflow", choices=("nd_cl", "cl_nd"), default="nd_cl",
-                     help="nd_cl: dedup, then cluster what is kept; cl_nd: cluster, then dedup "
-                          "inside clusters (default: %(default)s)")
-    run.add_argument("--dedup-scope", choices=("cluster_A", "cluster_B"), default="cluster_A",
-                     help="cl_nd: the clusters inside which duplicates are removed "
-                          "(default: %(default)s)")
-    add_io_flags(run)
-    add_dedup_flags(run)
-    add_cluster_flags(run)
-    from runners.dataflow.template import add_template_parser
-    from runners.kmeans.service_cli import add_service_parser
-    from runners.options import add_runner_flags
-
-    for sub in (dedup, cluster, run):
-        add_runner_flags(sub)
-    add_service_parser(commands)
-    add_template_parser(commands)
-    from beam_pipeline.report import add_report_parser
-
-    add_report_parser(commands)
-    from beam_pipeline.evaluate import add_evaluate_parsers
-
-    add_evaluate_parsers(commands)
-    runs = commands.add_parser("runs", help="list the runs recorded in the benchmark database")
-    runs.add_argument("--limit", type=int, default=50, metavar="N",
-                      help="the N newest runs (default: %(default)s)")
-    rerun = commands.add_parser(
-        "rerun", help="repeat a recorded run with the other (or given) ordering")
-    rerun.add_argument("run_id", type=int, help="a run id of `ndcl runs` (required)")
-    rerun.add_argument("--workflow", choices=("nd_cl", "cl_nd"),
-                       help="(default: the other ordering than the recorded one)")
-    rerun.add_argument("--output", metavar="DIR",
-                       help="(default: the recorded output + '-<workflow>')")
-    rerun.add_argument("--print-only", action="store_true",
-                       help="print the command instead of running it (default: off)")
-    rerun.add_argument("--template-path", metavar="GS_PATH",
-                       help="print a `gcloud dataflow flex-template run` launch instead, with "
-                            "--image and --region (default: none, run here)")
-    rerun.add_argument("--image", help="the template's container image (default: a "
-                                       "placeholder IMAGE)")
-    rerun.add_argument("--region", default="us-central1",
-                       help="the template launch's region (default: %(default)s)")
-    _finish(parser)
-    return parser
-
-
-def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
-                    ) -> argparse.ArgumentParser:
-    """The parser of the (sub)command ``args`` were parsed for (``ndcl service start``'s)."""
-    while (sub := _subparsers(parser)) is not None and getattr(args, sub.dest, None) in (
-            sub.choices):
-        parser = sub.choices[getattr(args, sub.dest)]
-    return parser
-
-
-def beam_parser() -> argparse.ArgumentParser:
-    """Beam's own parser of pipeline options, built as ``PipelineOptions.get_all_options``
-    builds it: every ``PipelineOptions`` subclass adds its flags."""
-    from apache_beam.options import pipeline_options
-
-    base = getattr(pipeline_options, "_BeamArgumentParser", argparse.ArgumentParser)
-
-    class Parser(base):  # type: ignore[misc, valid-type]
-        def error(self, message: str) -> Any:  # a bad value of a Beam option: one line
-            raise CommandLineError(message)
-
-    parser = Parser(prog="ndcl", allow_abbrev=False, add_help=False)
-    subset: dict[str, type] = {}
-    for cls in pipeline_options.PipelineOptions.__subclasses__():
-        subset.setdefault(str(cls), cls)
-    for cls in subset.values():
-        cls._add_argparse_args(parser)
-    return parser
-
-
-def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Every ``--flag`` spelling ``parser`` accepts → the one to suggest."""
-    return {option: action.option_strings[0] for action in parser._actions
-            for option in action.option_strings if option.startswith("--")}
-
-
-def check_leftover_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                        leftover: list[str]) -> list[str]:
-    """The Beam pipeline options among ``leftover`` (what ``parser`` did not recognise), as
-    given; anything else raises :class:`CommandLineError`. Only the pipeline commands pass
-    options to Beam; for the others every leftover is an error."""
-    if not leftover:
-        return []
-    command = _command_parser(parser, args)
-    known = _options(command)
-    rest = list(leftover)
-    if args.command in PIPELINE_COMMANDS:
-        beam = beam_parser()
-        known = {**_options(beam), **known}
-        _, rest = beam.parse_known_args(leftover)
-    if not rest:
-        return leftover
-    first = rest[0]
-    if not first.startswith("-") or _NEGATIVE_NUMBER.match(first) or first == "-":
-        raise CommandLineError(f"unexpected argument {first!r}")
-    name = first.split("=", 1)[0]
-    owners = [p.prog for p in _all_parsers(parser)[1:]
-              if name in p._option_string_actions and _subparsers(p) is None]
-    if owners:  # a flag of another command (--k1 given to dedup)
-        raise CommandLineError(f"unknown option {name} for {command.prog} (a flag of "
-                               f"{', '.join(owners)})")
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    if close:
-        raise CommandLineError(f"unknown option {name}; did you mean {known[close[0]]}?")
-    raise CommandLineError(f"unknown option {name}; see `{command.prog} --help`")
-
-
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """``(args, beam_args)``: the parsed ``ndcl`` flags and the Beam pipeline options to pass
-    on. argparse errors exit 2; an argument neither ``ndcl`` nor Beam knows raises
-    :class:`CommandLineError`."""
-    parser = build_parser()
-    args, leftover = parser.parse_known_args(argv)
-    return args, check_leftover_args(parser, args, leftover)
 
 
 def without_global_flags(argv: list[str]) -> list[str]:
@@ -627,9 +239,9 @@ def _main(argv: list[str] | None = None) -> int:
               "started on this machine; give --service-address (e.g. ray://HOST:10001) or "
               "--kmeans-backend local", file=sys.stderr)
         return 2
-    from beam_pipeline.db import ResourceSampler
     from beam_pipeline.inputs import InputError
     from beam_pipeline.outputs import OutputError
+    from beam_pipeline.resources import ResourceSampler
 
     sampler = ResourceSampler()
     try:

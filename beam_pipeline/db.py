@@ -6,14 +6,15 @@ What is stored (SQLAlchemy 2 models, any SQLAlchemy URL; SQLite by default):
   configuration (full JSON plus its hash), the CLI arguments needed to repeat it, the
   document counts from the run summary, wall time and the code version.
 * ``StageTiming`` -- seconds per pipeline stage (``summary["stage_seconds"]``).
-* ``ResourceMetric`` -- CPU / RSS / disk / network usage sampled by ``ResourceSampler``.
+* ``ResourceMetric`` -- CPU / RSS / disk / network usage sampled by
+  ``beam_pipeline.resources.ResourceSampler``.
 * ``AccuracyMetric`` -- precision / recall / F1 against a reference (filled by evaluation).
 * ``ClusterMetric`` -- per K-Means level: k, NMI / ARI / silhouette when known, sizes.
 
 Typical use from the CLI::
 
     url = database_url(args.db_url)          # --db-url, else $NDCL_DB_URL, else SQLite file
-    with ResourceSampler() as sampler:
+    with ResourceSampler() as sampler:       # beam_pipeline.resources
         summary = run_workflow(...)
     result = record_run(url, summary, command="run", argv=sys.argv[1:], input_patterns=inputs,
                         output=output, runner="DirectRunner", workers=4,
@@ -21,6 +22,7 @@ Typical use from the CLI::
     if not result.recorded:
         print(f"run NOT recorded ({result.error}); record written to {result.fallback_path}")
 
+``record_run`` stores the rows ``beam_pipeline.run_record.build_record`` makes of the summary.
 ``list_runs`` / ``format_runs_table`` list past runs, ``get_run`` returns one run with its
 parsed config and argv (for ``ndcl rerun``).  The schema is versioned with Alembic
 (``beam_pipeline/migrations``): every function here brings the database to the head revision
@@ -37,7 +39,6 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +46,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psutil
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -62,6 +62,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from beam_pipeline.run_record import build_record
 
 LOG = logging.getLogger("ndcl.db")
 
@@ -363,119 +365,6 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-# --------------------------------------------------------------------------- resources
-
-
-class ResourceSampler:
-    """Samples CPU % and RSS of this process and its children in a daemon thread.
-
-    CPU % is summed over the process tree (so it can exceed 100 on several cores); RSS is
-    summed too.  Disk and network byte counts are system-wide deltas between ``__enter__``
-    and ``__exit__`` (per-process network counters do not exist), ``None`` where psutil
-    cannot read them (containers, some platforms).
-    """
-
-    CHILD_RESCAN_S = 5.0
-
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
-        self._root = psutil.Process()
-        # Keep Process objects between ticks: cpu_percent() measures since the previous
-        # call on the *same* object, so a fresh object would always report 0.
-        self._procs: dict[int, psutil.Process] = {}
-        self._samples: list[tuple[float, float, int]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-        self._last_scan = 0.0
-        self._disk0: Any = None
-        self._net0: Any = None
-        self._disk1: Any = None
-        self._net1: Any = None
-
-    def __enter__(self) -> ResourceSampler:
-        self._t0 = time.monotonic()
-        self._disk0 = _safe_counters(psutil.disk_io_counters)
-        self._net0 = _safe_counters(psutil.net_io_counters)
-        self._sample(record=False, rescan=True)  # prime cpu_percent baselines
-        self._thread = threading.Thread(target=self._loop, name="ndcl-resources", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5 * self.interval + 1)
-        # A last sample only if the thread took none lately: cpu_percent over a few
-        # milliseconds is noise (usually 0.0) and would drag the average down.
-        last = self._samples[-1][0] if self._samples else None
-        if last is None or time.monotonic() - self._t0 - last > self.interval / 2:
-            self._sample(record=True)
-        self._disk1 = _safe_counters(psutil.disk_io_counters)
-        self._net1 = _safe_counters(psutil.net_io_counters)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample(record=True)
-
-    def _sample(self, record: bool, rescan: bool = False) -> None:
-        # Listing children scans all of /proc, and every read releases the GIL; while the
-        # pipeline keeps the GIL busy each re-acquire waits ~5 ms, so one scan can take a
-        # second.  Hence the tree is re-listed only every CHILD_RESCAN_S, not every tick.
-        now = time.monotonic()
-        if rescan or now - self._last_scan >= self.CHILD_RESCAN_S:
-            try:
-                tree = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:
-                tree = list(self._procs.values()) or [self._root]
-            self._last_scan = now
-        else:
-            tree = list(self._procs.values()) or [self._root]
-        cpu, rss, alive = 0.0, 0, {}
-        for proc in tree:
-            proc = self._procs.get(proc.pid, proc)
-            try:
-                with proc.oneshot():
-                    cpu += proc.cpu_percent(None)
-                    rss += proc.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
-                continue
-            alive[proc.pid] = proc
-        self._procs = alive
-        if record:
-            self._samples.append((round(time.monotonic() - self._t0, 3), cpu, rss))
-
-    def result(self) -> dict[str, Any]:
-        """Summary matching the ``ResourceMetric`` columns (``samples_json`` as a JSON text)."""
-        cpus = [s[1] for s in self._samples]
-        rsses = [s[2] for s in self._samples]
-        return {
-            "cpu_percent_avg": round(sum(cpus) / len(cpus), 2) if cpus else None,
-            "cpu_percent_peak": max(cpus) if cpus else None,
-            "rss_bytes_avg": int(sum(rsses) / len(rsses)) if rsses else None,
-            "rss_bytes_peak": max(rsses) if rsses else None,
-            "disk_read_bytes": _delta(self._disk0, self._disk1, "read_bytes"),
-            "disk_write_bytes": _delta(self._disk0, self._disk1, "write_bytes"),
-            "net_sent_bytes": _delta(self._net0, self._net1, "bytes_sent"),
-            "net_recv_bytes": _delta(self._net0, self._net1, "bytes_recv"),
-            "samples_json": json.dumps(
-                [{"t": t, "cpu_percent": c, "rss_bytes": r} for t, c, r in self._samples]),
-        }
-
-
-def _safe_counters(fn: Any) -> Any:
-    try:
-        return fn()
-    except (OSError, RuntimeError, psutil.Error):
-        return None
-
-
-def _delta(before: Any, after: Any, field: str) -> int | None:
-    if before is None or after is None:
-        return None
-    return max(0, int(getattr(after, field)) - int(getattr(before, field)))
-
-
 # --------------------------------------------------------------------------- recording
 
 
@@ -487,108 +376,6 @@ class RecordResult:
     run_id: int | None
     fallback_path: str | None = None
     error: str | None = None
-
-
-_RESOURCE_FIELDS = ("cpu_percent_avg", "cpu_percent_peak", "rss_bytes_avg", "rss_bytes_peak",
-                    "disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes",
-                    "samples_json")
-
-
-def _dedup_config(summary: dict[str, Any]) -> dict[str, Any]:
-    config = summary.get("config") or {}
-    if isinstance(config.get("dedup"), dict):
-        return config["dedup"]
-    return config if "threshold" in config else {}
-
-
-def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """ClusterMetric rows from ``summary["cluster"]`` (empty for dedup-only runs).
-
-    ``sizes_json`` holds the kept documents per cluster (``{"count", "min", "median", "max",
-    "sizes": {id: documents}, "labelled_docs"}``, level-2 ids ``"A/B"``). Summaries written
-    before these were measured have only the fits: level 1 then stores each cluster's K-Means
-    sample members (``{id: n}``) and level 2 each parent's ``{"k", "n"}``.
-    """
-    cluster = summary.get("cluster")
-    if not isinstance(cluster, dict):
-        return []
-    level_1 = cluster.get("level_1") if isinstance(cluster.get("level_1"), dict) else {}
-    level_2 = cluster.get("level_2") if isinstance(cluster.get("level_2"), dict) else {}
-    if "fits" in level_2:
-        return [{"level": level, "k": k, "nmi": data.get("nmi"), "ari": data.get("ari"),
-                 "silhouette": data.get("silhouette"), "sizes_json": _sizes_json(data)}
-                for level, k, data in ((1, cluster.get("k1", level_1.get("k")), level_1),
-                                       (2, cluster.get("k2", level_2.get("k")), level_2))]
-    # Older summaries: level_2 holds one fit per level-1 cluster, and its "n" is that
-    # cluster's size in the fitted sample, the best level-1 sizes such a summary offers.
-    sizes_1 = {str(cid): fit.get("n") for cid, fit in level_2.items() if isinstance(fit, dict)}
-    rows = [{
-        "level": 1,
-        "k": cluster.get("k1", level_1.get("k")),
-        "nmi": level_1.get("nmi"), "ari": level_1.get("ari"),
-        "silhouette": level_1.get("silhouette"),
-        "sizes_json": json.dumps(sizes_1, sort_keys=True) if sizes_1 else None,
-    }]
-    if level_2:
-        rows.append({
-            "level": 2, "k": cluster.get("k2"), "nmi": None, "ari": None, "silhouette": None,
-            "sizes_json": json.dumps({str(cid): {"k": fit.get("k"), "n": fit.get("n")}
-                                      for cid, fit in level_2.items() if isinstance(fit, dict)},
-                                     sort_keys=True),
-        })
-    return rows
-
-
-def _sizes_json(level: dict[str, Any]) -> str | None:
-    sizes = level.get("sizes")
-    if not isinstance(sizes, dict):
-        return None
-    return json.dumps({**sizes, "labelled_docs": level.get("labelled_docs")}, sort_keys=True)
-
-
-def build_record(summary: dict[str, Any], *, command: str, argv: list[str],
-                 input_patterns: list[str], output: str | None, runner: str | None,
-                 workers: int | None, resources: dict[str, Any] | None,
-                 input_bytes: int | None, code_version: str | None = None,
-                 notes: str | None = None) -> dict[str, Any]:
-    """Plain-dict form of everything ``record_run`` stores (also the fallback file's body)."""
-    dedup = _dedup_config(summary)
-    cluster = summary.get("cluster") if isinstance(summary.get("cluster"), dict) else {}
-    cluster_cfg = (summary.get("config") or {}).get("cluster") or {}
-    run = {
-        "created_at": _utcnow().isoformat(),
-        "command": command,
-        "workflow": summary.get("workflow"),
-        "runner": runner,
-        "workers": workers,
-        "input_pattern": " ".join(input_patterns),
-        "output": output,
-        "threshold": summary.get("threshold", dedup.get("threshold")),
-        "ngram": summary.get("ngram", dedup.get("ngram")),
-        "num_perm": summary.get("num_perm", dedup.get("num_perm")),
-        "bands": summary.get("bands", dedup.get("bands")),
-        "rows": summary.get("rows", dedup.get("rows")),
-        "k1": cluster.get("k1", cluster_cfg.get("k1")),
-        "k2": cluster.get("k2", cluster_cfg.get("k2")),
-        "docs_read": summary.get("read"),
-        "docs_kept": summary.get("kept"),
-        "duplicates": summary.get("duplicates"),
-        "duplicates_exact": summary.get("duplicates_exact"),
-        "duplicates_near": summary.get("duplicates_near"),
-        "rejected": summary.get("rejected"),
-        "total_seconds": summary.get("wall_seconds"),
-        "input_bytes": input_bytes if input_bytes is not None else summary.get("input_bytes"),
-        "config_hash": summary.get("config_hash"),
-        "config_json": json.dumps(summary.get("config") or {}, sort_keys=True),
-        "argv_json": json.dumps(list(argv)),
-        "code_version": code_version,
-        "notes": notes,
-    }
-    stages = [{"stage": name, "seconds": float(secs), "elements": None}
-              for name, secs in sorted((summary.get("stage_seconds") or {}).items())]
-    res = {f: (resources or {}).get(f) for f in _RESOURCE_FIELDS} if resources else None
-    return {"run": run, "stage_timings": stages, "resource_metric": res,
-            "cluster_metrics": _cluster_rows(summary)}
 
 
 def _insert(url: str, record: dict[str, Any]) -> int:

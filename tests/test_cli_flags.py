@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipeline.cli import (
-    KMEANS_BACKENDS,
-    KMEANS_MODES,
-    build_parser,
-    flag_choices,
-    main,
-    parse_args,
-)
+from beam_pipeline.cli import main
+from beam_pipeline.cli_checks import parse_args
+from beam_pipeline.cli_parser import KMEANS_BACKENDS, KMEANS_MODES, build_parser, flag_choices
 from beam_pipeline.config import ClusterConfig, ConfigError, DedupConfig
 from runners.options import RUNNERS
 from tests.conftest import DEMO_CORPUS, REPO

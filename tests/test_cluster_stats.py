@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from math import comb
+from math import comb, log
 from pathlib import Path
 
 import apache_beam as beam
@@ -39,6 +39,7 @@ from transforms.cluster_stats import (
     batch_contingency,
     contingency_matrix,
     label_value,
+    mutual_information,
     nmi_from_table,
     size_distribution,
     summarise_contingency,
@@ -95,6 +96,25 @@ def test_ari_of_a_corpus_sized_table_does_not_overflow() -> None:
     expected = (index - rows * cols / comb(n, 2)) / ((rows + cols) / 2 - rows * cols / comb(n, 2))
     assert ari_from_table(table) == pytest.approx(expected, rel=1e-9)
     assert 0 < nmi_from_table(table) < 1
+
+
+def test_mutual_information_past_int64_marginal_products() -> None:
+    # ~1.2·10^10 documents: row x column sums exceed 2^63, where scikit-learn's int64 products
+    # would overflow; compare with the definition in exact integers and float logs.
+    table = np.array([[6 * 10**9, 10**9], [5 * 10**8, 4 * 10**9]], dtype=np.int64)
+    n = int(table.sum())
+    rows = [int(v) for v in table.sum(axis=1)]
+    cols = [int(v) for v in table.sum(axis=0)]
+    assert max(rows) * max(cols) > np.iinfo(np.int64).max
+    mi = sum(int(v) / n * log(int(v) * n / (rows[i] * cols[j]))
+             for (i, j), v in np.ndenumerate(table) if v)
+
+    def entropy(sizes: list[int]) -> float:
+        return -sum(s / n * log(s / n) for s in sizes)
+
+    assert mutual_information(table) == pytest.approx(mi, rel=1e-9)
+    assert nmi_from_table(table) == pytest.approx(mi / ((entropy(rows) + entropy(cols)) / 2),
+                                                  rel=1e-9)
 
 
 def test_label_values_and_size_distribution() -> None:

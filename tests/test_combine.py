@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.batches import UidSetFn
@@ -45,7 +45,7 @@ def test_combine_in_bundles_equals_combine_globally() -> None:
     expected = np.unique(np.concatenate(uid_arrays)).tolist()
     records = [{"id": "a", "text": "x", "n": 1}, {"id": "b", "text": "y", "n": 2.5, "t": "s"}]
     batches = [(k, Batch(records[k % 2:])) for k in range(6)]
-    with TestPipeline(runner=FnApiRunner()) as p:
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
         uids = (p | "CreateUids" >> beam.Create(uid_arrays)
                 | "CollectUids" >> CombineGloballyInBundles(UidSetFn())
                 | "AsList" >> beam.Map(lambda a: a.tolist()))

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from beam_pipeline import db
+from beam_pipeline import db, resources
 
 PG_URL_ENV = "NDCL_TEST_PG_URL"
 
@@ -413,12 +413,13 @@ def test_get_run_returns_argv_and_config(url: str) -> None:
 
 
 def test_resource_sampler_busy_loop() -> None:
-    with db.ResourceSampler(interval=0.05) as sampler:
+    with resources.ResourceSampler(interval=0.05) as sampler:
         end = time.monotonic() + 0.4
         while time.monotonic() < end:
             sum(i * i for i in range(1000))
     res = sampler.result()
-    assert set(res) == set(db._RESOURCE_FIELDS)
+    assert set(res) == set(resources.RESOURCE_FIELDS)
+    assert set(res) == {c.key for c in db.ResourceMetric.__table__.columns} - {"id", "run_id"}
     samples = json.loads(res["samples_json"])
     assert len(samples) >= 3
     assert 20.0 < res["cpu_percent_peak"] < 100.0 * 64

@@ -8,6 +8,7 @@ import contextlib
 import io
 import itertools
 import json
+import random
 import re
 import shutil
 from pathlib import Path
@@ -20,25 +21,19 @@ from sqlalchemy.orm import Session
 
 from beam_pipeline.cli import main
 from beam_pipeline.db import AccuracyMetric, database_url, open_engine
-from beam_pipeline.evaluate import (
+from beam_pipeline.evaluate import evaluate
+from beam_pipeline.metrics import (
     Counts,
-    EvaluationError,
-    RunOutput,
-    TruthFileError,
-    build_truth,
     cluster_labels,
     document_counts,
-    evaluate,
-    load_truth,
-    lsh_parameters,
     miss_probability,
     pair_counts,
-    parse_truth,
     predicted_labels,
-    read_output,
     similarity_bins,
-    union_find_clusters,
 )
+from beam_pipeline.run_outputs import RunOutput, read_output
+from beam_pipeline.truth import EvaluationError, TruthFileError, load_truth, parse_truth
+from beam_pipeline.truth_builder import build_truth, connected_clusters, lsh_parameters
 from tests.conftest import DEMO_CORPUS, REPO
 from tests.fixtures import planted_records, write_corpus
 
@@ -295,8 +290,39 @@ def test_lsh_parameters_reach_the_target_recall() -> None:
     assert miss_probability(0.7, 51, 5) > 1e-6
 
 
-def test_union_find_clusters() -> None:
-    assert union_find_clusters(6, [(4, 1), (1, 0), (3, 5)]) == [[0, 1, 4], [2], [3, 5]]
+def union_find_oracle(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """The single-process union-find that ``connected_clusters`` (scipy) replaced."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for x in range(n):
+        groups.setdefault(find(x), []).append(x)
+    return sorted(groups.values())
+
+
+def test_connected_clusters() -> None:
+    assert connected_clusters(6, [(4, 1), (1, 0), (3, 5)]) == [[0, 1, 4], [2], [3, 5]]
+    assert connected_clusters(3, []) == [[0], [1], [2]]
+    assert connected_clusters(0, []) == []
+
+
+def test_connected_clusters_match_a_union_find_oracle() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        n = rng.randint(1, 60)
+        # Sparse to dense graphs, with repeated and self edges now and then.
+        edges = [(rng.randrange(n), rng.randrange(n)) for _ in range(rng.randint(0, 2 * n))]
+        assert connected_clusters(n, edges) == union_find_oracle(n, edges)
 
 
 def oracle_clusters(paths: list[Path], threshold: float) -> list[list[str]]:

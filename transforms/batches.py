@@ -14,10 +14,11 @@ so decisions about a document can be routed back to its batch without a lookup t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -226,6 +227,18 @@ def timed(items: Iterable[T], counter: Any) -> Iterator[T]:
         total += time.perf_counter() - start
         yield item
     counter.inc(round(total * 1000))
+
+
+def timed_process(process: Callable[..., Iterable[T]]) -> Callable[..., Iterator[T]]:
+    """Decorate a DoFn's ``process`` so that its output is produced under :func:`timed` with
+    the DoFn's ``timer`` (a :func:`stage_counter`). ``functools.wraps`` keeps the signature
+    Beam reads for side inputs."""
+
+    @functools.wraps(process)
+    def timed_call(self: Any, *args: Any, **kwargs: Any) -> Iterator[T]:
+        return timed(process(self, *args, **kwargs), self.timer)
+
+    return timed_call
 
 
 def stage_counter(stage: str) -> Any:

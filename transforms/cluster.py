@@ -39,7 +39,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from transforms.batches import stage_counter, timed
+from transforms.batches import stage_counter, timed_process
 from transforms.embed import SvdModel, counts_matrix
 
 LOG = logging.getLogger(__name__)
@@ -199,10 +199,8 @@ class FitLevelsFn(beam.DoFn):
     def setup(self) -> None:
         self.backend = open_backend(self.spec)
 
+    @timed_process
     def process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
-        return timed(self._process(sample, svd), self.timer)
-
-    def _process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
         x = svd.embed(counts_matrix([(cols, vals) for _, _, cols, vals in sample],
                                     self.n_features))
         summary = fit_levels(self.backend, self.run_id, x, self.levels)

@@ -69,8 +69,14 @@ def contingency_matrix(counts: Mapping[tuple[Any, Any], int]) -> np.ndarray:
     return table
 
 
+# scikit-learn's mutual_info_score multiplies the marginals a_i·b_j of each cell in int64.
+INT64_MAX = np.iinfo(np.int64).max
+
+
 def entropy(sizes: np.ndarray) -> float:
-    """Shannon entropy (natural log) of a labelling given its class sizes."""
+    """Shannon entropy (natural log) of a labelling given its class sizes, in scikit-learn's
+    own arrangement (``log n_i - log N``). It has no public entropy of counts, and scipy's
+    (``log(n_i / N)``) rounds differently: a perfect clustering would score 1.0000000000000002."""
     sizes = sizes[sizes > 0].astype(np.float64)
     if sizes.size <= 1:
         return 0.0
@@ -79,27 +85,27 @@ def entropy(sizes: np.ndarray) -> float:
 
 
 def mutual_information(table: np.ndarray) -> float:
-    """Mutual information (natural log) of a contingency table, as scikit-learn computes it."""
+    """Mutual information (natural log) of a contingency table without empty rows or columns:
+    scikit-learn's ``mutual_info_score``. Its int64 marginal products would overflow past
+    2^63 (beyond ~3·10^9 documents), so there it is H(rows) + H(columns) - H(cells), in floats
+    (equal to ~1e-15)."""
+    from sklearn.metrics import mutual_info_score
+
     rows, cols = table.sum(axis=1), table.sum(axis=0)
-    if np.count_nonzero(rows) <= 1 or np.count_nonzero(cols) <= 1:
-        return 0.0
-    nzx, nzy = np.nonzero(table)
-    values = table[nzx, nzy].astype(np.float64)
-    total = values.sum()
-    # p_ij * log(n_ij * n / (a_i * b_j)) as a sum of float logs: no int64 product to overflow.
-    terms = (values / total) * (np.log(values) + math.log(total)
-                                - np.log(rows[nzx].astype(np.float64))
-                                - np.log(cols[nzy].astype(np.float64)))
-    terms = np.where(np.abs(terms) < np.finfo(np.float64).eps, 0.0, terms)
-    return float(max(terms.sum(), 0.0))
+    if int(rows.max(initial=0)) * int(cols.max(initial=0)) <= INT64_MAX:
+        return float(mutual_info_score(None, None, contingency=table))
+    return float(max(entropy(rows) + entropy(cols) - entropy(table.ravel()), 0.0))
 
 
 def nmi_from_table(table: np.ndarray) -> float | None:
     """``normalized_mutual_info_score`` (arithmetic mean of the entropies) of the labellings
     whose contingency table this is; None for an empty table."""
+    # scikit-learn's NMI wants the labels themselves (a document each); the table is all we keep.
     if table.sum() == 0:
         return None
     rows, cols = table.sum(axis=1), table.sum(axis=0)
+    # An empty row or column is no cluster or class; scikit-learn would count it as one.
+    table = table[rows > 0][:, cols > 0]
     rows, cols = rows[rows > 0], cols[cols > 0]
     if rows.size == cols.size == 1:
         return 1.0  # neither labelling splits the data: a perfect match (scikit-learn's case)

@@ -26,7 +26,13 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import partition_of, rows_by_part, stage_counter, timed
+from transforms.batches import (
+    partition_of,
+    rows_by_part,
+    stage_counter,
+    timed,
+    timed_process,
+)
 from transforms.lsh import unique_pairs
 
 STATS_TAG = "stats"
@@ -130,12 +136,9 @@ class StarStepFn(beam.DoFn):
         self.num_partitions = num_partitions
         self.seed = seed
 
+    @timed_process
     def process(self, element: tuple[int, Iterable[tuple]], previous_changes: list[int]
                 ) -> Iterator[object]:
-        return timed(self._process(element, previous_changes), self.timer)
-
-    def _process(self, element: tuple[int, Iterable[tuple]], previous_changes: list[int]
-                 ) -> Iterator[object]:
         _, chunks = element
         chunks = list(chunks)
         src = np.concatenate([c[0] for c in chunks])

@@ -24,7 +24,7 @@ from transforms.batches import (
     batch_keys_of,
     rows_by_part,
     stage_counter,
-    timed,
+    timed_process,
 )
 from transforms.combine import CombineGloballyInBundles
 
@@ -114,10 +114,8 @@ class EmitExactKeysFn(beam.DoFn):
     def __init__(self, num_partitions: int) -> None:
         self.num_partitions = num_partitions
 
+    @timed_process
     def process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, FeatureBatch]) -> Iterator[tuple[int, tuple]]:
         _, features = element
         if len(features) == 0:
             return
@@ -141,10 +139,8 @@ class ResolveExactGroupsFn(beam.DoFn):
         self.policy = policy
         self.batch_size = batch_size
 
+    @timed_process
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
         _, chunks = element
         chunks = list(chunks)
         hashes = np.concatenate([c[0] for c in chunks])

@@ -32,7 +32,7 @@ from transforms.batches import (
     scope_mix,
     splitmix64,
     stage_counter,
-    timed,
+    timed_process,
 )
 
 LOG = logging.getLogger(__name__)
@@ -149,10 +149,8 @@ class EmitBandKeysFn(beam.DoFn):
         self.seed = seed
         self.num_partitions = num_partitions
 
+    @timed_process
     def process(self, element: tuple[int, FeatureBatch]) -> Iterator[object]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, FeatureBatch]) -> Iterator[object]:
         _, features = element
         if len(features) == 0:
             return
@@ -205,12 +203,9 @@ class FindStarsFn(beam.DoFn):
     def __init__(self, max_bucket_size: int) -> None:
         self.max_bucket_size = max_bucket_size
 
+    @timed_process
     def process(self, element: tuple[int, Iterable[tuple]],
                 removed: np.ndarray | None = None) -> Iterator[object]:
-        return timed(self._process(element, removed), self.timer)
-
-    def _process(self, element: tuple[int, Iterable[tuple]], removed: np.ndarray | None
-                 ) -> Iterator[object]:
         _, chunks = element
         chunks = list(chunks)
         band_ids = np.concatenate([c[0] for c in chunks])
@@ -248,10 +243,8 @@ class MergeEdgesFn(beam.DoFn):
 
     STATS_TAG = "stats"
 
+    @timed_process
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[object]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[object]:
         _, chunks = element
         chunks = list(chunks)
         members, centres = unique_pairs(np.concatenate([c[0] for c in chunks]),

@@ -35,7 +35,13 @@ import apache_beam as beam
 import numpy as np
 import xxhash
 
-from transforms.batches import DocBatch, FeatureBatch, splitmix64, stage_counter, timed
+from transforms.batches import (
+    DocBatch,
+    FeatureBatch,
+    splitmix64,
+    stage_counter,
+    timed_process,
+)
 from transforms.lsh import band_hashes
 from transforms.records import is_generated
 
@@ -260,10 +266,8 @@ class ComputeFeaturesFn(beam.DoFn):
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
 
+    @timed_process
     def process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
         key, batch = element
         features, untokenized = compute_features(
             batch, self.ngram, self.seed, self.a, self.b, self.tokenizer, self.banding

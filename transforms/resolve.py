@@ -30,7 +30,7 @@ from transforms.batches import (
     partition_of,
     rows_by_part,
     stage_counter,
-    timed,
+    timed_process,
 )
 from transforms.exact import rank_key
 from transforms.read import Selection
@@ -81,10 +81,8 @@ class KeyLabelsFn(beam.DoFn):
         self.num_partitions = num_partitions
         self.seed = seed
 
+    @timed_process
     def process(self, labels: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
-        return timed(self._process(labels), self.timer)
-
-    def _process(self, labels: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[int, tuple]]:
         nodes, comps = labels
         parts = partition_of(nodes, self.num_partitions, self.seed)
         for part, rows in rows_by_part(parts):
@@ -96,10 +94,8 @@ class LabelNodesFn(beam.DoFn):
 
     timer = stage_counter("resolve")
 
+    @timed_process
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, NodeInfo]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, NodeInfo]]:
         _, grouped = element
         nodes = {n.uid: n for group in grouped["nodes"] for n in group}
         # A star centre arrives once per partition holding one of its leaves.
@@ -116,10 +112,8 @@ class ResolveComponentFn(beam.DoFn):
         self.policy = policy
         self.mode = mode
 
+    @timed_process
     def process(self, element: tuple[int, Iterable[NodeInfo]]) -> Iterator[Decision]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, Iterable[NodeInfo]]) -> Iterator[Decision]:
         _, members = element
         members = sorted(members, key=lambda n: n.uid)
         yield from resolve_component(members, self.policy, self.mode)
@@ -133,10 +127,8 @@ class RemapExactFn(beam.DoFn):
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
 
+    @timed_process
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DuplicateRow]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, DuplicateRow]]:
         _, grouped = element
         decisions = list(grouped["decision"])
         members = sorted(grouped["members"])

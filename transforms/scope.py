@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 import numpy as np
 
-from transforms.batches import FeatureBatch, JoinByKey, stage_counter, timed
+from transforms.batches import FeatureBatch, JoinByKey, stage_counter, timed_process
 
 SCOPES = ("cluster_A", "cluster_B")
 
@@ -33,10 +33,8 @@ class AttachScopesFn(beam.DoFn):
         self.scope = scope
         self.seed = seed
 
+    @timed_process
     def process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple[int, FeatureBatch]]:
         key, grouped = element
         labels: dict[int, int] = {}
         for uids, labels_a, labels_b in grouped["labels"]:

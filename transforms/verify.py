@@ -28,7 +28,7 @@ from transforms.batches import (
     partition_of,
     rows_by_part,
     stage_counter,
-    timed,
+    timed_process,
 )
 from transforms.combine import CombineGloballyInBundles
 from transforms.minhash import document_shingles, minhash_signatures, permutation_params
@@ -85,10 +85,8 @@ class ExtractNodesFn(beam.DoFn):
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.params.num_perm, self.params.seed)
 
+    @timed_process
     def process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, list[NodeInfo]]]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, list[NodeInfo]]]:
         _, batch = element
         nodes = [node_info(int(uid), doc_id, record["text"], self.params, self.a, self.b,
                            is_generated(record))
@@ -129,10 +127,8 @@ class KeyEdgesFn(beam.DoFn):
         self.num_partitions = num_partitions
         self.seed = seed
 
+    @timed_process
     def process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
-        return timed(self._process(edges), self.timer)
-
-    def _process(self, edges: tuple) -> Iterator[tuple[int, tuple]]:
         parts = partition_of(edges[self.by_column], self.num_partitions, self.seed)
         for part, rows in rows_by_part(parts):
             yield part, tuple(column[rows] if isinstance(column, np.ndarray)
@@ -145,10 +141,8 @@ class AttachCentresFn(beam.DoFn):
 
     timer = stage_counter("verify")
 
+    @timed_process
     def process(self, element: tuple[int, dict]) -> Iterator[tuple]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[tuple]:
         _, grouped = element
         chunks = list(grouped["edges"])
         if not chunks:
@@ -176,10 +170,8 @@ class VerifyEdgesFn(beam.DoFn):
         self.mode = mode
         self.threshold = threshold
 
+    @timed_process
     def process(self, element: tuple[int, dict]) -> Iterator[object]:
-        return timed(self._process(element), self.timer)
-
-    def _process(self, element: tuple[int, dict]) -> Iterator[object]:
         _, grouped = element
         chunks = list(grouped["edges"])
         if not chunks:

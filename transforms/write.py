@@ -36,7 +36,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import faults
-from transforms.batches import DocBatch, stage_counter, timed
+from transforms.batches import DocBatch, stage_counter, timed_process
 from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_value
 from transforms.read import ReadParams, Selection
 from transforms.reread import ReadSelected
@@ -204,12 +204,9 @@ class WriteBatchFn(beam.DoFn):
         self.label_field = label_field or None
         self.timer = stage_counter("write_outputs")
 
+    @timed_process
     def process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
                 duplicates: Any, clusters: Any = None) -> Iterator[object]:
-        return timed(self._process(element, field_types, duplicates, clusters), self.timer)
-
-    def _process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
-                 duplicates: Any, clusters: Any) -> Iterator[object]:
         key, batch = element
         # Multimap side inputs answer [] for a key they do not hold (and support no ``in``).
         rows: list[DuplicateRow] = [row for packed in duplicates[key] for row in packed.rows()]

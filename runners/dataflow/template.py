@@ -22,30 +22,35 @@ The template (files beside this module):
 - ``metadata.json``: one parameter per ``ndcl run`` flag, named like the flag with ``_`` for
   ``-`` (``num_perm`` is ``--num-perm``), each with label, helpText, isOptional and regexes.
 
-Wiring: ``add_template_parser(subparsers)`` in ``beam_pipeline.cli.parse_args`` and
-``return run_template_command(args)`` in ``main`` when ``args.command == "template"``.
+Wiring: ``beam_pipeline.cli_parser.build_parser`` adds the flags
+(``runners.dataflow.template_parser.add_template_parser``, apart so that building the parser
+does not import this module, which reads that parser), and ``beam_pipeline.cli.main`` imports
+this module only for ``ndcl template`` (``return run_template_command(args)``) and
+``ndcl rerun --template-path``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import json
 import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beam_pipeline.cli_parser import build_parser, subparsers_action
+
+# add_template_parser is re-exported ("as"): callers keep finding the template command here.
+from runners.dataflow.template_parser import METADATA, SETUP_PY
+from runners.dataflow.template_parser import add_template_parser as add_template_parser
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-METADATA = HERE / "metadata.json"
 DOCKERFILE = HERE / "Dockerfile"
-SETUP_PY = REPO / "setup.py"
 ORDERINGS = ("nd_cl", "cl_nd")
 
 # Field names of the Dataflow API's TemplateMetadata and ParameterMetadata messages
@@ -67,47 +72,12 @@ _PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # --- the CLI's `run` parser ------------------------------------------------------------------
 
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        super().__init__("parser captured")
-        self.parser = parser
-
-
-@contextlib.contextmanager
-def _capture_parser() -> Iterator[None]:
-    """Make the next ``ArgumentParser.parse_known_args`` call raise with its parser: the CLI
-    builds its parser inside ``parse_args`` and does not return it."""
-    original = argparse.ArgumentParser.parse_known_args
-
-    def capture(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
-        raise _Captured(self)
-
-    argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
-
-
 def run_parser() -> argparse.ArgumentParser:
-    """The ``argparse`` parser of ``ndcl run`` (from ``beam_pipeline.cli``)."""
-    from beam_pipeline import cli
-
-    build = getattr(cli, "build_parser", None)
-    if build is not None:  # preferred, if the CLI exposes its parser
-        top = build()
-    else:
-        try:
-            with _capture_parser():
-                cli.parse_args(["run"])
-        except _Captured as captured:
-            top = captured.parser
-        else:  # pragma: no cover - parse_args always parses
-            raise RuntimeError("beam_pipeline.cli.parse_args did not build a parser")
-    for action in top._actions:
-        if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
-            return action.choices["run"]
-    raise RuntimeError("the ndcl parser has no 'run' command")
+    """The ``argparse`` parser of ``ndcl run``, as the CLI builds it."""
+    commands = subparsers_action(build_parser())
+    if commands is None or "run" not in commands.choices:
+        raise RuntimeError("the ndcl parser has no 'run' command")
+    return commands.choices["run"]
 
 
 @dataclass(frozen=True)
@@ -389,44 +359,6 @@ def run_commands(template_path: str, image: str, input_pattern: str, output_pref
 
 
 # --- CLI ---------------------------------------------------------------------------------------
-
-
-def add_template_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``template check|build`` to an ``add_subparsers()`` object."""
-    template = subparsers.add_parser(
-        "template", help="check the Dataflow Flex Template and print its gcloud commands",
-        description=__doc__.split("\n\n")[0])
-    actions = template.add_subparsers(dest="template_command", required=True, metavar="ACTION")
-    check = actions.add_parser("check", help="validate metadata.json, Dockerfile, setup.py")
-    build = actions.add_parser("build", help="check, then print the image build, template "
-                                             "build and run commands (never runs them)")
-    for sub in (check, build):
-        sub.add_argument("--metadata-file", default=str(METADATA), metavar="PATH",
-                         help="the template's metadata.json (default: %(default)s)")
-        sub.add_argument("--setup-file", default=str(SETUP_PY), metavar="PATH",
-                         help="the setup.py the image installs (default: %(default)s)")
-    build.add_argument("--print-only", action="store_true",
-                       help="print the commands without the reminder line (ndcl never "
-                            "runs gcloud either way) (default: off)")
-    build.add_argument("--image", default="REGION-docker.pkg.dev/PROJECT/REPOSITORY/ndcl:TAG",
-                       help="Artifact Registry image of runners/dataflow/Dockerfile "
-                            "(default: %(default)s)")
-    build.add_argument("--bucket", default="BUCKET",
-                       help="bucket for temp/staging files (default: %(default)s)")
-    build.add_argument("--template-path", default=None, metavar="GS_PATH",
-                       help="gs:// path of the template spec (default: "
-                            "gs://BUCKET/templates/ndcl.json)")
-    build.add_argument("--project", default=None,
-                       help="Google Cloud project (default: none, gcloud's configured one)")
-    build.add_argument("--region", default="us-central1",
-                       help="Dataflow region (default: %(default)s)")
-    build.add_argument("--input", default=None, metavar="PATTERN",
-                       help="input pattern for the run commands (default: "
-                            "gs://BUCKET/input/*)")
-    build.add_argument("--output-prefix", default=None, metavar="PREFIX",
-                       help="outputs go to PREFIX/nd_cl and PREFIX/cl_nd (default: "
-                            "gs://BUCKET/ndcl)")
-    return template
 
 
 def run_template_command(args: argparse.Namespace) -> int:
