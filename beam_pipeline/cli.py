@@ -81,7 +81,9 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     ]
     if "bands" in summary:
         rows += [("bands x rows", f"{summary['bands']} x {summary['rows']}"),
-                 ("cc rounds", f"{summary['cc_rounds']} (max {summary['cc_max_rounds']})")]
+                 ("cc rounds", f"{summary['cc_rounds']} (max {summary['cc_max_rounds']})"
+                  + (f", then {summary['cc_finished_locally_edges']} edges on one worker"
+                     if summary.get("cc_finished_locally_edges") else ""))]
     if "cluster" in summary:
         cluster = summary["cluster"]
         rows += [("clusters A x B", f"{cluster['k1']} x {cluster['k2']} "

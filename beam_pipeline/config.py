@@ -50,8 +50,9 @@ class DedupConfig:
     max_doc_bytes: int = 10_000_000
     # Buckets with more members than this are cut to their first ``max_bucket_size`` members.
     max_bucket_size: int = 5_000
-    # Rounds of large-star/small-star unrolled in the graph; the job fails if not converged.
-    cc_max_rounds: int = 16
+    # Rounds of large-star/small-star unrolled in the graph; what is still unconverged after
+    # them is finished exactly on one worker (see transforms.components for the default).
+    cc_max_rounds: int = 6
     # Lines per document batch, the unit that moves through the graph.
     batch_size: int = 4096
     # Number of keys used by the batched shuffles (band buckets, graph edges).

@@ -125,6 +125,8 @@ def build_summary(stats: dict[str, int], cfg: DedupConfig, bands: int, rows: int
         "cc_rounds": used,
         "cc_max_rounds": cfg.cc_max_rounds,
         "cc_changed_per_round": changes[:used],
+        # Edges the rounds left unconverged, finished on one worker (0 when they converged).
+        "cc_finished_locally_edges": stats.get("cc_finished_locally_edges", 0),
         "input_files": len(files),
         "input_bytes": input_bytes(files),
         "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)

@@ -186,7 +186,8 @@ def test_no_matching_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_rerun_replaces_output_and_failed_run_keeps_previous(
-        planted: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        planted: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     assert run_cli("--input", str(planted[0]), "--output", str(out)) == 0
     first = json.loads((out / "summary.json").read_text())
@@ -199,10 +200,11 @@ def test_rerun_replaces_output_and_failed_run_keeps_previous(
     second = json.loads((out / "summary.json").read_text())
     assert second["read"] > first["read"]
     assert (out / "_SUCCESS").exists()
-    # A run that fails (CC round bound too small for the chain) leaves OUT as it was.
-    assert run_cli("--input", *map(str, planted), "--output", str(out),
-                   "--cc-max-rounds", "1") == 1
-    assert "cc_max_rounds" in capsys.readouterr().err
+    # A run that fails (a task raises after writing its part files) leaves OUT as it was.
+    monkeypatch.setenv("NDCL_FAULTS", f"write_fail={tmp_path / 'fault-marker'}")
+    assert run_cli("--input", *map(str, planted), "--output", str(out)) == 1
+    assert "InjectedFault" in capsys.readouterr().err
+    monkeypatch.delenv("NDCL_FAULTS")
     assert json.loads((out / "summary.json").read_text()) == second
 
 

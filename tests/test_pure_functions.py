@@ -18,7 +18,7 @@ import xxhash
 
 from tests.reference import UnionFind
 from transforms.batches import LINE_MASK, DocBatch, FeatureBatch, UidSetFn, make_uid, rows_by_part
-from transforms.components import large_star, small_star, star_labels
+from transforms.components import components_of, large_star, small_star, star_labels
 from transforms.exact import exact_groups, rank_key
 from transforms.lsh import (
     band_hashes,
@@ -858,8 +858,23 @@ def test_components_long_chain_shuffled_ids(seed: int) -> None:
     a, b = np.where(flip, b, a), np.where(flip, a, b)
     a, b = np.concatenate([a, b[:20]]), np.concatenate([b, a[:20]])
     rounds = check_components(a, b)
-    # The pipeline unrolls cc_max_rounds = 16 rounds by default; a 1,500-node chain fits.
+    # Star rounds alone need at most 16 rounds here (beyond cc_max_rounds the pipeline
+    # finishes on one worker).
     assert rounds <= 16
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_components_of_finishes_exactly_on_one_worker(seed: int) -> None:
+    # The finisher after the unrolled rounds: any graph, one call, the oracle's labels.
+    rng = np.random.default_rng(70 + seed)
+    parts = [chain(rng, 400), star(rng, 50), clique(rng, 12), random_graph(rng, 100, 80)]
+    a = np.concatenate([p[0] for p in parts])
+    b = np.concatenate([p[1] for p in parts])
+    nodes, labels = components_of(a, b)
+    assert len(np.unique(nodes)) == len(nodes)
+    assert dict(zip(nodes.tolist(), labels.tolist())) == oracle_labels(a, b)
+    empty = np.array([], dtype=np.int64)
+    assert [len(x) for x in components_of(empty, empty)] == [0, 0]
 
 
 def test_components_mixture() -> None:

@@ -217,7 +217,7 @@ def test_invalid_choices_are_argparse_errors(argv: list[str],
 # --- the graph: stage names and shuffles of both orderings ------------------------------------
 
 
-def _graph(workflow: str, tmp_path: Path, cc_max_rounds: int = 16,
+def _graph(workflow: str, tmp_path: Path, cc_max_rounds: int = DedupConfig().cc_max_rounds,
            options: PipelineOptions | None = None) -> beam.Pipeline:
     source = tmp_path / "in.json"
     source.write_text('{"text": "one two three four five six"}\n')
@@ -243,7 +243,7 @@ COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
 ND_CL_STAGES = ["ListRemovedDocuments", "CollectRemovedDocuments", "SelectKeptDocuments",
                 "ReadKeptForStatistics"]
 CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ScopeByCluster"]
-# Shuffles outside connected components, shared by both orderings (23):
+# Shuffles outside the connected-components rounds, shared by both orderings (25):
 # - read: Reshuffle of the file list + the id hashes that find repeated ids (2);
 # - CollectFieldTypes (1; it used to be inside WriteOutputs);
 # - exact: the hash groups + the combine of the removed uids (2; no join of decisions with
@@ -257,8 +257,12 @@ CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ScopeByCluster"]
 #   step reads its documents itself, in both orderings);
 # - WriteOutputs: the Reshuffle of its re-read's file list, rejected rows, stats sum (3; the
 #   duplicate rows are a side input now, no join with the document batches);
-# - 1 combine of the cluster-quality counts.
-FIXED_SHUFFLES = 24
+# - 1 combine of the cluster-quality counts;
+# - connected components: the gathering of what the rounds left unconverged (1; it carries
+#   nothing when the rounds converged).
+FIXED_SHUFFLES = 25
+# Two per unrolled connected-components round (large star, small star).
+CC_SHUFFLES = 2 * DedupConfig().cc_max_rounds
 # The ordering's own shuffles. nd_cl: the combine of the removed uids and the Reshuffle of
 # its re-read for the statistics (2; was the SelectKept join). cl_nd: the ScopeByCluster join.
 ORDERING_SHUFFLES = {"nd_cl": 2, "cl_nd": 1}
@@ -279,7 +283,8 @@ def test_stage_names_of_both_orderings(tmp_path: Path) -> None:
     for names in (nd_cl, cl_nd):
         assert set(COMMON_STAGES) <= set(_top_level(names))
         assert "ConnectedComponents/GroupLargeStar1" in names
-        assert "ConnectedComponents/GroupSmallStar16" in names
+        assert f"ConnectedComponents/GroupSmallStar{DedupConfig().cc_max_rounds}" in names
+        assert "ConnectedComponents/GatherUnconverged" in names
         assert "ClusterDocuments/PredictClusters" in names  # RunInference
         assert any(n.startswith("ClusterDocuments/PredictClusters/") for n in names)
         assert "EmbedDocuments/FitSvd" in names
@@ -339,8 +344,8 @@ def test_group_by_key_counts_are_stable_and_differ_only_in_the_ordering_steps(
         tmp_path: Path) -> None:
     protos = {wf: pipeline_proto(_graph(wf, tmp_path)) for wf in ("nd_cl", "cl_nd")}
     counts = {wf: count_group_by_keys(p) for wf, p in protos.items()}
-    # 16 rounds x (large star + small star) + the fixed shuffles + the ordering's own.
-    assert counts == {wf: FIXED_SHUFFLES + ORDERING_SHUFFLES[wf] + 32 for wf in protos}
+    # The rounds x (large star + small star) + the fixed shuffles + the ordering's own.
+    assert counts == {wf: FIXED_SHUFFLES + ORDERING_SHUFFLES[wf] + CC_SHUFFLES for wf in protos}
     names = {wf: set(group_by_key_names(p)) for wf, p in protos.items()}
     assert choose_banding(DedupConfig()).bands >= BAND_GROUPS
     lsh = {f"FindCandidatePairs/GroupBandKeys{g}" for g in range(BAND_GROUPS)}
@@ -377,7 +382,7 @@ def test_dataflow_dry_run_nd_cl(tmp_path: Path) -> None:
     assert set(COMMON_STAGES) | set(ND_CL_STAGES) == set(report.stages)
     # Dataflow's overrides keep every shuffle of the portable graph.
     assert len(report.group_by_keys) == count_group_by_keys(plain) == \
-        FIXED_SHUFFLES + ORDERING_SHUFFLES["nd_cl"] + 32
+        FIXED_SHUFFLES + ORDERING_SHUFFLES["nd_cl"] + CC_SHUFFLES
     assert report.images == [f"gcr.io/cloud-dataflow/v1beta3/beam_python"
                              f"{sys.version_info.major}.{sys.version_info.minor}_sdk:"
                              f"{beam.__version__}"]
@@ -399,7 +404,7 @@ def test_dataflow_dry_run_cl_nd_cli_entry(tmp_path: Path,
     assert "Dataflow dry run of `ndcl run --workflow cl_nd`" in out
     assert "ReadDocuments -> SelectEveryDocumentToEmbed -> " \
            "EmbedDocuments -> ClusterDocuments -> ComputeFeatures -> ScopeByCluster" in out
-    assert f"group-by-keys   {FIXED_SHUFFLES + ORDERING_SHUFFLES['cl_nd'] + 32}" in out
+    assert f"group-by-keys   {FIXED_SHUFFLES + ORDERING_SHUFFLES['cl_nd'] + CC_SHUFFLES}" in out
     assert "worker image    europe-docker.pkg.dev/p/r/ndcl:1" in out
     assert "workflow.tar.gz" not in out  # no setup file: the image has the package
     # Local paths and a Ray backend without an address would not work on Dataflow.
