@@ -1,5 +1,6 @@
-"""Wire the NDCL graph. ``build_dedup`` adds the near-duplicate (ND) engine to a pipeline and
-never runs it; running belongs to ``beam_pipeline.run``.
+"""Wire the NDCL graph. ``build_graph`` adds one of the four graphs (``dedup``, ``cluster``,
+``nd_cl``, ``cl_nd``) to a pipeline and never runs it; running belongs to
+``beam_pipeline.run``.
 
 Document text never crosses a stage boundary: the first read streams the input into compact
 per-document features (uids, ids, exact hashes, LSH band hashes; no text, no signatures), the
@@ -21,7 +22,7 @@ every document for the writer). Shape of the ND graph (element shapes in bracket
     WriteOutputs             → kept/, duplicates/, rejected/, _stats.json under staging_dir
                              (a re-read of the input, decisions joined as side inputs)
 
-With clustering (``build_cluster``, ``build_pipeline``), ``EmbedDocuments`` counts terms for
+With clustering (the ``cluster``, ``nd_cl`` and ``cl_nd`` graphs), ``EmbedDocuments`` counts terms for
 the document frequencies and the K-Means sample from one read (the first, or for ND→CL a
 re-read of the kept documents) and projects a second re-read; ``ClusterDocuments`` labels
 it, and only the labels (16 bytes a document) reach the writer. ``ReportFit`` writes the
@@ -57,7 +58,6 @@ from transforms.read import (
 )
 from transforms.reread import ReadSelected
 from transforms.resolve import (
-    DuplicateRow,
     ResolveDuplicates,
     ResolveParams,
     all_except,
@@ -146,24 +146,6 @@ def collect_field_types(read: ReadResult) -> beam.PCollection:
     return read.batches | "CollectFieldTypes" >> CombineGloballyInBundles(FieldTypesFn())
 
 
-def build_dedup(
-    pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str], staging_dir: str
-) -> Banding:
-    """Add the ND graph reading ``files`` and writing under ``staging_dir``; returns b and r."""
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes, cfg.batch_size,
-                                                       cfg.shuffle_partitions)
-    field_types = collect_field_types(read)
-    dedup = add_dedup(read, cfg, files)
-    _ = (
-        {"repeats": read["repeats"], "field_types": field_types,
-         "duplicates": dedup.duplicate_rows, "rejected": read[REJECTED_TAG],
-         "stats": flatten_stats(dedup.stats)}
-        | "WriteOutputs" >> WriteOutputs(WriteParams(
-            staging_dir, read_params(files, cfg.max_doc_bytes, cfg.batch_size)))
-    )
-    return dedup.banding
-
-
 def add_clustering(statistics: beam.PCollection, read: ReadResult, selection: beam.PCollection,
                    params: ReadParams, cfg: ClusterConfig, spec: BackendSpec, run_id: str
                    ) -> dict[str, beam.PCollection]:
@@ -195,70 +177,107 @@ def reread(read: ReadResult, selection: beam.PCollection, params: ReadParams, la
             | label >> ReadSelected(params))
 
 
-def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
-                  staging_dir: str, spec: BackendSpec, run_id: str,
-                  max_doc_bytes: int, batch_size: int) -> None:
-    """Add the CL-only graph: every readable document is kept with its cluster labels."""
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, max_doc_bytes, batch_size)
-    params = read_params(files, max_doc_bytes, batch_size)
-    every = pipeline | "SelectEveryDocumentToEmbed" >> beam.Create([Selection()])
-    clusters = add_clustering(read.batches, read, every, params, cfg, spec, run_id)
-    no_duplicates = pipeline | "NoDuplicates" >> beam.Create([]).with_output_types(
-        tuple[int, DuplicateRow])
-    fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
-        WriteJsonFn(staging_dir, CLUSTER_FIT_FILE))
-    written = (
-        {"repeats": read["repeats"],
-         "field_types": collect_field_types(read), "duplicates": no_duplicates,
-         "rejected": read[REJECTED_TAG], "stats": flatten_stats([fit_report]),
-         "clusters": clusters["labels"]}
-        | "WriteOutputs" >> WriteOutputs(WriteParams(staging_dir, params, cfg.label_field))
-    )
-    add_cluster_stats(written.contingency, cfg, staging_dir)
-
-
+# What ``ndcl dedup``, ``ndcl cluster`` and ``ndcl run --workflow nd_cl|cl_nd`` build.
 WORKFLOWS = ("nd_cl", "cl_nd")
+GRAPHS = ("dedup", "cluster", *WORKFLOWS)
 
 
-def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfig,
-                   cluster_cfg: ClusterConfig, files: list[str], staging_dir: str,
-                   spec: BackendSpec, run_id: str, dedup_scope: str = "cluster_A") -> Banding:
-    """Both orderings from the same transforms (nothing is built twice):
+@dataclass(frozen=True)
+class GraphPlan:
+    """Everything one graph is built from. ``dedup`` also gives the read's parameters
+    (document size cap, batch size, shuffle partitions) in a cluster-only graph; ``cluster``
+    and ``spec`` are needed by the graphs that cluster."""
 
+    graph: str
+    files: tuple[str, ...]
+    staging_dir: str
+    dedup: DedupConfig
+    cluster: ClusterConfig | None = None
+    spec: BackendSpec | None = None
+    run_id: str = ""
+    dedup_scope: str = "cluster_A"
+
+    def __post_init__(self) -> None:
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+        if self.graph != "dedup" and (self.cluster is None or self.spec is None):
+            raise ValueError(f"the {self.graph} graph clusters: it needs a ClusterConfig and "
+                             "a BackendSpec")
+
+
+def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
+    """The one builder: the same transforms composed into each of the four graphs (nothing
+    built twice, no stand-in PCollections):
+
+    - ``dedup``: near-duplicate removal only;
+    - ``cluster``: two-level clustering of every readable document, none removed;
     - ``nd_cl``: global near-duplicate removal, then two-level clustering of the kept documents
       (read again, minus the removed uids: twice, for the statistics and for the labels);
     - ``cl_nd``: two-level clustering of every document (statistics from the first read,
       labels for a re-read), then near-duplicate removal inside each ``dedup_scope`` cluster
       (band and exact keys scoped by cluster).
+
+    Returns the LSH banding of the graphs that remove near-duplicates.
     """
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, dedup_cfg.max_doc_bytes,
-                                                       dedup_cfg.batch_size,
-                                                       dedup_cfg.shuffle_partitions)
-    params = read_params(files, dedup_cfg.max_doc_bytes, dedup_cfg.batch_size)
-    if workflow == "nd_cl":
-        dedup = add_dedup(read, dedup_cfg, files)
+    cfg, files = plan.dedup, list(plan.files)
+    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes,
+                                                       cfg.batch_size, cfg.shuffle_partitions)
+    params = read_params(files, cfg.max_doc_bytes, cfg.batch_size)
+    dedup: DedupParts | None = None
+    clusters: dict[str, beam.PCollection] | None = None
+    if plan.graph in ("dedup", "nd_cl"):
+        dedup = add_dedup(read, cfg, files)
+    if plan.graph == "nd_cl":
         kept = (dedup.duplicate_rows
                 | "ListRemovedDocuments" >> beam.Map(removed_uids)
                 | "CollectRemovedDocuments" >> CombineGloballyInBundles(UidSetFn())
                 | "SelectKeptDocuments" >> beam.Map(all_except))
         clusters = add_clustering(reread(read, kept, params, "ReadKeptForStatistics"),
-                                  read, kept, params, cluster_cfg, spec, run_id)
-    else:
+                                  read, kept, params, plan.cluster, plan.spec, plan.run_id)
+    if plan.graph in ("cluster", "cl_nd"):
         every = pipeline | "SelectEveryDocumentToEmbed" >> beam.Create([Selection()])
-        clusters = add_clustering(read.batches, read, every, params, cluster_cfg, spec,
-                                  run_id)
-        dedup = add_dedup(read, dedup_cfg, files, clusters["labels"], dedup_scope)
-    fit_report = clusters["fit"] | "ReportFit" >> beam.ParDo(
-        WriteJsonFn(staging_dir, CLUSTER_FIT_FILE))
-    written = (
-        {"repeats": read["repeats"],
-         "field_types": collect_field_types(read), "duplicates": dedup.duplicate_rows,
-         "rejected": read[REJECTED_TAG], "stats": flatten_stats([*dedup.stats, fit_report]),
-         "clusters": clusters["labels"]}
-        | "WriteOutputs" >> WriteOutputs(WriteParams(staging_dir, params,
-                                                     cluster_cfg.label_field))
-    )
-    add_cluster_stats(written.contingency, cluster_cfg, staging_dir)
-    return dedup.banding
+        clusters = add_clustering(read.batches, read, every, params, plan.cluster, plan.spec,
+                                  plan.run_id)
+    if plan.graph == "cl_nd":
+        dedup = add_dedup(read, cfg, files, clusters["labels"], plan.dedup_scope)
+    outputs = {"repeats": read["repeats"], "field_types": collect_field_types(read),
+               "rejected": read[REJECTED_TAG]}
+    stats = list(dedup.stats) if dedup else []
+    if dedup:
+        outputs["duplicates"] = dedup.duplicate_rows
+    if clusters:
+        stats.append(clusters["fit"] | "ReportFit" >> beam.ParDo(
+            WriteJsonFn(plan.staging_dir, CLUSTER_FIT_FILE)))
+        outputs["clusters"] = clusters["labels"]
+    outputs["stats"] = flatten_stats(stats)
+    label_field = plan.cluster.label_field if clusters else None
+    written = outputs | "WriteOutputs" >> WriteOutputs(WriteParams(plan.staging_dir, params,
+                                                                   label_field))
+    if clusters:
+        add_cluster_stats(written.contingency, plan.cluster, plan.staging_dir)
+    return dedup.banding if dedup else None
+
+
+def build_dedup(pipeline: beam.Pipeline, cfg: DedupConfig, files: list[str],
+                staging_dir: str) -> Banding:
+    """``build_graph`` of the ``dedup`` graph (the CLI's call)."""
+    return build_graph(pipeline, GraphPlan("dedup", tuple(files), staging_dir, cfg))
+
+
+def build_cluster(pipeline: beam.Pipeline, cfg: ClusterConfig, files: list[str],
+                  staging_dir: str, spec: BackendSpec, run_id: str,
+                  max_doc_bytes: int, batch_size: int) -> None:
+    """``build_graph`` of the ``cluster`` graph (the CLI's call)."""
+    read_cfg = DedupConfig(max_doc_bytes=max_doc_bytes, batch_size=batch_size)
+    build_graph(pipeline, GraphPlan("cluster", tuple(files), staging_dir, read_cfg, cfg, spec,
+                                    run_id))
+
+
+def build_pipeline(pipeline: beam.Pipeline, workflow: str, dedup_cfg: DedupConfig,
+                   cluster_cfg: ClusterConfig, files: list[str], staging_dir: str,
+                   spec: BackendSpec, run_id: str, dedup_scope: str = "cluster_A") -> Banding:
+    """``build_graph`` of one ordering, ``nd_cl`` or ``cl_nd`` (the CLI's call)."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
+    return build_graph(pipeline, GraphPlan(workflow, tuple(files), staging_dir, dedup_cfg,
+                                           cluster_cfg, spec, run_id, dedup_scope))

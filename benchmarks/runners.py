@@ -78,7 +78,13 @@ def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = N
                                    tm_memory=tm_memory or CLUSTER_TM_MEMORY.get(name, "4g"),
                                    state_backend=state_backend)
         begun = time.monotonic()
-        state = cluster.start(spec, work / f"{name}-cluster")
+        try:
+            state = cluster.start(spec, work / f"{name}-cluster")
+        except cluster.ClusterError as exc:  # a row that says why, not a lost benchmark
+            return {"case": name, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                time.gmtime()),
+                    "returncode": None, "tm_memory": spec.tm_memory,
+                    "state_backend": spec.state_backend, "error": f"cluster start: {exc}"}
         print(f"  cluster up in {time.monotonic() - begun:.1f} s", flush=True)
         flags = _cluster_flags(2)
     try:
@@ -132,6 +138,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     direct = next((r for r in rows if r["case"] == "direct" and r["returncode"] == 0), {})
     base, base_read = direct.get("digest"), direct.get("read")
     for r in rows:
+        if r["returncode"] is None:  # never ran: the cluster did not start
+            lines.append(f"| {r['case']} | not run: {r['error'][:200]} | | | |")
+            continue
         if r["returncode"] == -9:
             lines.append(f"| {r['case']} | timed out: killed after {r['wall_s']:.0f} s | | "
                          f"{r['cpu_s']:.0f} | {r['peak_rss_gib']:.2f} |")

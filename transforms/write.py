@@ -198,18 +198,24 @@ class WriteBatchFn(beam.DoFn):
     no extra shuffle."""
 
     def __init__(self, staging_dir: str, with_clusters: bool = False,
-                 label_field: str | None = None) -> None:
+                 label_field: str | None = None, with_duplicates: bool = True) -> None:
         self.staging_dir = staging_dir.rstrip("/")
         self.with_clusters = with_clusters
+        self.with_duplicates = with_duplicates
         self.label_field = label_field or None
         self.timer = stage_counter("write_outputs")
 
     @timed_process
     def process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
-                duplicates: Any, clusters: Any = None) -> Iterator[object]:
+                *keyed: Any) -> Iterator[object]:
+        """``keyed``: the duplicate rows' multimap (unless ``with_duplicates`` is off: a
+        cluster-only run), then the labels' multimap (with clusters)."""
         key, batch = element
+        duplicates = keyed[0] if self.with_duplicates else None
+        clusters = keyed[-1] if self.with_clusters else None
         # Multimap side inputs answer [] for a key they do not hold (and support no ``in``).
-        rows: list[DuplicateRow] = [row for packed in duplicates[key] for row in packed.rows()]
+        rows: list[DuplicateRow] = [row for packed in duplicates[key] for row in packed.rows()
+                                    ] if duplicates is not None else []
         removed = {row.uid: row for row in rows}
         index = {int(uid): i for i, uid in enumerate(batch.uids.tolist())}
         unknown = set(removed) - set(index)
@@ -340,9 +346,9 @@ class WriteOutputs(beam.PTransform):
     - ``repeats`` (``transforms.read.ReadDocuments``): the input is read once more here, fused
       with the writer, so document text never waits in the graph for the decisions;
     - ``field_types``: the unified field types (:class:`FieldTypesFn`, from the first read);
-    - ``duplicates``: ``(batch_key, DuplicateRow)``, packed per batch and bundle
-      (:class:`PackRowsByBatchFn`) and joined as a side input keyed by batch
-      (its size follows the duplicates, not the corpus);
+    - ``duplicates`` (absent in a cluster-only run): ``(batch_key, DuplicateRow)``, packed
+      per batch and bundle (:class:`PackRowsByBatchFn`) and joined as a side input keyed by
+      batch (its size follows the duplicates, not the corpus);
     - ``rejected``: dead-letter rows; ``stats``: the other stages' stats dicts, to sum;
     - ``clusters`` (optional): ``(batch_key, (uids, cluster_A, cluster_B))`` labels (16 bytes
       a document), a side input keyed by batch.
@@ -354,12 +360,13 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, inputs: dict[str, Any]) -> Written:
         params = self.params
-        clusters = inputs.get("clusters")
+        clusters, duplicates = inputs.get("clusters"), inputs.get("duplicates")
         selection = inputs["repeats"].pipeline | "SelectEveryDocument" >> beam.Create(
             [every_document()])
-        side_inputs = [beam.pvalue.AsSingleton(inputs["field_types"]),
-                       beam.pvalue.AsMultiMap(inputs["duplicates"] | "PackDuplicateRows"
-                                              >> beam.ParDo(PackRowsByBatchFn()))]
+        side_inputs = [beam.pvalue.AsSingleton(inputs["field_types"])]
+        if duplicates is not None:
+            side_inputs.append(beam.pvalue.AsMultiMap(
+                duplicates | "PackDuplicateRows" >> beam.ParDo(PackRowsByBatchFn())))
         if clusters is not None:
             side_inputs.append(beam.pvalue.AsMultiMap(clusters))
         # The writer reads its batches itself (one step): its side inputs then hold back
@@ -368,7 +375,8 @@ class WriteOutputs(beam.PTransform):
             {"repeats": inputs["repeats"], "selection": selection}
             | "ReadAndWriteKeptAndDuplicates" >> ReadSelected(
                 params.read,
-                WriteBatchFn(params.staging_dir, clusters is not None, params.label_field),
+                WriteBatchFn(params.staging_dir, clusters is not None, params.label_field,
+                             with_duplicates=duplicates is not None),
                 tuple(side_inputs), tags=(CONTINGENCY_TAG,), main="stats")
         )
         rejected_stats = (

@@ -295,12 +295,30 @@ def start(spec: ClusterSpec, state_dir: Path | None = None, timeout_s: float = 1
     return state
 
 
+LOG_NAMES = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor",
+             "worker_pool": "worker-pool"}
+
+
+def _last_error(state_dir: Path, kind: str) -> str:
+    """``: <the last error line of its logs>``, or nothing when none is found: a process
+    that dies at start (a port taken, too little memory) says why in its own log."""
+    lines: list[str] = []
+    for path in sorted((state_dir / "log").glob(f"*{LOG_NAMES[kind]}*")):
+        try:
+            lines += path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+    errors = [line.strip() for line in lines if "Exception" in line or "Error" in line]
+    return f": {errors[-1][:300]}" if errors else ""
+
+
 def _wait_ready(state: ClusterState, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for kind, pid in state.pids.items():
             if not _alive(pid, MARKERS[kind]):
-                raise ClusterError(f"the {kind} (pid {pid}) exited during start; see "
+                raise ClusterError(f"the {kind} (pid {pid}) exited during start"
+                                   f"{_last_error(Path(state.state_dir), kind)}; see "
                                    f"{state.state_dir}/log/")
         overview = rest_overview(state.spec.rest_port)
         pool_up = not _port_free(state.spec.worker_pool_port)
