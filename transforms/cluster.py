@@ -214,12 +214,33 @@ class FitLevelsFn(beam.DoFn):
             close()
 
 
+class _DropNoResourceWarning(logging.Filter):
+    """Beam 2.77's RunInference imports ``resource`` together with its ModelManager, which
+    needs torch; without torch it sets ``resource`` to None and warns "Resource module is not
+    available" for every batch, although the module is there. This drops that line only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Resource module is not available")
+
+
+def quiet_run_inference_memory_warning() -> None:
+    """Install the filter once per process (on the root logger, where Beam logs it)."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropNoResourceWarning) for f in root.filters):
+        root.addFilter(_DropNoResourceWarning())
+
+
 class ClusterModelHandler(ModelHandler):
     """RunInference handler: ``(uids, embeddings)`` → ``(labels_A, labels_B)``."""
 
     def __init__(self, spec: BackendSpec, run_id: str) -> None:
         self.spec = spec
         self.run_id = run_id
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled on a worker, before RunInference measures memory around load_model.
+        self.__dict__.update(state)
+        quiet_run_inference_memory_warning()
 
     def load_model(self) -> Any:
         # Connect here, once per worker: RunInference shares the loaded model.
