@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,14 +37,15 @@ from beam_pipeline.outputs import commit_output, discard_staging, prepare_output
 from beam_pipeline.pipeline import (
     CLUSTER_FIT_FILE,
     CLUSTER_STATS_FILE,
-    build_cluster,
-    build_dedup,
-    build_pipeline,
+    GraphPlan,
+    build_graph,
 )
+from beam_pipeline.timeline import Timeline, time_section
 from runners.kmeans.backend import connect_backend
 from runners.kmeans.errors import ServiceUnavailableError
 from transforms.cluster import BackendSpec
 from transforms.lsh import detection_probability
+from transforms.read import id_names
 
 LOG = logging.getLogger("ndcl")
 
@@ -92,7 +92,8 @@ def collect_metrics(result: Any) -> dict[str, int]:
 
 
 def build_summary(stats: dict[str, int], cfg: DedupConfig, bands: int, rows: int,
-                  files: list[str], metrics: dict[str, int], wall: float) -> dict[str, Any]:
+                  files: list[str], metrics: dict[str, int]) -> dict[str, Any]:
+    """The summary of a run that removed near-duplicates (timing fields added by the run)."""
     rejected = stats.get("rejected", 0)
     exact = stats.get("duplicates_exact", 0)
     near = stats.get("duplicates_near", 0)
@@ -129,12 +130,16 @@ def build_summary(stats: dict[str, int], cfg: DedupConfig, bands: int, rows: int
         "cc_finished_locally_edges": stats.get("cc_finished_locally_edges", 0),
         "input_files": len(files),
         "input_bytes": input_bytes(files),
-        "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
-                          for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
-        "wall_seconds": round(wall, 3),
+        "stage_seconds": stage_seconds(metrics),
         "config": cfg.to_dict(),
         "config_hash": cfg.fingerprint(),
     }
+
+
+def stage_seconds(metrics: dict[str, int]) -> dict[str, float]:
+    """Each stage's time (its DoFns' ``msecs_*`` counters, summed over workers)."""
+    return {k[len("msecs_"):]: round(v / 1000, 3)
+            for k, v in sorted(metrics.items()) if k.startswith("msecs_")}
 
 
 def input_bytes(files: list[str]) -> int:
@@ -182,10 +187,27 @@ def service_error_from(exc: BaseException) -> Exception | None:
     return ServiceUnavailableError(matches[-1].strip())
 
 
+def input_entries(files: list[str]) -> list[dict[str, Any]]:
+    """The manifest's ``inputs``: each input file's path, size, modification time and the
+    name its derived ids use, so that ``ndcl show`` can re-read the documents it prints and
+    tell when an input changed since the run. Local paths are made absolute (the run's
+    working directory is not ``ndcl show``'s)."""
+    names = id_names(files)
+    entries = []
+    for path, result in zip(files, FileSystems.match(files)):
+        meta = next((m for m in result.metadata_list if m.path == path), None)
+        entries.append({"path": path if "://" in path else os.path.abspath(path),
+                        "id_name": names[path],
+                        "size": meta.size_in_bytes if meta else None,
+                        "mtime": getattr(meta, "last_updated_in_seconds", None)})
+    return entries
+
+
 def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
-                    summarise: Any) -> RunResult:
-    """Run ``pipeline``, build the summary from its ``_stats.json``, check the accounting and
-    commit ``staging`` to ``output``."""
+                    summarise: Any, files: list[str], timeline: Timeline) -> RunResult:
+    """Run ``pipeline``, build the summary from its ``_stats.json`` (with the run's time
+    parts), check the accounting and commit ``staging`` to ``output`` (its manifest lists the
+    input ``files``)."""
     try:
         result = pipeline.run()
         template = pipeline.options.view_as(GoogleCloudOptions).template_location
@@ -196,6 +218,7 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
                      template, staging)
             return RunResult(summary={}, output=output)
         result.wait_until_finish()
+        timeline.mark("run")
     except Exception as exc:
         # Nothing is committed; the staging folder (NDCL's own, marked) goes too.
         discard_staging(staging)
@@ -206,9 +229,10 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
     metrics = collect_metrics(result)
     stats = read_json(staging.rstrip("/") + "/_stats.json")
     summary = summarise(stats, metrics)
+    summary.update(time_section(timeline, summary.get("stage_seconds", {})))
     check_accounting(summary)
     write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
-    commit_output(staging, output)
+    commit_output(staging, output, {"inputs": input_entries(files)})
     return RunResult(summary=summary, output=output, metrics=metrics)
 
 
@@ -222,21 +246,6 @@ def read_cluster_reports(staging: str) -> tuple[dict[str, Any], dict[str, Any]]:
     folder = staging.rstrip("/")
     return (read_json(f"{folder}/{CLUSTER_FIT_FILE}"),
             read_json(f"{folder}/{CLUSTER_STATS_FILE}"))
-
-
-def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[str]
-              ) -> RunResult:
-    """Run the ND job end to end and commit ``output``; raises on any failure."""
-    started = time.perf_counter()
-    with prepared_run(inputs, output) as (files, staging, _):
-        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
-        banding = build_dedup(pipeline, cfg, files, staging)
-        log_banding(cfg, banding.bands, banding.rows)
-        LOG.info("running the pipeline (stages: read, features, exact, LSH, verify, "
-                 "components, resolve, write)")
-        return _run_and_commit(pipeline, staging, output, lambda stats, metrics: build_summary(
-            stats, cfg, banding.bands, banding.rows, files, metrics,
-            time.perf_counter() - started))
 
 
 @contextlib.contextmanager
@@ -318,7 +327,7 @@ def cluster_section(cfg: ClusterConfig, fit: dict[str, Any], quality: dict[str, 
 
 
 def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, Any],
-                    files: list[str], metrics: dict[str, int], wall: float,
+                    files: list[str], metrics: dict[str, int],
                     quality: dict[str, Any] | None = None) -> dict[str, Any]:
     rejected = stats.get("rejected", 0)
     return {
@@ -334,9 +343,7 @@ def cluster_summary(stats: dict[str, int], cfg: ClusterConfig, fit: dict[str, An
         "cluster": cluster_section(cfg, fit, quality),
         "input_files": len(files),
         "input_bytes": input_bytes(files),
-        "stage_seconds": {k[len("msecs_"):]: round(v / 1000, 3)
-                          for k, v in sorted(metrics.items()) if k.startswith("msecs_")},
-        "wall_seconds": round(wall, 3),
+        "stage_seconds": stage_seconds(metrics),
         "config": {"cluster": cfg.to_dict()},
     }
 
@@ -361,50 +368,72 @@ def backend_spec(cfg: ClusterConfig, staging: str, address: str | None) -> Backe
                        connect=connect_backend)
 
 
-def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,
-                beam_args: list[str]) -> RunResult:
-    """Run CL alone (every readable document kept, with ``cluster_A``/``cluster_B``)."""
-    started = time.perf_counter()
+def run_graph(plan_graph: str, inputs: list[str], output: str, dedup_cfg: DedupConfig,
+              cluster_cfg: ClusterConfig | None, beam_args: list[str],
+              dedup_scope: str = "cluster_A", timeline: Timeline | None = None) -> RunResult:
+    """Run one of the four graphs (``beam_pipeline.pipeline.GRAPHS``) end to end and commit
+    ``output``; raises on any failure. ``timeline`` (default: from the process's start) cuts
+    the wall time into the summary's ``time_parts``."""
+    timeline = timeline or Timeline()
+    timeline.mark("start_up")
+    clusters = plan_graph != "dedup"
     with prepared_run(inputs, output) as (files, staging, run_id), \
-            kmeans_service(cfg) as address:
-        spec = backend_spec(cfg, staging, address)
+            (kmeans_service(cluster_cfg) if clusters else contextlib.nullcontext()) as address:
+        spec = backend_spec(cluster_cfg, staging, address) if clusters else None
+        timeline.mark("prepare")
         pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
-        build_cluster(pipeline, cfg, files, staging, spec, run_id, dedup_cfg.max_doc_bytes,
-                      dedup_cfg.batch_size)
-        LOG.info("running the pipeline (stages: read, embed, fit K-Means, predict, write)")
+        banding = build_graph(pipeline, GraphPlan(plan_graph, tuple(files), staging, dedup_cfg,
+                                                  cluster_cfg, spec, run_id, dedup_scope))
+        timeline.mark("build_graph")
+        if banding is not None:
+            log_banding(dedup_cfg, banding.bands, banding.rows)
+        LOG.info("running the %s pipeline (stages: %s)", plan_graph, STAGES[plan_graph])
 
         def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
+            if not clusters:
+                return build_summary(stats, dedup_cfg, banding.bands, banding.rows, files,
+                                     metrics)
             fit, quality = read_cluster_reports(staging)
-            return cluster_summary(stats, cfg, fit, files, metrics,
-                                   time.perf_counter() - started, quality)
+            clustered = cluster_summary(stats, cluster_cfg, fit, files, metrics, quality)
+            if banding is None:
+                return clustered
+            summary = build_summary(stats, dedup_cfg, banding.bands, banding.rows, files,
+                                    metrics)
+            summary["workflow"] = plan_graph
+            summary["dedup_scope"] = dedup_scope if plan_graph == "cl_nd" else "global"
+            summary["cluster"] = clustered["cluster"]
+            summary["config"] = {"dedup": dedup_cfg.to_dict(), "cluster": cluster_cfg.to_dict()}
+            return summary
 
-        return _run_and_commit(pipeline, staging, output, summarise)
+        return _run_and_commit(pipeline, staging, output, summarise, files, timeline)
+
+
+STAGES = {
+    "dedup": "read, features, exact, LSH, verify, components, resolve, write",
+    "cluster": "read, embed, fit K-Means, predict, write",
+    "nd_cl": "read, features, exact, LSH, verify, components, resolve, re-read kept, embed, "
+             "fit K-Means, predict, write",
+    "cl_nd": "read, embed, fit K-Means, predict, features scoped by cluster, exact, LSH, "
+             "verify, components, resolve, write",
+}
+
+
+def run_dedup(inputs: list[str], output: str, cfg: DedupConfig, beam_args: list[str]
+              ) -> RunResult:
+    """``ndcl dedup``: the ND job alone."""
+    return run_graph("dedup", inputs, output, cfg, None, beam_args)
+
+
+def run_cluster(inputs: list[str], output: str, cfg: ClusterConfig, dedup_cfg: DedupConfig,
+                beam_args: list[str]) -> RunResult:
+    """``ndcl cluster``: CL alone (every readable document kept, with its clusters)."""
+    return run_graph("cluster", inputs, output, dedup_cfg, cfg, beam_args)
 
 
 def run_workflow(workflow: str, inputs: list[str], output: str, dedup_cfg: DedupConfig,
                  cluster_cfg: ClusterConfig, beam_args: list[str],
                  dedup_scope: str = "cluster_A") -> RunResult:
-    """Run ND→CL (``nd_cl``) or CL→ND (``cl_nd``) end to end and commit ``output``."""
-    started = time.perf_counter()
-    with prepared_run(inputs, output) as (files, staging, run_id), \
-            kmeans_service(cluster_cfg) as address:
-        spec = backend_spec(cluster_cfg, staging, address)
-        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
-        banding = build_pipeline(pipeline, workflow, dedup_cfg, cluster_cfg, files, staging,
-                                 spec, run_id, dedup_scope)
-        log_banding(dedup_cfg, banding.bands, banding.rows)
-        LOG.info("running the %s pipeline", workflow)
-
-        def summarise(stats: dict[str, int], metrics: dict[str, int]) -> dict[str, Any]:
-            wall = time.perf_counter() - started
-            fit, quality = read_cluster_reports(staging)
-            summary = build_summary(stats, dedup_cfg, banding.bands, banding.rows, files,
-                                    metrics, wall)
-            clustered = cluster_summary(stats, cluster_cfg, fit, files, metrics, wall, quality)
-            summary["workflow"] = workflow
-            summary["dedup_scope"] = dedup_scope if workflow == "cl_nd" else "global"
-            summary["cluster"] = clustered["cluster"]
-            summary["config"] = {"dedup": dedup_cfg.to_dict(), "cluster": cluster_cfg.to_dict()}
-            return summary
-
-        return _run_and_commit(pipeline, staging, output, summarise)
+    """``ndcl run``: ND→CL (``nd_cl``) or CL→ND (``cl_nd``)."""
+    if workflow not in ("nd_cl", "cl_nd"):
+        raise ValueError(f"workflow must be nd_cl or cl_nd, got {workflow!r}")
+    return run_graph(workflow, inputs, output, dedup_cfg, cluster_cfg, beam_args, dedup_scope)

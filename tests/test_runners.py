@@ -461,10 +461,13 @@ def _files(out: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix in (".parquet", ".jsonl")}
 
 
+TIMING_KEYS = ("stage_seconds", "wall_seconds", "time_parts", "runner_overhead_seconds")
+
+
 def _counts(out: Path) -> dict[str, object]:
     summary = json.loads((out / "summary.json").read_text())
     # Timings and the per-run id differ between any two runs.
-    return {k: v for k, v in summary.items() if k not in ("stage_seconds", "wall_seconds")}
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""Honest times (issue 15): ``wall_seconds`` is what the user waited, cut into named parts
+that add up to it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from beam_pipeline.timeline import Timeline, process_started_at, time_section
+from tests.digests import DEMO_CORPUS, REPO
+
+
+def test_parts_are_consecutive_and_add_up_to_the_wall() -> None:
+    timeline = Timeline(started_at=100.0)
+    timeline.mark("start_up", now=101.5)
+    timeline.mark("prepare", now=102.0)
+    timeline.mark("run", now=110.0)
+    timeline.mark("run", now=111.0)  # a repeated part adds up
+    timeline.mark("late", now=109.0)  # a clock going back counts 0, never negative
+    assert timeline.parts() == {"start_up": 1.5, "prepare": 0.5, "run": 9.0, "late": 0.0}
+    assert timeline.elapsed(now=111.0) == 11.0
+
+
+def test_time_section_reports_overhead_outside_stages() -> None:
+    now = time.time()
+    timeline = Timeline(started_at=now - 10)
+    timeline.mark("start_up", now=now - 9)
+    timeline.mark("run", now=now - 1)
+    section = time_section(timeline, {"read": 3.0, "write": 2.0})
+    assert section["runner_overhead_seconds"] == 3.0
+    parts = section["time_parts"]
+    assert abs(sum(parts.values()) - section["wall_seconds"]) < 0.01
+    # Stage times summed over parallel workers can exceed the run: overhead 0, not negative.
+    assert time_section(Timeline(started_at=now - 1), {"read": 50.0})[
+        "runner_overhead_seconds"] == 0.0
+
+
+def test_process_start_is_before_now() -> None:
+    assert process_started_at() <= time.time()
+
+
+def test_summary_wall_is_the_process_and_parts_cover_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    began = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.cli", "-q", "--db-url",
+         f"sqlite:///{tmp_path}/r.db", "dedup", "--input", str(DEMO_CORPUS), "--output",
+         str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    waited = time.time() - began
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    parts = summary["time_parts"]
+    assert list(parts) == ["start_up", "prepare", "build_graph", "run", "summarise"]
+    assert sum(parts.values()) >= 0.9 * summary["wall_seconds"]
+    # The wall counts the interpreter's start and imports (only the recording comes after).
+    assert 0.7 * waited <= summary["wall_seconds"] <= waited
+    assert parts["start_up"] > 0.2  # Python, Beam and NDCL imports: never free
+    assert summary["runner_overhead_seconds"] <= parts["run"]
