@@ -38,8 +38,9 @@ test: $(STAMP)
 
 # The quick loop while editing (about 1.5 min here): lint, layers, and the pure-function and
 # transform tests (TestPipeline on the FnApiRunner); no CLI runs, services, Flink or Prism.
-FAST_TESTS := tests/test_pure_functions.py tests/test_transforms.py tests/test_combine.py \
-	tests/test_config_and_read.py tests/test_cluster_stats.py tests/test_jax_kmeans.py
+FAST_TESTS := tests/test_pure_functions.py tests/test_feature_kernel.py tests/test_transforms.py \
+	tests/test_combine.py tests/test_config_and_read.py tests/test_cluster_stats.py \
+	tests/test_jax_kmeans.py
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports

@@ -16,6 +16,9 @@ REQUIRES = [
     "alembic>=1.13",  # benchmark database schema migrations (beam_pipeline/migrations)
     "psycopg[binary]>=3.1",  # PostgreSQL driver: --db-url postgresql+psycopg://...
     "xxhash>=3.4",
+    # Compiled feature kernel (transforms.feature_kernel); without it features fall back to
+    # the numpy reference path. 0.68 is the release tested with numpy 2.4.
+    "numba>=0.68",
     "ray[default]>=2.40",
     "google-cloud-storage>=2.14",
     "pyyaml>=6",
