@@ -32,13 +32,8 @@ import threading
 from typing import Any
 
 from beam_pipeline.cli_checks import CommandLineError, parse_args
-from beam_pipeline.cli_parser import CLUSTER_FLAGS, DEDUP_FLAGS
-from beam_pipeline.config import (
-    ConfigError,
-    load_cluster_config,
-    load_dedup_config,
-    load_pipeline_config,
-)
+from beam_pipeline.config import ClusterConfig, ConfigError, DedupConfig, load_pipeline_config
+from beam_pipeline.options import config_from_options
 from runners.kmeans.errors import ServiceUnavailableError
 
 LOG = logging.getLogger("ndcl")
@@ -205,13 +200,10 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "rerun":
         return rerun(args)
-    dedup_overrides = {dest: getattr(args, dest, None) for dest, _ in DEDUP_FLAGS.values()}
-    cluster_overrides = {dest: getattr(args, dest, None) for dest, _ in CLUSTER_FLAGS.values()}
-    cluster_overrides["seed"] = cluster_overrides.pop("cluster_seed")
-    cluster_overrides["balanced"] = getattr(args, "balanced", None)
     try:
-        cfg = load_dedup_config(args.config, dedup_overrides)
-        cluster_cfg = load_cluster_config(args.config, cluster_overrides)
+        # The --config preset, then the flags given (the parsed names are the option names).
+        cfg = config_from_options(DedupConfig, args)
+        cluster_cfg = config_from_options(ClusterConfig, args)
         pipeline_cfg = load_pipeline_config(args.config)
     except ConfigError as exc:
         print(f"ndcl: config error: {exc}", file=sys.stderr)
@@ -339,13 +331,11 @@ def record(args: argparse.Namespace, result: Any, resources: dict[str, Any],
 
 
 def direct_workers(argv: list[str]) -> int:
-    """``--direct_num_workers`` as given (``=N`` or ``N`` after it; Beam takes both), else 1."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--direct_num_workers="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--direct_num_workers" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return 1
+    """``--direct_num_workers`` as Beam reads it from ``argv`` (the other flags ignored):
+    the number given, else Beam's default, 1."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    return int(PipelineOptions(argv).view_as(DirectOptions).direct_num_workers)
 
 
 def rerun(args: argparse.Namespace) -> int:

@@ -37,8 +37,12 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def beam_parser() -> argparse.ArgumentParser:
     """Beam's own parser of pipeline options, built as ``PipelineOptions.get_all_options``
-    builds it: every ``PipelineOptions`` subclass adds its flags."""
+    builds it: every ``PipelineOptions`` subclass adds its flags, except NDCL's own
+    (``beam_pipeline.options``): those are the commands' flags, which each command takes or
+    not (``--k1`` given to ``dedup`` must stay an error, not pass through to Beam)."""
     from apache_beam.options import pipeline_options
+
+    from beam_pipeline.options import is_ndcl_options
 
     base = getattr(pipeline_options, "_BeamArgumentParser", argparse.ArgumentParser)
 
@@ -49,7 +53,8 @@ def beam_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ndcl", allow_abbrev=False, add_help=False)
     subset: dict[str, type] = {}
     for cls in pipeline_options.PipelineOptions.__subclasses__():
-        subset.setdefault(str(cls), cls)
+        if not is_ndcl_options(cls):
+            subset.setdefault(str(cls), cls)
     for cls in subset.values():
         cls._add_argparse_args(parser)
     return parser

@@ -2,164 +2,51 @@
 
 Everything that needs the CLI's flags calls :func:`build_parser`: ``beam_pipeline.cli`` to
 parse a command line, ``beam_pipeline.cli_checks`` to name the nearest flag of a mistyped one,
-``runners.dataflow.template`` to check ``metadata.json`` against ``ndcl run``. Config flags
-default to None so that an unset flag leaves the ``--config`` preset alone; their help shows
-the config field's default instead. Building the parser must import neither Ray nor JAX, so
-that ``ndcl --help`` stays quick (tests/test_cli_flags.py checks in a fresh process).
+``runners.dataflow.template`` to check ``metadata.json`` against ``ndcl run``. The config flags
+are NDCL's pipeline options (``beam_pipeline.options``: generated from the config dataclasses,
+added here by the same function that adds them to Beam's parser), so the parsed namespace
+carries the option names (``kmeans_backend``). They default to None so that an unset flag
+leaves the ``--config`` preset alone; their help shows the config field's default instead.
+Building the parser must import neither Ray nor JAX, so that ``ndcl --help`` stays quick
+(tests/test_cli_flags.py checks in a fresh process).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from beam_pipeline.config import KEEP_POLICIES, VERIFY_MODES, ClusterConfig, DedupConfig
+from beam_pipeline.config import KMEANS_BACKENDS as KMEANS_BACKENDS  # re-exported
+from beam_pipeline.config import KMEANS_MODES as KMEANS_MODES  # re-exported
+from beam_pipeline.config import ClusterConfig, DedupConfig
+from beam_pipeline.config_fields import config_fields
+from beam_pipeline.options import add_config_arguments, add_run_arguments
 
-# CLI flag → DedupConfig field; flags left unset do not override the YAML.
-DEDUP_FLAGS: dict[str, tuple[str, type]] = {
-    "--threshold": ("threshold", float),
-    "--num-perm": ("num_perm", int),
-    "--ngram": ("ngram", int),
-    "--bands": ("bands", int),
-    "--rows": ("rows", int),
-    "--verify": ("verify", str),
-    "--keep": ("keep", str),
-    "--tokenizer": ("tokenizer", str),
-    "--seed": ("seed", int),
-    "--max-doc-bytes": ("max_doc_bytes", int),
-    "--max-bucket-size": ("max_bucket_size", int),
-    "--cc-max-rounds": ("cc_max_rounds", int),
-    "--batch-size": ("batch_size", int),
-    "--shuffle-partitions": ("shuffle_partitions", int),
-}
-
-
-# CLI flag → ClusterConfig field.
-CLUSTER_FLAGS: dict[str, tuple[str, type]] = {
-    "--k1": ("k1", int),
-    "--k2": ("k2", int),
-    "--n-components": ("n_components", int),
-    "--n-features": ("n_features", int),
-    "--sample-size": ("sample_size", int),
-    "--kmeans-max-iter": ("max_iter", int),
-    "--kmeans-mode": ("mode", str),
-    "--kmeans-backend": ("backend", str),
-    "--service-address": ("service_address", str),
-    "--service-num-cpus": ("service_num_cpus", int),
-    "--cluster-seed": ("cluster_seed", int),
-    "--label-field": ("label_field", str),
-}
-
-# What ClusterConfig accepts for ``mode`` and ``backend`` (runners.kmeans.jax_kmeans.MODES has
-# the modes too, but importing it imports JAX); tests/test_cli_flags.py checks they agree.
-KMEANS_MODES = ("full", "minibatch")
-KMEANS_BACKENDS = ("ray", "local")
-
-# Help of each config flag: (metavar, what it sets). The default shown is the config field's
-# (a flag itself defaults to None, so that an unset flag leaves the --config preset alone).
-FLAG_HELP: dict[str, tuple[str | None, str]] = {
-    "--threshold": ("T", "Jaccard threshold"),
-    "--num-perm": ("N", "MinHash permutations"),
-    "--ngram": ("N", "shingle length in tokens"),
-    "--bands": ("B", "LSH bands, given with --rows"),
-    "--rows": ("R", "LSH rows per band, given with --bands"),
-    "--verify": (None, "how candidate pairs are checked: exact Jaccard, signature agreement "
-                       "or not at all"),
-    "--keep": (None, "which document of a duplicate cluster is kept"),
-    "--tokenizer": (None, "unicode letter/digit tokens or ASCII [a-z0-9] runs"),
-    "--seed": ("S", "seed of every hash"),
-    "--max-doc-bytes": ("BYTES", "reject longer input lines as too_large"),
-    "--max-bucket-size": ("N", "cut larger LSH buckets to their first N members"),
-    "--cc-max-rounds": ("N", "connected-components rounds; the job fails if not converged"),
-    "--batch-size": ("N", "lines per document batch"),
-    "--shuffle-partitions": ("N", "keys of the batched shuffles"),
-    "--k1": ("K", "level-1 clusters (cluster_A)"),
-    "--k2": ("K", "level-2 clusters inside each level-1 cluster (cluster_B)"),
-    "--n-components": ("N", "SVD embedding dimensions"),
-    "--n-features": ("N", "hashed term columns"),
-    "--sample-size": ("N", "documents sampled to fit the SVD and K-Means"),
-    "--kmeans-max-iter": ("N", "K-Means iterations at most"),
-    "--kmeans-mode": (None, "K-Means steps on the full sample or on mini-batches"),
-    "--kmeans-backend": (None, "ray: the Ray-hosted K-Means service; local: in this process"),
-    "--service-address": ("ADDR", "K-Means service: HOST:PORT or ray://HOST:10001"),
-    "--service-num-cpus": ("N", "CPUs of a K-Means service started for the run"),
-    "--cluster-seed": ("S", "seed of the sample, SVD and K-Means"),
-    "--label-field": ("FIELD", "input field with a class label, for NMI/ARI; '' for none"),
-}
-# Config fields whose default (None) means something the help should say.
-_NONE_DEFAULTS = {
-    "bands": "derived from the threshold",
-    "rows": "derived from the threshold",
-    "service_address": "a service started on this machine",
-}
-# The config field behind a flag, where it is not the flag's dest.
-_FLAG_FIELDS = {"--cluster-seed": "seed"}
 GLOBAL_DB_URL_HELP = ("benchmark database, a SQLAlchemy URL (default: $NDCL_DB_URL, else "
                       "sqlite:///ndcl-benchmarks.db)")
+# The DedupConfig fields that ``ndcl cluster`` takes too (how it reads its input).
+READING_FIELDS = ("max_doc_bytes", "batch_size")
 
 
 def flag_choices() -> dict[str, tuple[str, ...]]:
-    """The flags that take one of a few words → those words (what the configs validate)."""
-    from transforms.minhash import TOKENIZERS
-
-    return {"--verify": VERIFY_MODES, "--keep": KEEP_POLICIES, "--tokenizer": TOKENIZERS,
-            "--kmeans-mode": KMEANS_MODES, "--kmeans-backend": KMEANS_BACKENDS}
-
-
-def _config_default(flag: str) -> str:
-    """The default of ``flag``'s config field, as the help shows it."""
-    dest = {**DEDUP_FLAGS, **CLUSTER_FLAGS}[flag][0]
-    name = _FLAG_FIELDS.get(flag, dest)
-    cls = DedupConfig if flag in DEDUP_FLAGS else ClusterConfig
-    value = {f.name: f.default for f in dataclasses.fields(cls)}[name]
-    if value is None:
-        return _NONE_DEFAULTS.get(name, "none")
-    if isinstance(value, str):
-        return repr(value) if not value or " " in value else value
-    return str(value)
-
-
-def _add_config_flag(parser: argparse.ArgumentParser | Any, flag: str,
-                     choices: dict[str, tuple[str, ...]]) -> None:
-    dest, kind = {**DEDUP_FLAGS, **CLUSTER_FLAGS}[flag]
-    metavar, text = FLAG_HELP[flag]
-    parser.add_argument(
-        flag, dest=dest, type=kind, default=None, metavar=metavar, choices=choices.get(flag),
-        help=f"{text} (default: {_config_default(flag)}, or the --config preset)")
+    """The config flags that take one of a few words → those words (what the configs
+    validate)."""
+    return {spec.flag: spec.choices for cls in (DedupConfig, ClusterConfig)
+            for spec in config_fields(cls) if spec.choices}
 
 
 def add_io_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATTERN",
-                        help="input files: paths, globs or gs:// patterns (JSON lines, "
-                             "optionally .gz, or .parquet); - reads standard input "
-                             "(required)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="output folder: absent, empty or an earlier NDCL output "
-                             "(required)")
-    parser.add_argument("--config", metavar="YAML",
-                        help="preset (configs/*.yaml) that flags override (default: none, "
-                             "the built-in defaults shown here)")
+    add_run_arguments(parser, workflow=False, required=True)
 
 
 def add_dedup_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("near-duplicate removal (ND)")
-    choices = flag_choices()
-    for flag in DEDUP_FLAGS:
-        _add_config_flag(group, flag, choices)
+    add_config_arguments(parser.add_argument_group("near-duplicate removal (ND)"), DedupConfig)
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("clustering (CL)")
-    choices = flag_choices()
-    for flag in CLUSTER_FLAGS:
-        _add_config_flag(group, flag, choices)
-    default = "on" if ClusterConfig.balanced else "off"
-    group.add_argument("--balanced", dest="balanced", action="store_true", default=None,
-                       help=f"K-Means with roughly equal cluster sizes (default: {default}, "
-                            "or the --config preset)")
+    add_config_arguments(parser.add_argument_group("clustering (CL)"), ClusterConfig)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -274,18 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   epilog=pipeline_epilog)
     add_io_flags(cluster)
     add_cluster_flags(cluster)
-    reading = cluster.add_argument_group("reading")
-    for flag in ("--max-doc-bytes", "--batch-size"):
-        _add_config_flag(reading, flag, {})
+    add_config_arguments(cluster.add_argument_group("reading"), DedupConfig, READING_FIELDS)
     run = commands.add_parser("run", help="both engines: ND→CL (nd_cl) or CL→ND (cl_nd)",
                               epilog=pipeline_epilog)
-    run.add_argument("--workflow", choices=("nd_cl", "cl_nd"), default="nd_cl",
-                     help="nd_cl: dedup, then cluster what is kept; cl_nd: cluster, then dedup "
-                          "inside clusters (default: %(default)s)")
-    run.add_argument("--dedup-scope", choices=("cluster_A", "cluster_B"), default="cluster_A",
-                     help="cl_nd: the clusters inside which duplicates are removed "
-                          "(default: %(default)s)")
-    add_io_flags(run)
+    add_run_arguments(run, required=True)
     add_dedup_flags(run)
     add_cluster_flags(run)
     from runners.dataflow.template_parser import add_template_parser

@@ -4,6 +4,12 @@ Presets live in ``configs/*.yaml``. A YAML file holds a ``dedup:`` mapping whose
 field names of :class:`DedupConfig`; unknown keys are errors (a misspelt ``treshold`` must not
 silently fall back to a default). Command-line flags override the YAML.
 
+Every field of :class:`DedupConfig` and :class:`ClusterConfig` is also a Beam pipeline option
+and an ``ndcl`` flag (``beam_pipeline.options`` generates both from the fields); a class's
+``OPTIONS`` table gives each its help line and, where the field name alone would be ambiguous,
+its option name (``ClusterConfig.seed`` is ``--cluster-seed``). A new field is a flag without
+any other edit.
+
 Run ``python -m beam_pipeline.config configs/local.yaml`` to print a resolved config.
 """
 
@@ -15,16 +21,23 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from beam_pipeline.config_fields import ConfigError as ConfigError  # re-exported
+from beam_pipeline.config_fields import Option, config_from_mapping
+
 VERIFY_MODES = ("none", "signature", "exact")
 KEEP_POLICIES = ("smallest_id", "longest", "first")
+# transforms.minhash.TOKENIZERS (importing it imports Beam; tests check that they agree).
+TOKENIZERS = ("unicode", "ascii")
+# What ClusterConfig accepts for ``mode`` and ``backend`` (runners.kmeans.jax_kmeans.MODES has
+# the modes too, but importing it imports JAX); tests/test_cli_flags.py checks they agree.
+KMEANS_MODES = ("full", "minibatch")
+KMEANS_BACKENDS = ("ray", "local")
 
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message says which and why."""
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,33 @@ class DedupConfig:
     # check, a false negative is a missed duplicate), 0.5 / 0.5 with ``verify: none``.
     fp_weight: float | None = None
     fn_weight: float | None = None
+
+    # Each field as a flag and pipeline option (see the module docstring).
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "threshold": Option("Jaccard threshold", "T"),
+        "num_perm": Option("MinHash permutations", "N"),
+        "ngram": Option("shingle length in tokens", "N"),
+        "bands": Option("LSH bands, given with --rows", "B",
+                        none_means="derived from the threshold"),
+        "rows": Option("LSH rows per band, given with --bands", "R",
+                       none_means="derived from the threshold"),
+        "seed": Option("seed of every hash", "S"),
+        "verify": Option("how candidate pairs are checked: exact Jaccard, signature "
+                         "agreement or not at all", choices=VERIFY_MODES),
+        "tokenizer": Option("unicode letter/digit tokens or ASCII [a-z0-9] runs",
+                            choices=TOKENIZERS),
+        "keep": Option("which document of a duplicate cluster is kept", choices=KEEP_POLICIES),
+        "max_doc_bytes": Option("reject longer input lines as too_large", "BYTES"),
+        "max_bucket_size": Option("cut larger LSH buckets to their first N members", "N"),
+        "cc_max_rounds": Option("connected-components rounds unrolled in the graph; what is "
+                                "left unconverged is finished on one worker", "N"),
+        "batch_size": Option("lines per document batch", "N"),
+        "shuffle_partitions": Option("keys of the batched shuffles", "N"),
+        "fp_weight": Option("weight of false positives when b and r are derived, given with "
+                            "--fn-weight", "W", none_means="0.1, or 0.5 with --verify none"),
+        "fn_weight": Option("weight of false negatives when b and r are derived, given with "
+                            "--fp-weight", "W", none_means="0.9, or 0.5 with --verify none"),
+    }
 
     def __post_init__(self) -> None:
         validate(self)
@@ -108,16 +148,44 @@ class ClusterConfig:
     # reported when kept documents carry it. Empty: no label, sizes and silhouette only.
     label_field: str = "label"
 
+    # Each field as a flag and pipeline option (see the module docstring); the K-Means fields
+    # are named kmeans_*, and seed and tokenizer cluster_*, apart from DedupConfig's.
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "k1": Option("level-1 clusters (cluster_A)", "K"),
+        "k2": Option("level-2 clusters inside each level-1 cluster (cluster_B)", "K"),
+        "n_components": Option("SVD embedding dimensions", "N"),
+        "n_features": Option("hashed term columns", "N"),
+        "sample_size": Option("documents sampled to fit the SVD and K-Means", "N"),
+        "max_iter": Option("K-Means iterations at most", "N", name="kmeans_max_iter"),
+        "tol": Option("K-Means tolerance, relative to the data's variance (0: until the "
+                      "labels stop changing)", "TOL", name="kmeans_tol"),
+        "mode": Option("K-Means steps on the full sample or on mini-batches",
+                       choices=KMEANS_MODES, name="kmeans_mode"),
+        "balanced": Option("K-Means with roughly equal cluster sizes"),
+        "seed": Option("seed of the sample, SVD and K-Means", "S", name="cluster_seed"),
+        "tokenizer": Option("tokens of the embedding's terms: unicode letter/digit or ASCII "
+                            "[a-z0-9] runs", choices=TOKENIZERS, name="cluster_tokenizer"),
+        "backend": Option("ray: the Ray-hosted K-Means service; local: in this process",
+                          choices=KMEANS_BACKENDS, name="kmeans_backend"),
+        "service_address": Option("K-Means service: HOST:PORT or ray://HOST:10001", "ADDR",
+                                  none_means="a service started on this machine"),
+        "service_num_cpus": Option("CPUs of a K-Means service started for the run", "N"),
+        "service_timeout_s": Option("seconds to wait for the K-Means service to start or "
+                                    "answer", "SECONDS"),
+        "label_field": Option("input field with a class label, for NMI/ARI; '' for none",
+                              "FIELD"),
+    }
+
     def __post_init__(self) -> None:
         for name in ("k1", "k2", "n_components", "n_features", "sample_size", "max_iter",
                      "service_num_cpus"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
-        if self.mode not in ("full", "minibatch"):
+        if self.mode not in KMEANS_MODES:
             raise ConfigError(f"cluster.mode must be 'full' or 'minibatch', got {self.mode!r}")
-        if self.backend not in ("ray", "local"):
+        if self.backend not in KMEANS_BACKENDS:
             raise ConfigError(f"cluster.backend must be 'ray' or 'local', got {self.backend!r}")
-        if self.tokenizer not in ("unicode", "ascii"):
+        if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"cluster.tokenizer must be 'unicode' or 'ascii', "
                               f"got {self.tokenizer!r}")
         if self.tol < 0 or self.service_timeout_s <= 0:
@@ -146,7 +214,7 @@ def validate(cfg: DedupConfig) -> None:
             )
     if cfg.verify not in VERIFY_MODES:
         raise ConfigError(f"verify must be one of {VERIFY_MODES}, got {cfg.verify!r}")
-    if cfg.tokenizer not in ("unicode", "ascii"):
+    if cfg.tokenizer not in TOKENIZERS:
         raise ConfigError(f"tokenizer must be 'unicode' or 'ascii', got {cfg.tokenizer!r}")
     if cfg.keep not in KEEP_POLICIES:
         raise ConfigError(f"keep must be one of {KEEP_POLICIES}, got {cfg.keep!r}")
@@ -165,37 +233,9 @@ def validate(cfg: DedupConfig) -> None:
         raise ConfigError("seed must be in [0, 2**63)")
 
 
-def _coerce(name: str, value: Any, cls: type = DedupConfig) -> Any:
-    """Check a YAML/CLI value against the field's declared type."""
-    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
-    declared = str(field_types[name])
-    if value is None:
-        if "None" not in declared:
-            raise ConfigError(f"{name} may not be null")
-        return None
-    if declared.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-    elif declared.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-    elif declared.startswith("str") and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    elif declared.startswith("bool") and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 def dedup_config_from_mapping(values: dict[str, Any], source: str = "config") -> DedupConfig:
     """Build a :class:`DedupConfig`, rejecting unknown keys with the list of known ones."""
-    known = {f.name for f in dataclasses.fields(DedupConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown dedup key(s) {unknown}; known keys are {sorted(known)}"
-        )
-    return DedupConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    return config_from_mapping(DedupConfig, values, "dedup", source)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -209,7 +249,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    allowed = {"dedup", "cluster", "pipeline"}
+    allowed = set(SECTIONS.values())
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}")
@@ -223,36 +263,28 @@ def load_dedup_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> DedupConfig:
     """Defaults, then the YAML file's ``dedup`` section, then non-None ``overrides``."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(load_yaml(path).get("dedup") or {})
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-    return dedup_config_from_mapping(values, source=str(path) if path else "overrides")
-
-
-if __name__ == "__main__":
-    print(json.dumps(load_dedup_config(sys.argv[1] if len(sys.argv) > 1 else None).to_dict(),
-                     indent=2))
+    return load_config(DedupConfig, path, overrides)
 
 
 def load_cluster_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> ClusterConfig:
     """Defaults, then the YAML file's ``cluster`` section, then non-None ``overrides``."""
+    return load_config(ClusterConfig, path, overrides)
+
+
+def load_config(cls: type[ConfigT], path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> ConfigT:
+    """A config dataclass: its defaults, then its section (:data:`SECTIONS`) of the YAML
+    file ``path``, then the non-None ``overrides`` (field name → value, e.g. from flags)."""
+    section = SECTIONS.get(cls, cls.__name__)
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(load_yaml(path).get("cluster") or {})
+        values.update(load_yaml(path).get(section) or {})
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
-    known = {f.name for f in dataclasses.fields(ClusterConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path or 'overrides'}: unknown cluster key(s) {unknown}; known keys "
-                          f"are {sorted(known)}")
-    return ClusterConfig(**{k: _coerce(k, v, ClusterConfig) for k, v in values.items()})
+    return config_from_mapping(cls, values, section, str(path) if path else "overrides")
 
 
 @dataclass(frozen=True)
@@ -282,9 +314,14 @@ class PipelineConfig:
 def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
     """The YAML file's ``pipeline`` section; unknown keys are errors."""
     values = (load_yaml(path).get("pipeline") or {}) if path is not None else {}
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown pipeline key(s) {unknown}; known keys are "
-                          f"{sorted(known)}")
-    return PipelineConfig(**{k: _coerce(k, v, PipelineConfig) for k, v in values.items()})
+    return config_from_mapping(PipelineConfig, values, "pipeline", str(path))
+
+
+# The YAML section of each config class: the sections a preset may have.
+SECTIONS: dict[type, str] = {DedupConfig: "dedup", ClusterConfig: "cluster",
+                             PipelineConfig: "pipeline"}
+
+
+if __name__ == "__main__":
+    print(json.dumps(load_dedup_config(sys.argv[1] if len(sys.argv) > 1 else None).to_dict(),
+                     indent=2))

@@ -22,8 +22,8 @@ every document for the writer). Shape of the ND graph (element shapes in bracket
     WriteOutputs             → kept/, duplicates/, rejected/, _stats.json under staging_dir
                              (a re-read of the input, decisions joined as side inputs)
 
-With clustering (the ``cluster``, ``nd_cl`` and ``cl_nd`` graphs), ``EmbedDocuments`` counts terms for
-the document frequencies and the K-Means sample from one read (the first, or for ND→CL a
+With clustering (the ``cluster``, ``nd_cl`` and ``cl_nd`` graphs), ``EmbedDocuments`` counts
+terms for the document frequencies and the K-Means sample from one read (the first, or for ND→CL a
 re-read of the kept documents) and projects a second re-read; ``ClusterDocuments`` labels
 it, and only the labels (16 bytes a document) reach the writer. ``ReportFit`` writes the
 K-Means fit summary (with the sample silhouettes) to ``_cluster_fit.json``, and

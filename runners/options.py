@@ -84,7 +84,13 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
@@ -436,9 +442,11 @@ def loopback_worker_env(beam_args: list[str]) -> dict[str, str]:
     (``-XX:TieredStopAtLevel=1``: the demo corpus's embedded Flink run spent more CPU in
     C2 compilation than in Flink's operators; unless ``JDK_JAVA_OPTIONS`` is set)."""
     env: dict[str, str] = {}
-    if any(arg == f"--experiments={LOOPBACK_PROCESS_WORKERS}" for arg in beam_args):
+    options = PipelineOptions(beam_args)
+    if options.view_as(DebugOptions).lookup_experiment(LOOPBACK_PROCESS_WORKERS):
         env["PATH"] = f"{_worker_python_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
-    if "--runner=FlinkRunner" in beam_args and "JDK_JAVA_OPTIONS" not in os.environ:
+    if (options.view_as(StandardOptions).runner == "FlinkRunner"
+            and "JDK_JAVA_OPTIONS" not in os.environ):
         env["JDK_JAVA_OPTIONS"] = "-XX:TieredStopAtLevel=1"
     return env
 
@@ -464,14 +472,15 @@ def workers_on_this_machine(beam_args: list[str]) -> bool:
     """Whether the SDK workers of ``beam_args`` run on this machine, so that they can reach a
     K-Means service started here: the direct runner, and Flink or a job service on localhost
     (embedded, LOOPBACK, or a standalone cluster of ``runners/flink/cluster.sh``)."""
-    values = dict(arg[2:].split("=", 1) for arg in beam_args if "=" in arg)
-    runner = values.get("runner", "direct")
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner or "direct"
     if runner in ("direct", "DirectRunner", "PrismRunner"):
         return True
     if runner == "FlinkRunner":
-        host = re.sub(r"^https?://", "", values.get("flink_master", "[local]"))
+        # Beam's default master, [auto], is an embedded Flink too.
+        host = re.sub(r"^https?://", "", options.view_as(FlinkRunnerOptions).flink_master)
     elif runner == "PortableRunner":
-        host = values.get("job_endpoint", "")
+        host = options.view_as(PortableOptions).job_endpoint or ""
     else:
         return False
     host = host.rsplit(":", 1)[0] if ":" in host and host != "[local]" else host

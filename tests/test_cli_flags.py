@@ -99,7 +99,8 @@ def test_underscore_aliases_and_global_flags_after_the_command() -> None:
     args, _ = parse_args(["cluster", "--input", "x", "--output", "y", "--kmeans_backend",
                           "local", "--label_field", "topic", "--k1", "3", "--job_endpoint",
                           "localhost:8099"])
-    assert (args.backend, args.label_field, args.k1) == ("local", "topic", 3)
+    # The parsed names are the pipeline options' (beam_pipeline.options): kmeans_backend.
+    assert (args.kmeans_backend, args.label_field, args.k1) == ("local", "topic", 3)
     assert args.job_endpoint == "localhost:8099"
     # Unset flags stay None, so that they leave the --config preset alone.
     args, _ = parse_args(base)

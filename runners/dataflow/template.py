@@ -19,8 +19,11 @@ The template (files beside this module):
   ``FLEX_TEMPLATE_PYTHON_SETUP_FILE`` = the repository's ``setup.py``.
 - ``main.py``: calls ``ndcl run`` with the launcher's arguments, translated by
   :func:`template_argv`.
-- ``metadata.json``: one parameter per ``ndcl run`` flag, named like the flag with ``_`` for
-  ``-`` (``num_perm`` is ``--num-perm``), each with label, helpText, isOptional and regexes.
+- ``metadata.json``: one parameter per NDCL pipeline option (``beam_pipeline.options``: the
+  run's own and every config field's), named as the option, which is the ``ndcl run`` flag
+  with ``_`` for ``-`` (``num_perm`` is ``--num-perm``), each with label, helpText,
+  isOptional and regexes. Beam's options (``--project``, ``--temp_location``, ...) are the
+  launcher's, not parameters.
 
 Wiring: ``beam_pipeline.cli_parser.build_parser`` adds the flags
 (``runners.dataflow.template_parser.add_template_parser``, apart so that building the parser
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from beam_pipeline.cli_parser import build_parser, subparsers_action
+from beam_pipeline.options import option_names
 
 # add_template_parser is re-exported ("as"): callers keep finding the template command here.
 from runners.dataflow.template_parser import METADATA, SETUP_PY
@@ -200,8 +204,9 @@ def check_template(metadata_path: Path | str = METADATA, setup_py: Path | str = 
     Checks the metadata fields against the Dataflow API's TemplateMetadata/ParameterMetadata
     (required name/label/helpText/isOptional, regexes that compile, defaults that match),
     that every parameter names an ``ndcl run`` flag and the required flags are required
-    parameters, and that the Dockerfile (default: beside ``metadata_path``) uses the Beam
-    version of ``setup.py``'s ``BEAM_VERSION`` and a launcher for the same Python.
+    parameters, that the parameters are NDCL's pipeline options one for one, and that the
+    Dockerfile (default: beside ``metadata_path``) uses the Beam version of ``setup.py``'s
+    ``BEAM_VERSION`` and a launcher for the same Python.
     """
     metadata_path = Path(metadata_path)
     dockerfile = Path(dockerfile) if dockerfile else metadata_path.parent / "Dockerfile"
@@ -227,6 +232,11 @@ def check_template(metadata_path: Path | str = METADATA, setup_py: Path | str = 
         name = option[2:].replace("-", "_")
         if flag.required and name not in seen:
             errors.append(f"`ndcl run` requires {option} but metadata has no {name!r}")
+    options = option_names()
+    errors += [f"parameter {name!r} is no NDCL pipeline option (beam_pipeline.options)"
+               for name in sorted(seen - set(options))]
+    errors += [f"NDCL option {name!r} has no parameter (the parameters are the options, one "
+               "for one)" for name in options if name not in seen]
     return errors + _check_dockerfile(dockerfile, Path(setup_py))
 
 
