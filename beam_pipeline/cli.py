@@ -173,6 +173,10 @@ def _main(argv: list[str] | None = None) -> int:
         from runners.dataflow.template import run_template_command
 
         return run_template_command(args)
+    if args.command == "show":
+        from beam_pipeline.show import run_show
+
+        return run_show(args)
     if args.command == "report":
         from beam_pipeline.report import run_report_command
 

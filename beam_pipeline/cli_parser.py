@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     from beam_pipeline.report import add_report_parser
 
     add_report_parser(commands)
+    from beam_pipeline.show import add_show_command
+
+    add_show_command(commands)
     from beam_pipeline.evaluate import add_evaluate_parsers
 
     add_evaluate_parsers(commands)
