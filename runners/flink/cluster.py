@@ -175,19 +175,25 @@ def write_config(spec: ClusterSpec, home: Path, conf: Path, tmp: Path) -> Path:
     return path
 
 
+def _running(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie not yet reaped counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    try:
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except IndexError:
+        return True
+
+
 def _alive(pid: int, marker: str) -> bool:
     """``pid`` runs and its command line contains ``marker`` (not a reused pid)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # exited, not yet reaped
-            return False
-    except (OSError, IndexError):
-        pass
-    return marker in cmdline
+    return _running(pid) and marker in cmdline
 
 
 def _port_free(port: int) -> bool:
@@ -316,7 +322,9 @@ def _wait_ready(state: ClusterState, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for kind, pid in state.pids.items():
-            if not _alive(pid, MARKERS[kind]):
+            # Not _alive: flink-daemon.sh records the pid of a forked shell that then execs
+            # java, so for a moment (longer on a loaded machine) the command line is bash's.
+            if not _running(pid):
                 raise ClusterError(f"the {kind} (pid {pid}) exited during start"
                                    f"{_last_error(Path(state.state_dir), kind)}; see "
                                    f"{state.state_dir}/log/")
@@ -324,6 +332,11 @@ def _wait_ready(state: ClusterState, timeout_s: float) -> None:
         pool_up = not _port_free(state.spec.worker_pool_port)
         if overview and overview.get("taskmanagers", 0) >= 1 and \
                 overview.get("slots-total", 0) >= state.spec.slots and pool_up:
+            strangers = [kind for kind, pid in state.pids.items()
+                         if not _alive(pid, MARKERS[kind])]
+            if strangers:  # a recorded pid that is not the process start began
+                raise ClusterError(f"the recorded pid of the {', '.join(strangers)} is not "
+                                   f"the process started; see {state.state_dir}/log/")
             return
         time.sleep(0.5)
     raise ClusterError(f"the cluster was not ready within {timeout_s:.0f} s (REST port "
