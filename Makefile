@@ -13,6 +13,8 @@ $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# Compile the numba feature kernel once (cached on disk): the first run need not pay it.
+	$(BIN)/python -c "from transforms.minhash import warm_compiled_kernel as w; w()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no blog shards in {BLOGS}", file=sys.stderr)
         return 2
     rows = []
+    # The numba kernel compiles once per machine (cached on disk): not a runner's cost.
+    warm = subprocess.run([sys.executable, "-c", "from transforms.minhash import "
+                           "warm_compiled_kernel as w; print(w())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    print(f"feature kernel warmed up ({warm} s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="ndcl-runners-") as tmp:
         for name in cases:
             reason = available(name)

@@ -34,6 +34,7 @@ import functools
 import itertools
 import logging
 import re
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -346,6 +347,20 @@ def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
                         for start, end in zip(starts.tolist(), ends.tolist())])
     exact = np.frombuffer(digests, dtype=">u8").reshape(-1, 2).astype(np.uint64)
     return rows, ends - starts, exact, signatures[rows]
+
+
+def warm_compiled_kernel() -> float | None:
+    """Compile the kernel now (numba caches it on disk, next to this module or in the user's
+    cache), so that a machine's first run does not pay the ~7-12 s; seconds taken, None
+    without numba. ``make install`` and the benchmarks call it."""
+    if compiled_kernel() is None:
+        return None
+    began = time.perf_counter()
+    a, b = permutation_params(8, 1)
+    signatures = kernel_features([{"text": "warm up the compiled feature kernel once"}],
+                                 5, 1, a, b)[-1]
+    kernel_band_hashes(np.asarray(signatures), 2, 4, 1)
+    return time.perf_counter() - began
 
 
 def kernel_band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int
