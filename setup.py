@@ -36,6 +36,7 @@ setup(
     packages=find_packages(include=["beam_pipeline*", "transforms*", "runners*"]),
     install_requires=REQUIRES,
     extras_require={"dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1", "datasketch==2.0.0",
+                            "rensa==0.5.0",  # the second ND baseline (benchmarks/)
                             "gcp-storage-emulator>=2024.8"]},
     entry_points={"console_scripts": ["ndcl = beam_pipeline.cli:main"]},
     # The Alembic environment ships as packages (its .py files); the template needs naming.

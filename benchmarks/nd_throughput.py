@@ -1,9 +1,11 @@
-"""Throughput and memory of ``ndcl dedup`` against a datasketch baseline.
+"""Throughput and memory of ``ndcl dedup`` against two baselines: datasketch and rensa.
 
 What it measures: for one shard (``blogs.00000.json.gz``) and for all four
 shards (``blogs.0000[0-3].json.gz``) it runs, in the same invocation and
 alternating repeat by repeat, the single-process datasketch baseline
-(``benchmarks/datasketch_baseline.py``) and ``ndcl dedup``, each as a
+(``benchmarks/datasketch_baseline.py``), the rensa baseline (``benchmarks/rensa_baseline.py``:
+rensa 0.5's Rust MinHash and LSH behind the same Python reading and shingling) and
+``ndcl dedup``, each as a
 subprocess measured by ``benchmarks/_measure.run_measured`` (wall time of the
 whole command, interpreter start included, and the peak summed RSS of its
 process tree, Beam's worker processes included). The input files are read
@@ -23,9 +25,11 @@ largest over the repeats, since its target is a ceiling):
   anything, conservative for NDCL);
 - peak RSS and duplicates found.
 
-Then the NDCL/datasketch ratios against the targets: end-to-end docs/s at
-least 1.5x, signature docs/s per core at least 2x, and NDCL's peak RSS at most
-3 GiB on all four shards, each marked PASS or MISS. The exit status is 0 even
+Then the ratios against the targets (issue 14): end-to-end docs/s at least 1.5x rensa's and
+3x datasketch's, NDCL's CPU seconds (user + sys of the whole process tree) at most rensa's,
+signature docs/s per core at least 2x datasketch's, and NDCL's peak RSS at most 3 GiB on all
+four shards, each marked PASS or MISS. Neither baseline verifies candidates or writes output;
+NDCL does both. The exit status is 0 even
 on a MISS (this is a report), 1 when a run failed, and 0 with "skipped" when
 the data is absent.
 
@@ -63,15 +67,18 @@ except ImportError:  # run as a script: benchmarks/ itself is on sys.path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data" / "blogs"
-BASELINE_SCRIPT = BENCH_DIR / "datasketch_baseline.py"
+BASELINE_SCRIPTS = {"datasketch": BENCH_DIR / "datasketch_baseline.py",
+                    "rensa": BENCH_DIR / "rensa_baseline.py"}
+BASELINES = tuple(BASELINE_SCRIPTS)
 
 DATASETS: dict[str, list[str]] = {
     "one": ["blogs.00000.json.gz"],
     "all": [f"blogs.0000{shard}.json.gz" for shard in range(4)],
 }
 
-TARGET_END_TO_END_RATIO = 1.5
-TARGET_SIGNATURE_PER_CORE_RATIO = 2.0
+# NDCL / baseline end-to-end docs/s (issue 14).
+TARGET_END_TO_END_RATIO = {"datasketch": 3.0, "rensa": 1.5}
+TARGET_SIGNATURE_PER_CORE_RATIO = 2.0  # against datasketch
 TARGET_PEAK_RSS_GIB_ALL = 3.0
 
 GIB = 1 << 30
@@ -155,16 +162,17 @@ def param_args(args: argparse.Namespace) -> list[str]:
 
 
 def baseline_command(
-    files: Sequence[Path], result_json: Path, args: argparse.Namespace
+    system: str, files: Sequence[Path], result_json: Path, args: argparse.Namespace
 ) -> list[str]:
+    shared = system == "datasketch" and not args.plain_baseline
     return [
         sys.executable,
-        str(BASELINE_SCRIPT),
+        str(BASELINE_SCRIPTS[system]),
         *map(str, files),
         "--json",
         str(result_json),
         *param_args(args),
-        *([] if args.plain_baseline else ["--shared-permutations"]),
+        *(["--shared-permutations"] if shared else []),
     ]
 
 
@@ -204,9 +212,11 @@ def measure(cmd: list[str], result_path: Path) -> tuple[Measurement, dict[str, A
         ) from error
 
 
-def baseline_run(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    result_json = scratch / "datasketch.json"
-    measurement, result = measure(baseline_command(files, result_json, args), result_json)
+def baseline_run(system: str, files: Sequence[Path], scratch: Path, args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    result_json = scratch / f"{system}.json"
+    measurement, result = measure(baseline_command(system, files, result_json, args),
+                                  result_json)
     return {
         "measurement": measurement,
         "result": result,
@@ -252,6 +262,7 @@ def summarise(runs: list[dict[str, Any]], cores: int) -> dict[str, Any]:
         "wall_s": wall,
         "docs_per_s": docs_per_s,
         "docs_per_s_per_core": docs_per_s / cores,
+        "cpu_s": median(run["measurement"]["cpu_s"] for run in runs),
         "signature_docs_per_s_per_core": median(
             run["signature_docs_per_s_per_core"] for run in runs
         ),
@@ -264,41 +275,30 @@ def ratio(ndcl: dict[str, Any], baseline: dict[str, Any], key: str) -> float | N
     return ndcl[key] / baseline[key] if baseline.get(key) else None
 
 
-def compare(dataset: str, ndcl: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
-    """NDCL/datasketch ratios, each with its target where there is one."""
-    rows: list[dict[str, Any]] = [
-        {
-            "metric": "end-to-end docs/s",
-            "value": ratio(ndcl, baseline, "docs_per_s"),
-            "target": TARGET_END_TO_END_RATIO,
-            "kind": "ratio_min",
-        },
-        {
-            "metric": "end-to-end docs/s per core",
-            "value": ratio(ndcl, baseline, "docs_per_s_per_core"),
-            "target": None,
-            "kind": "ratio_min",
-        },
-        {
-            "metric": "signature docs/s per core",
-            "value": ratio(ndcl, baseline, "signature_docs_per_s_per_core"),
-            "target": TARGET_SIGNATURE_PER_CORE_RATIO,
-            "kind": "ratio_min",
-        },
-    ]
+def compare(dataset: str, ndcl: dict[str, Any], baselines: dict[str, dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """NDCL/baseline ratios, each with its target where there is one."""
+    rows: list[dict[str, Any]] = []
+    for name, baseline in baselines.items():
+        rows += [
+            {"metric": f"end-to-end docs/s vs {name}",
+             "value": ratio(ndcl, baseline, "docs_per_s"),
+             "target": TARGET_END_TO_END_RATIO[name], "kind": "ratio_min"},
+            {"metric": f"CPU seconds vs {name}", "value": ratio(ndcl, baseline, "cpu_s"),
+             "target": 1.0 if name == "rensa" else None, "kind": "ratio_max"},
+        ]
+    if "datasketch" in baselines:
+        rows.append({"metric": "signature docs/s per core vs datasketch",
+                     "value": ratio(ndcl, baselines["datasketch"],
+                                    "signature_docs_per_s_per_core"),
+                     "target": TARGET_SIGNATURE_PER_CORE_RATIO, "kind": "ratio_min"})
     if dataset == "all":
-        rows.append(
-            {
-                "metric": "NDCL peak RSS GiB",
-                "value": ndcl["peak_rss_gib"],
-                "target": TARGET_PEAK_RSS_GIB_ALL,
-                "kind": "max",
-            }
-        )
+        rows.append({"metric": "NDCL peak RSS GiB", "value": ndcl["peak_rss_gib"],
+                     "target": TARGET_PEAK_RSS_GIB_ALL, "kind": "max"})
     for row in rows:
         if row["target"] is None or row["value"] is None:
             row["verdict"] = "-"
-        elif row["kind"] == "max":
+        elif row["kind"] in ("max", "ratio_max"):
             row["verdict"] = "PASS" if row["value"] <= row["target"] else "MISS"
         else:
             row["verdict"] = "PASS" if row["value"] >= row["target"] else "MISS"
@@ -321,12 +321,12 @@ def benchmark_dataset(
 ) -> tuple[dict[str, Any], list[str]]:
     """All repeats of both systems on one dataset; returns results and failures."""
     warm_page_cache(files)
-    runs: dict[str, list[dict[str, Any]]] = {"datasketch": [], "ndcl": []}
+    runs: dict[str, list[dict[str, Any]]] = {system: [] for system in (*BASELINES, "ndcl")}
     failed: dict[str, str] = {}
     if ndcl is None:
         failed["ndcl"] = "executable not found (pass --ndcl, or install the package)"
     for repeat in range(args.repeats):
-        for system in ("datasketch", "ndcl"):
+        for system in runs:
             if system in failed:
                 continue  # it failed once already: do not repeat it
             run_dir = scratch / dataset / f"{system}-{repeat}"
@@ -336,7 +336,7 @@ def benchmark_dataset(
                 if ndcl is not None and system == "ndcl":
                     run = ndcl_run(ndcl, files, run_dir, args)
                 else:
-                    run = baseline_run(files, run_dir, args)
+                    run = baseline_run(system, files, run_dir, args)
             except RunFailed as error:
                 failed[system] = str(error)
                 continue
@@ -353,22 +353,24 @@ def benchmark_dataset(
                 file=sys.stderr,
                 flush=True,
             )
-    cores = {"datasketch": 1, "ndcl": args.workers}
+    cores = {**dict.fromkeys(BASELINES, 1), "ndcl": args.workers}
     summaries = {system: summarise(done, cores[system]) for system, done in runs.items() if done}
     result: dict[str, Any] = {
         "files": [str(path) for path in files],
         "summary": summaries,
         "runs": runs,
     }
-    if "ndcl" in summaries and "datasketch" in summaries:
-        result["comparison"] = compare(dataset, summaries["ndcl"], summaries["datasketch"])
+    done = {name: summaries[name] for name in BASELINES if name in summaries}
+    if "ndcl" in summaries and done:
+        result["comparison"] = compare(dataset, summaries["ndcl"], done)
     return result, [f"[{dataset}] {system}: {reason}" for system, reason in failed.items()]
 
 
 def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
     header = (
         f"{'dataset':<8}{'system':<12}{'cores':>6}{'docs':>9}{'wall s':>9}{'docs/s':>10}"
-        f"{'docs/s/core':>13}{'sig docs/s/core':>17}{'peak GiB':>10}{'duplicates':>14}"
+        f"{'docs/s/core':>13}{'CPU s':>8}{'sig docs/s/core':>17}{'peak GiB':>10}"
+        f"{'duplicates':>14}"
     )
     lines = [header, "-" * len(header)]
     for dataset, result in results.items():
@@ -378,12 +380,13 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
             lines.append(
                 f"{dataset:<8}{system:<12}{row['cores']:>6}{row['docs']:>9}{row['wall_s']:>9.1f}"
                 f"{row['docs_per_s']:>10.0f}{row['docs_per_s_per_core']:>13.0f}"
+                f"{row['cpu_s']:>8.1f}"
                 f"{row['signature_docs_per_s_per_core']:>17.0f}{row['peak_rss_gib']:>10.2f}"
                 f"{found:>14}"
             )
     lines += [
         "",
-        f"NDCL ({workers} worker{'s' if workers > 1 else ''}) / datasketch (1 core):",
+        f"NDCL ({workers} worker{'s' if workers > 1 else ''}) / baselines (1 core each):",
     ]
     for dataset, result in results.items():
         if "comparison" not in result:
@@ -400,11 +403,12 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
                 else (
                     f"<= {row['target']:.1f} GiB"
                     if row["kind"] == "max"
+                    else f"<= {row['target']:.1f}x" if row["kind"] == "ratio_max"
                     else f">= {row['target']:.1f}x"
                 )
             )
             lines.append(
-                f"  {dataset:<6}{row['metric']:<30}{value:>10}   "
+                f"  {dataset:<6}{row['metric']:<40}{value:>10}   "
                 f"target {target or '-':<12}{row['verdict']}"
             )
     lines.append(
@@ -476,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "targets": {
                     "end_to_end_docs_per_s_ratio_min": TARGET_END_TO_END_RATIO,
+                    "cpu_s_ratio_max_vs_rensa": 1.0,
                     "signature_docs_per_s_per_core_ratio_min": TARGET_SIGNATURE_PER_CORE_RATIO,
                     "peak_rss_gib_all_shards_max": TARGET_PEAK_RSS_GIB_ALL,
                 },
