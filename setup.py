@@ -23,6 +23,7 @@ REQUIRES = [
     "google-cloud-storage>=2.14",
     "pyyaml>=6",
     "psutil>=5.9",
+    "rich>=13",  # the live progress line on a terminal (beam_pipeline.progress)
     "matplotlib>=3.8",  # ndcl report: PNG plots (Agg backend, no display needed)
     "jinja2>=3.1,<4",  # ndcl report: HTML page from templates/report.html.j2 (autoescape)
     "scipy>=1.11",  # sparse term matrices (transforms.embed), graph components (evaluation)

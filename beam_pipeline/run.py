@@ -40,6 +40,7 @@ from beam_pipeline.pipeline import (
     GraphPlan,
     build_graph,
 )
+from beam_pipeline.progress import ProgressReporter, live_counts_expected, log_stage_counts
 from beam_pipeline.timeline import Timeline, time_section
 from runners.kmeans.backend import connect_backend
 from runners.kmeans.errors import ServiceUnavailableError
@@ -207,17 +208,21 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
                     summarise: Any, files: list[str], timeline: Timeline) -> RunResult:
     """Run ``pipeline``, build the summary from its ``_stats.json`` (with the run's time
     parts), check the accounting and commit ``staging`` to ``output`` (its manifest lists the
-    input ``files``)."""
+    input ``files``). Progress is reported while the job runs (``beam_pipeline.progress``)."""
+    reporter = ProgressReporter(len(files), input_bytes(files),
+                                live_counts_expected(pipeline.options))
     try:
-        result = pipeline.run()
-        template = pipeline.options.view_as(GoogleCloudOptions).template_location
-        if template:
-            # A Flex/classic template launch only writes the job file; the job runs later, so
-            # there is nothing to summarise or commit here.
-            LOG.info("template written to %s; the job's output will be staged at %s",
-                     template, staging)
-            return RunResult(summary={}, output=output)
-        result.wait_until_finish()
+        with reporter:
+            result = pipeline.run()
+            template = pipeline.options.view_as(GoogleCloudOptions).template_location
+            if template:
+                # A Flex/classic template launch only writes the job file; the job runs
+                # later, so there is nothing to summarise or commit here.
+                reporter.discard()
+                LOG.info("template written to %s; the job's output will be staged at %s",
+                         template, staging)
+                return RunResult(summary={}, output=output)
+            result.wait_until_finish()
         timeline.mark("run")
     except Exception as exc:
         # Nothing is committed; the staging folder (NDCL's own, marked) goes too.
@@ -230,6 +235,7 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
     stats = read_json(staging.rstrip("/") + "/_stats.json")
     summary = summarise(stats, metrics)
     summary.update(time_section(timeline, summary.get("stage_seconds", {})))
+    log_stage_counts(summary)
     check_accounting(summary)
     write_text(staging.rstrip("/") + "/summary.json", json.dumps(summary, indent=2) + "\n")
     commit_output(staging, output, {"inputs": input_entries(files)})

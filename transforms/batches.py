@@ -26,6 +26,8 @@ import apache_beam as beam
 import numpy as np
 import xxhash
 
+from transforms.progress import LIVE
+
 T = TypeVar("T")
 LOG = logging.getLogger("ndcl.progress")
 
@@ -201,20 +203,17 @@ class UidSetFn(beam.CombineFn):
         return np.unique(np.concatenate(acc)) if acc else np.zeros(0, dtype=np.int64)
 
 
-_STAGES_STARTED: set[str] = set()
-
-
 def timed(items: Iterable[T], counter: Any) -> Iterator[T]:
     """Yield from ``items``, adding to ``counter`` the milliseconds spent producing them.
 
     Time spent by fused downstream steps while an item is being consumed is not counted, so
     each stage reports its own work only.
     """
-    stage = counter.metric_name.name
-    if stage not in _STAGES_STARTED:
-        # Progress for long runs: each stage says once per worker process that it started.
-        _STAGES_STARTED.add(stage)
-        LOG.info("stage reached: %s", stage.removeprefix("msecs_"))
+    stage = counter.metric_name.name.removeprefix("msecs_")
+    if LIVE.stage_started(stage):
+        # The driver's progress line names the stage (beam_pipeline.progress); a worker in
+        # another process only says it in its own log.
+        LOG.debug("stage reached: %s", stage)
     total = 0.0
     iterator = iter(items)
     while True:

@@ -66,6 +66,7 @@ from transforms.batches import (
     stage_counter,
     timed,
 )
+from transforms.progress import LIVE
 from transforms.records import (
     LongLine,
     _may_hold_id,
@@ -171,6 +172,9 @@ class ReadFileFn(beam.DoFn):
         # File name used in derived ids, by path (default: the base name; see id_names).
         self.id_names = id_names or {}
         self.read_counter = beam.metrics.Metrics.counter("ndcl", "read")
+        # Progress: records read and input bytes consumed, added per batch (transforms.progress).
+        self.progress_records = beam.metrics.Metrics.counter("ndcl", "progress_records")
+        self.progress_bytes = beam.metrics.Metrics.counter("ndcl", "progress_bytes")
 
     def process(self, element: tuple[int, str], repeats: dict[int, int] | None = None
                 ) -> Iterator[Any]:
@@ -185,12 +189,16 @@ class ReadFileFn(beam.DoFn):
         if lines is not None and lines.mode == "only" and not lines.lines:
             return  # nothing wanted from this file: not even opened
         reread = selection is not None
+        handles: list[Any] = []  # the open input file, whose position tells the bytes read
         if path.endswith(".parquet"):
-            items = self._read_parquet(path, base_name, lines)
+            items = self._read_parquet(path, base_name, lines, handles)
         else:
-            items = self._read_json(path, base_name, lines=lines)
+            items = self._read_json(path, base_name, lines=lines, handles=handles)
+        progress = None if reread else _ReadProgress(self, handles)
         count = 0
+        seen = 0  # records read (documents and rejects), for progress
         for item in items:
+            seen += 1
             if isinstance(item, dict):
                 if not reread:  # the first read reports rejects; a re-read skips them
                     yield beam.pvalue.TaggedOutput(REJECTED_TAG, item)
@@ -208,7 +216,11 @@ class ReadFileFn(beam.DoFn):
                 LOG.info("read %d documents from %s", count, base_name)
             done = builder.add(line, doc_id, record, nbytes)
             if done is not None:
+                if progress is not None:
+                    progress.report(seen)
                 yield done.batch_key, done
+        if progress is not None:
+            progress.report(seen, file_done=True, file_size=_file_size(path))
         done = builder.flush()
         if done is not None:
             yield done.batch_key, done
@@ -230,10 +242,11 @@ class ReadFileFn(beam.DoFn):
         return rejection(path, line, "duplicate_id", raw, detail)
 
     def _read_json(self, path: str, base_name: str, id_lines_only: bool = False,
-                   lines: LineFilter | None = None) -> Iterator[Any]:
+                   lines: LineFilter | None = None, handles: list[Any] | None = None
+                   ) -> Iterator[Any]:
         line = 0
         try:
-            for raw in iter_lines(path, self.max_doc_bytes):
+            for raw in iter_lines(path, self.max_doc_bytes, handles):
                 line += 1
                 if lines is not None and not lines.wanted(line):
                     continue  # a re-read skips what it does not need before parsing
@@ -255,13 +268,15 @@ class ReadFileFn(beam.DoFn):
             # A truncated or corrupt compressed file: keep what was read, reject the rest.
             yield rejection(path, line + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
 
-    def _read_parquet(self, path: str, base_name: str, lines: LineFilter | None = None
-                      ) -> Iterator[Any]:
+    def _read_parquet(self, path: str, base_name: str, lines: LineFilter | None = None,
+                      handles: list[Any] | None = None) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
         row = 0
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                if handles is not None:
+                    handles.append(fh)
                 parquet = pq.ParquetFile(fh)
                 for record_batch in parquet.iter_batches(batch_size=self.batch_size):
                     for record in record_batch.to_pylist():
@@ -283,6 +298,44 @@ class ReadFileFn(beam.DoFn):
                             yield row, doc_id, value, len(value["text"])
         except (OSError, ValueError) as exc:
             yield rejection(path, row + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
+
+
+class _ReadProgress:
+    """One file's read progress, reported per batch to :data:`transforms.progress.LIVE` and to
+    the read's Beam counters: the records read since the last report and the bytes of the file
+    consumed (the open file's position)."""
+
+    def __init__(self, fn: ReadFileFn, handles: list[Any]) -> None:
+        self.fn = fn
+        self.handles = handles
+        self.reported_records = 0
+        self.reported_bytes = 0
+
+    def report(self, records: int, file_done: bool = False, file_size: int | None = None
+               ) -> None:
+        """Report the file's first ``records`` records (the ones not reported yet)."""
+        new_records, self.reported_records = records - self.reported_records, records
+        position = file_size if file_size is not None else self._position()
+        nbytes = max(0, position - self.reported_bytes) if position is not None else 0
+        self.reported_bytes += nbytes
+        LIVE.add_read(new_records, nbytes, file_done=file_done)
+        self.fn.progress_records.inc(new_records)
+        self.fn.progress_bytes.inc(nbytes)
+
+    def _position(self) -> int | None:
+        try:
+            return self.handles[0].tell() if self.handles else None
+        except (OSError, ValueError):  # closed, or a stream without a position
+            return None
+
+
+def _file_size(path: str) -> int | None:
+    """The size of input ``path`` in bytes (None when it cannot be read)."""
+    try:
+        metadata = FileSystems.match([path])[0].metadata_list
+    except Exception:  # progress must never fail a read
+        return None
+    return metadata[0].size_in_bytes if metadata else None
 
 
 def match_inputs(patterns: list[str]) -> list[str]:

@@ -154,7 +154,8 @@ def _skip_long_line(handle: Any, first: bytes) -> LongLine:
     return LongLine(head=head, size=size - terminator)
 
 
-def iter_lines(path: str, max_line_bytes: int | None = None) -> Iterator[bytes | LongLine]:
+def iter_lines(path: str, max_line_bytes: int | None = None, handles: list[Any] | None = None
+               ) -> Iterator[bytes | LongLine]:
     """Raw lines of a (possibly gzip) file, without their line terminator.
 
     Beam's FileSystems opens the file (local, gs://, ...); gzip is decoded by the standard
@@ -163,8 +164,13 @@ def iter_lines(path: str, max_line_bytes: int | None = None) -> Iterator[bytes |
 
     With ``max_line_bytes``, a longer line comes back as a :class:`LongLine` and is read in
     chunks, so a file with a 50 MB line (or no newline at all) costs bounded memory.
+
+    With ``handles``, the open file (before decompression) is appended to it, so that the
+    caller can read its position (``tell()``: bytes of the file consumed) for progress.
     """
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_handle:
+        if handles is not None:
+            handles.append(raw_handle)
         handle = raw_handle
         if path.endswith(".gz"):
             # GzipFile decodes in small chunks, so a damaged file still yields its good start.
