@@ -70,9 +70,14 @@ class DedupConfig:
     batch_size: int = 4096
     # Number of keys used by the batched shuffles (band buckets, graph edges).
     shuffle_partitions: int = 32
-    # Weights of false positives / negatives when b and r are derived from the threshold.
-    # Unset: 0.1 / 0.9 when candidates are verified (a false positive then only costs one
-    # check, a false negative is a missed duplicate), 0.5 / 0.5 with ``verify: none``.
+    # With verification, b and r are derived with a recall floor: P(threshold) >= this, then
+    # the fewest false-positive candidates (transforms.lsh.recall_floor_param): verification
+    # rejects a false candidate for one check, a pair the banding misses is lost.
+    recall_floor: float = 0.995
+    # Weights of false positives / negatives when b and r are derived by minimising the
+    # weighted areas instead (transforms.lsh.optimal_param). Unset: 0.5 / 0.5 with
+    # ``verify: none``, where every candidate is reported unchecked, so a floor would cost
+    # precision; with verification, unset means the recall floor.
     fp_weight: float | None = None
     fn_weight: float | None = None
 
@@ -97,20 +102,26 @@ class DedupConfig:
                                 "left unconverged is finished on one worker", "N"),
         "batch_size": Option("lines per document batch", "N"),
         "shuffle_partitions": Option("keys of the batched shuffles", "N"),
-        "fp_weight": Option("weight of false positives when b and r are derived, given with "
-                            "--fn-weight", "W", none_means="0.1, or 0.5 with --verify none"),
-        "fn_weight": Option("weight of false negatives when b and r are derived, given with "
-                            "--fp-weight", "W", none_means="0.9, or 0.5 with --verify none"),
+        "recall_floor": Option("least LSH detection probability at the threshold when b and "
+                               "r are derived with verification (then the fewest false "
+                               "candidates)", "P"),
+        "fp_weight": Option("weight of false positives when b and r are derived by weighted "
+                            "areas instead of the recall floor, given with --fn-weight", "W",
+                            none_means="the recall floor, or 0.5 with --verify none"),
+        "fn_weight": Option("weight of false negatives when b and r are derived by weighted "
+                            "areas instead of the recall floor, given with --fp-weight", "W",
+                            none_means="the recall floor, or 0.5 with --verify none"),
     }
 
     def __post_init__(self) -> None:
         validate(self)
 
-    def banding_weights(self) -> tuple[float, float]:
-        """``(fp_weight, fn_weight)`` used to derive b and r."""
+    def banding_weights(self) -> tuple[float, float] | None:
+        """``(fp_weight, fn_weight)`` used to derive b and r, or None for the recall floor
+        (the default with verification)."""
         if self.fp_weight is not None and self.fn_weight is not None:
             return self.fp_weight, self.fn_weight
-        return (0.5, 0.5) if self.verify == "none" else (0.1, 0.9)
+        return (0.5, 0.5) if self.verify == "none" else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,6 +240,8 @@ def validate(cfg: DedupConfig) -> None:
     if cfg.fp_weight is not None and cfg.fn_weight is not None:
         if cfg.fp_weight < 0 or cfg.fn_weight < 0 or cfg.fp_weight + cfg.fn_weight <= 0:
             raise ConfigError("fp_weight and fn_weight must be >= 0 and not both 0")
+    if not 0.0 < cfg.recall_floor < 1.0:
+        raise ConfigError(f"recall_floor must be in (0, 1), got {cfg.recall_floor}")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError("seed must be in [0, 2**63)")
 

@@ -47,8 +47,8 @@ from transforms.components import STATS_TAG as CC_STATS_TAG
 from transforms.components import ConnectedComponents
 from transforms.embed import EmbedConfig, EmbedDocuments
 from transforms.exact import RemoveExactDuplicates
-from transforms.lsh import FindCandidatePairs, optimal_param
-from transforms.minhash import ComputeFeatures
+from transforms.lsh import FindCandidatePairs, optimal_param, recall_floor_param
+from transforms.minhash import ComputeFeatures, FeatureParams
 from transforms.read import (
     REJECTED_TAG,
     ReadDocuments,
@@ -79,11 +79,20 @@ class Banding:
 
 
 def choose_banding(cfg: DedupConfig) -> Banding:
-    """Explicit ``bands``/``rows`` from the config, else the optimum for the threshold."""
+    """Explicit ``bands``/``rows`` from the config, else derived from the threshold.
+
+    With verification (``exact``, ``signature``) the banding reaches ``recall_floor`` at the
+    threshold with the fewest false candidates: each costs one check, a missed pair is lost.
+    With ``verify: none`` (or explicit weights) the weighted-area optimum: every candidate is
+    then reported unchecked, so the floor's extra candidates below the threshold would be
+    false duplicates (0.5 / 0.5 gives b = 25, r = 10 at 0.7).
+    """
     if cfg.bands is not None and cfg.rows is not None:
         return Banding(cfg.bands, cfg.rows)
-    bands, rows = optimal_param(cfg.threshold, cfg.num_perm, *cfg.banding_weights())
-    return Banding(bands, rows)
+    weights = cfg.banding_weights()
+    if weights is None:
+        return Banding(*recall_floor_param(cfg.threshold, cfg.num_perm, cfg.recall_floor))
+    return Banding(*optimal_param(cfg.threshold, cfg.num_perm, *weights))
 
 
 @dataclass
@@ -104,9 +113,8 @@ def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
     documents of the same cluster are compared."""
     banding = choose_banding(cfg)
     parts = cfg.shuffle_partitions
-    features = read.batches | "ComputeFeatures" >> ComputeFeatures(
-        cfg.ngram, cfg.num_perm, cfg.seed, tokenizer=cfg.tokenizer,
-        banding=(banding.bands, banding.rows))
+    features = read.batches | "ComputeFeatures" >> ComputeFeatures(FeatureParams(
+        cfg.ngram, cfg.num_perm, cfg.seed, cfg.tokenizer, (banding.bands, banding.rows)))
     feature_batches = features.features
     if scope_labels is not None:
         feature_batches = ({"features": feature_batches, "labels": scope_labels}

@@ -58,6 +58,31 @@ def planted_records(seed: int = 7, clusters: int = 25, singles: int = 120) -> li
     return records
 
 
+def _shingles(words: list[str], ngram: int = 5) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)}
+
+
+def threshold_pair_records(seed: int = 14, pairs: int = 40, low: float = 0.70,
+                           high: float = 0.75) -> list[dict]:
+    """``pairs`` pairs ``p<i>a`` / ``p<i>b`` (explicit ids) of word 5-gram Jaccard in
+    ``[low, high)``: a random text and a copy with single words replaced until it falls in."""
+    rng = random.Random(seed)
+    records: list[dict] = []
+    while len(records) < 2 * pairs:
+        base = _text(rng, rng.randint(100, 200))
+        source, variant = _shingles(base), list(base)
+        similarity = 1.0
+        while similarity >= high:
+            variant = _edit(rng, variant, 1)
+            edited = _shingles(variant)
+            similarity = len(source & edited) / len(source | edited)
+        if similarity >= low:
+            i = len(records) // 2
+            records += [{"id": f"p{i}a", "text": " ".join(base)},
+                        {"id": f"p{i}b", "text": " ".join(variant)}]
+    return records
+
+
 def write_corpus(directory: Path, records: list[dict], files: int = 3,
                  gzip_every_other: bool = True) -> list[Path]:
     """Split ``records`` over ``files`` JSON-lines files (alternating plain and gzip)."""

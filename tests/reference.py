@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from transforms.lsh import band_hashes, optimal_param
+from transforms.lsh import band_hashes, optimal_param, recall_floor_param
 from transforms.minhash import permutation_params, shingle_hashes, token_hashes, tokenize
 
 
@@ -96,12 +96,14 @@ def read_docs(paths: list[str | Path]) -> list[RefDoc]:
 
 def reference_dedup(
     docs: list[RefDoc], threshold: float = 0.7, num_perm: int = 256, ngram: int = 5,
-    seed: int = 1, verify: str = "exact", weights: tuple[float, float] = (0.1, 0.9),
+    seed: int = 1, verify: str = "exact", weights: tuple[float, float] | None = None,
     max_bucket_size: int = 5000,
 ) -> dict[str, tuple[str, str]]:
-    """``{removed id: (duplicate_of, reason)}`` under the smallest-id keep policy."""
+    """``{removed id: (duplicate_of, reason)}`` under the smallest-id keep policy; b and r by
+    the weighted areas, or with ``weights=None`` by the recall floor."""
     a, b = permutation_params(num_perm, seed)
-    bands, rows = optimal_param(threshold, num_perm, *weights)
+    bands, rows = (recall_floor_param(threshold, num_perm) if weights is None
+                   else optimal_param(threshold, num_perm, *weights))
     by_uid = {d.uid: d for d in docs}
     # Exact groups on the normalised text.
     groups: dict[str, list[RefDoc]] = defaultdict(list)

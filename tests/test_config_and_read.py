@@ -211,8 +211,9 @@ def test_local_preset_loads() -> None:
 
 
 def test_banding_weights() -> None:
-    assert DedupConfig().banding_weights() == (0.1, 0.9)
-    assert DedupConfig(verify="signature").banding_weights() == (0.1, 0.9)
+    # None: the recall floor derives b and r (with verification).
+    assert DedupConfig().banding_weights() is None
+    assert DedupConfig(verify="signature").banding_weights() is None
     assert DedupConfig(verify="none").banding_weights() == (0.5, 0.5)
     explicit = dedup_config_from_mapping({"verify": "none", "fp_weight": 0.3, "fn_weight": 0.7})
     assert explicit.banding_weights() == (0.3, 0.7)

@@ -16,14 +16,18 @@ import numpy as np
 import pytest
 import xxhash
 
+from beam_pipeline.config import DedupConfig
+from beam_pipeline.pipeline import Banding, choose_banding
 from tests.reference import UnionFind
 from transforms.batches import LINE_MASK, DocBatch, FeatureBatch, UidSetFn, make_uid, rows_by_part
 from transforms.components import components_of, large_star, small_star, star_labels
 from transforms.exact import exact_groups, rank_key
 from transforms.lsh import (
+    RECALL_FLOOR,
     band_hashes,
     detection_probability,
     optimal_param,
+    recall_floor_param,
     star_edges,
     unique_pairs,
 )
@@ -623,6 +627,40 @@ def test_optimal_param_minimises_objective(threshold: float, num_perm: int, fp_w
     for nb, nr in neighbours:
         if nb >= 1 and nr >= 1 and nb * nr <= num_perm:
             assert best <= objective(nb, nr, threshold, fp_w, fn_w) + 1e-9, (nb, nr)
+
+
+def false_positive_area(bands: int, rows: int, threshold: float) -> float:
+    return objective(bands, rows, threshold, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.7, 0.8, 0.9])
+def test_default_banding_reaches_the_recall_floor(threshold: float) -> None:
+    """With verification the default b and r detect a pair at the threshold with probability
+    at least the floor, and no banding that does has a smaller false-positive area."""
+    cfg = DedupConfig(threshold=threshold)
+    banding = choose_banding(cfg)
+    assert cfg.recall_floor == RECALL_FLOOR == 0.995
+    assert banding.bands * banding.rows <= cfg.num_perm
+    assert float(detection_probability(threshold, banding.bands, banding.rows)) >= 0.995
+    area = false_positive_area(banding.bands, banding.rows, threshold)
+    for rows in range(1, cfg.num_perm + 1):
+        for bands in range(1, cfg.num_perm // rows + 1):
+            if float(detection_probability(threshold, bands, rows)) >= 0.995:
+                assert area <= false_positive_area(bands, rows, threshold) + 1e-9, (bands, rows)
+
+
+def test_banding_rules() -> None:
+    assert choose_banding(DedupConfig()) == Banding(29, 5)
+    # Without verification every candidate is reported: the weighted areas, 0.5 / 0.5.
+    assert choose_banding(DedupConfig(verify="none")) == Banding(25, 10)
+    # Explicit weights and explicit b, r still win (0.1 / 0.9 was the default before the floor).
+    assert choose_banding(DedupConfig(fp_weight=0.1, fn_weight=0.9)) == Banding(32, 8)
+    assert choose_banding(DedupConfig(bands=32, rows=8)) == Banding(32, 8)
+    # A lower floor: a steeper curve (P(0.7) = 0.90), fewer candidates below the threshold.
+    assert choose_banding(DedupConfig(recall_floor=0.9)) == Banding(27, 7)
+    assert recall_floor_param(0.7, 64) == (13, 3)
+    # A floor no banding reaches: the highest P(threshold).
+    assert recall_floor_param(0.7, 2) == (2, 1)
 
 
 def test_detection_probability() -> None:

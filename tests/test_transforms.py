@@ -58,6 +58,7 @@ from transforms.lsh import (
 )
 from transforms.minhash import (
     ComputeFeatures,
+    FeatureParams,
     exact_hash,
     minhash_signatures,
     normalised_text,
@@ -619,8 +620,8 @@ def test_compute_features_matches_direct_minhash(
         features = (
             p
             | "CreateDocBatches" >> beam.Create(batches)
-            | "ComputeFeatures" >> ComputeFeatures(ngram, num_perm, seed, tokenizer=tokenizer,
-                                                   banding=banding)
+            | "ComputeFeatures" >> ComputeFeatures(FeatureParams(
+                ngram, num_perm, seed, tokenizer=tokenizer, banding=banding))
         )
         assert_that(features.features | "DescribeFeatures" >> beam.Map(describe_features),
                     equal_to(expected), label="CheckFeatures")
@@ -692,7 +693,7 @@ def test_remove_exact_duplicates(policy: str) -> None:
         features = (
             p
             | "CreateDocBatches" >> beam.Create(exact_fixture())
-            | "ComputeFeatures" >> ComputeFeatures(2, 16, 11, banding=(4, 4))
+            | "ComputeFeatures" >> ComputeFeatures(FeatureParams(2, 16, 11, banding=(4, 4)))
         ).features
         exact = features | "RemoveExactDuplicates" >> RemoveExactDuplicates(
             policy, EXACT_BATCH, 3)

@@ -36,6 +36,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 
 import apache_beam as beam
@@ -405,19 +406,32 @@ def compute_features(
     return result, len(batch.records) - len(row_list)
 
 
+@dataclass(frozen=True)
+class FeatureParams:
+    """What :class:`ComputeFeatures` computes: word ``ngram`` shingles, ``num_perm`` MinHash
+    permutations from ``seed``; with ``banding = (bands, rows)`` the band hashes leave the
+    stage instead of the signatures; ``kernel`` one of :data:`KERNELS`."""
+
+    ngram: int
+    num_perm: int
+    seed: int
+    tokenizer: str = "unicode"
+    banding: tuple[int, int] | None = None
+    kernel: str = "auto"
+
+
 class ComputeFeaturesFn(beam.DoFn):
     """``(batch_key, DocBatch)`` → ``(batch_key, FeatureBatch)``; counts untokenised docs."""
 
     STATS_TAG = "stats"
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode",
-                 banding: tuple[int, int] | None = None, kernel: str = "auto") -> None:
-        self.tokenizer = tokenizer
-        self.ngram = ngram
-        self.num_perm = num_perm
-        self.seed = seed
-        self.banding = banding
-        self.kernel = kernel
+    def __init__(self, params: FeatureParams) -> None:
+        self.tokenizer = params.tokenizer
+        self.ngram = params.ngram
+        self.num_perm = params.num_perm
+        self.seed = params.seed
+        self.banding = params.banding
+        self.kernel = params.kernel
         self.timer = stage_counter("compute_features")
 
     def setup(self) -> None:
@@ -441,10 +455,9 @@ class ComputeFeatures(beam.PTransform):
     """Document batches → compact feature batches (band hashes with ``banding``, else
     signatures; exact keys; no text) and a stats output."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, tokenizer: str = "unicode",
-                 banding: tuple[int, int] | None = None, kernel: str = "auto") -> None:
+    def __init__(self, params: FeatureParams) -> None:
         super().__init__()
-        self.fn = ComputeFeaturesFn(ngram, num_perm, seed, tokenizer, banding, kernel)
+        self.fn = ComputeFeaturesFn(params)
 
     def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(
