@@ -217,7 +217,6 @@ def _main(argv: list[str] | None = None) -> int:
         apply_pipeline_config,
         loopback_worker_env,
         runner_beam_args,
-        workers_on_this_machine,
     )
 
     try:
@@ -231,11 +230,9 @@ def _main(argv: list[str] | None = None) -> int:
         from runners.dataflow.dry_run import run_dry_command
 
         return run_dry_command(args, cfg, cluster_cfg, beam_args)
-    if not workers_on_this_machine(beam_args) and args.command != "dedup" and (
-            cluster_cfg.backend == "ray" and cluster_cfg.service_address is None):
-        print("ndcl: runner error: a remote runner's workers cannot reach a K-Means service "
-              "started on this machine; give --service-address (e.g. ray://HOST:10001) or "
-              "--kmeans-backend local", file=sys.stderr)
+    problem = remote_service_problem(args.command, cluster_cfg, beam_args)
+    if problem:
+        print(f"ndcl: runner error: {problem}", file=sys.stderr)
         return 2
     from beam_pipeline.inputs import InputError
     from beam_pipeline.outputs import OutputError
@@ -263,6 +260,19 @@ def _main(argv: list[str] | None = None) -> int:
     print_summary(result.summary, result.output)
     record(args, result, sampler.result(), raw_argv, runner_args)
     return outcome_status(result.summary, result.output)
+
+
+def remote_service_problem(command: str, cluster_cfg: Any, beam_args: list[str]) -> str | None:
+    """Why a clustering run cannot start as configured (a remote runner's workers and a
+    K-Means service this machine would start), else None."""
+    from runners.options import workers_on_this_machine
+
+    if command != "dedup" and cluster_cfg.backend == "ray" and (
+            cluster_cfg.service_address is None) and not workers_on_this_machine(beam_args):
+        return ("a remote runner's workers cannot reach a K-Means service started on this "
+                "machine; give --service-address (e.g. ray://HOST:10001) or "
+                "--kmeans-backend local")
+    return None
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Fault|Exit))"

@@ -24,10 +24,15 @@ no script and nothing fetched from elsewhere, so the folder can be copied or att
   pairs (one marker shape per run, area by the bin's pair count, hollow under 5 pairs, the
   counts on a top axis);
 * ``resources.png`` -- CPU % and RSS of the ``ndcl`` process tree over the run's time, from
-  the samples ``ResourceSampler`` stores in ``ResourceMetric.samples_json``.
+  the samples ``ResourceSampler`` stores in ``ResourceMetric.samples_json``: small multiples,
+  one panel per run and metric.
+
+Every chart names the corpus of its runs at its top (``report_data.corpus_name``); runs get
+up to 20 distinct colours (``report_plots.run_palette``).
 
 Then a table of the runs, the accuracy and cluster-quality rows (NMI/ARI against the input
-labels, silhouette on the fitted sample) when present, and the ND→CL vs
+labels, silhouette on the fitted sample) when present, the top terms of each ``cluster_A`` per
+clustered run that stored them, and the ND→CL vs
 CL→ND comparison in words when both orderings are among the runs. Runs: ``--runs``, or the
 ``--last N``, or by default the latest run of each kind (``run --workflow nd_cl``, ``run
 --workflow cl_nd``, ``dedup``, ``cluster``). With no run to show (empty or missing database,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -256,6 +257,39 @@ def stored_sizes(row: dict[str, Any]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return sizes if isinstance(sizes, dict) else None
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _input_name(pattern: str) -> str:
+    """A pattern as a chart names it: the file name, or the last folder too for a glob."""
+    parts = pattern.rstrip("/").split("/")
+    return "/".join(parts[-2:]) if _GLOB.search(parts[-1]) and len(parts) > 1 else parts[-1]
+
+
+def corpus_name(runs: Sequence[RunData], most: int = 3) -> str:
+    """The inputs of ``runs`` as a chart's subtitle: ``corpus: c4-demo.json.gz`` (file names,
+    a glob with its folder), the first ``most`` and how many more when they differ."""
+    names = list(dict.fromkeys(_input_name(p) for run in runs
+                               for p in (run.input_pattern or "").split()))
+    if not names:
+        return "corpus: not recorded"
+    shown = ", ".join(names[:most]) + (f" (+{len(names) - most} more)"
+                                       if len(names) > most else "")
+    return f"{'corpus' if len(names) == 1 else 'corpora'}: {shown}"
+
+
+def stored_top_terms(run: RunData, level: int = 1) -> dict[str, list[str]]:
+    """Top terms per cluster id that the run stored (``ClusterMetric.sizes_json``
+    ``top_terms``: ``transforms.cluster.top_terms``), empty when it has none."""
+    for row in run.clusters:
+        stored = stored_sizes(row) if row["level"] == level else None
+        terms = (stored or {}).get("top_terms")
+        if isinstance(terms, dict):
+            return {str(k): [str(t) for t in v] for k, v in terms.items()
+                    if isinstance(v, list)}
+    return {}
 
 
 def recorded_document_sizes(run: RunData) -> tuple[list[int], list[int]] | None:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from beam_pipeline.report_data import KIND_LABELS, RunData, stored_sizes
+from beam_pipeline.report_data import KIND_LABELS, RunData, stored_sizes, stored_top_terms
 from beam_pipeline.report_plots import Plot
 
 if TYPE_CHECKING:
@@ -151,6 +151,26 @@ def cluster_quality_table(runs: Sequence[RunData]) -> Table | None:
                    ("silhouette", "")], rows)
 
 
+def top_terms_tables(runs: Sequence[RunData]) -> list[tuple[str, Table]]:
+    """One table per clustered run that stored top terms: each ``cluster_A`` (largest
+    first, by kept documents when stored), its kept documents and its top terms."""
+    tables = []
+    for run in runs:
+        terms = stored_top_terms(run)
+        if not terms:
+            continue
+        level_1 = next((c for c in run.clusters if c["level"] == 1), None)
+        stored = (stored_sizes(level_1) or {}) if level_1 else {}
+        sizes = stored.get("sizes") if isinstance(stored.get("sizes"), dict) else {}
+        order = sorted(terms, key=lambda cid: (-(sizes.get(cid) or 0),
+                                               int(cid) if cid.isdigit() else 0, cid))
+        rows = [[cid, _num(sizes.get(cid)), ", ".join(terms[cid]) or "–"] for cid in order]
+        tables.append((f"Top terms per cluster_A, {run.label}",
+                       _table([("cluster_A", "text"), ("kept docs", ""),
+                               ("top terms", "text wrap terms")], rows)))
+    return tables
+
+
 def comparison(runs: Sequence[RunData]) -> str | None:
     """ND→CL vs CL→ND in words, from the newest run of each ordering among ``runs``."""
     nd = next((r for r in reversed(runs) if r.kind == "nd_cl"), None)
@@ -215,10 +235,15 @@ def render_html(runs: Sequence[RunData], plots: Sequence[Plot], db_url: str,
     from beam_pipeline.db import redact
 
     # Tables shown under the figure they belong to, when that figure was drawn.
-    tables_under = {filename: (heading, table) for filename, heading, table in (
-        ("s_curve.png", "Accuracy (AccuracyMetric)", accuracy_table(runs)),
-        ("cluster_sizes.png", "Cluster quality (ClusterMetric)", cluster_quality_table(runs)),
-    ) if table is not None}
+    tables_under: dict[str, list[tuple[str, Table]]] = {}
+    for filename, heading, table in (
+            ("s_curve.png", "Accuracy (AccuracyMetric)", accuracy_table(runs)),
+            ("cluster_sizes.png", "Cluster quality (ClusterMetric)",
+             cluster_quality_table(runs)),
+            *(("cluster_sizes.png", heading, table)
+              for heading, table in top_terms_tables(runs))):
+        if table is not None:
+            tables_under.setdefault(filename, []).append((heading, table))
     return _environment().get_template(TEMPLATE).render(
         # GENERATOR is this module's own constant: the one piece of markup not escaped.
         title=TITLE, generator=Markup(GENERATOR), run_count=len(runs), db_url=redact(db_url),

@@ -16,6 +16,7 @@ import numpy as np
 
 from beam_pipeline.report_data import (
     RunData,
+    corpus_name,
     evaluation_bins,
     is_truth_reference,
     kept_cluster_sizes,
@@ -38,6 +39,8 @@ WIDTH_IN = 10.0
 # drawn hollow (a rate of 2 out of 3 says little).
 BIN_MARKERS = ("s", "^", "D", "v", "P", "X")
 FEW_PAIRS = 5
+# Runs per row of the resources chart's small multiples.
+RESOURCE_COLUMNS = 4
 
 
 @dataclass
@@ -58,14 +61,23 @@ def _figure(height: float, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
     return fig, axes
 
 
-def _colors(runs: Sequence[RunData]) -> dict[int, Any]:
+def run_palette() -> list[Any]:
+    """20 distinct run colours: tab20's saturated half (tab10's colours, in its order), then
+    its light half, so that up to 10 runs never get two shades of one hue."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab10"].colors
+    tab20 = colormaps["tab20"].colors
+    return [*tab20[0::2], *tab20[1::2]]
+
+
+def _colors(runs: Sequence[RunData]) -> dict[int, Any]:
+    palette = run_palette()
     return {r.id: palette[i % len(palette)] for i, r in enumerate(runs)}
 
 
-def _save(fig: Any, out: Path, name: str) -> str:
+def _save(fig: Any, out: Path, name: str, runs: Sequence[RunData]) -> str:
+    """Save ``fig``, naming the corpus of the ``runs`` it shows at its top."""
+    fig.suptitle(corpus_name(runs), fontsize=9, color="0.3")
     fig.savefig(out / name, dpi=DPI)
     return name
 
@@ -142,7 +154,7 @@ def plot_stages(runs: Sequence[RunData], out: Path) -> Plot:
                "part is wall time no stage timer covers (start-up, the K-Means service, "
                "shuffles). Bottom: each stage for each run; no bar means the run has no such "
                "stage.")
-    return Plot(title, _save(fig, out, "stages.png"), caption)
+    return Plot(title, _save(fig, out, "stages.png", timed), caption)
 
 
 def plot_documents(runs: Sequence[RunData], out: Path) -> Plot:
@@ -176,7 +188,7 @@ def plot_documents(runs: Sequence[RunData], out: Path) -> Plot:
     caption = ("Every document read ends in exactly one of these (read = kept + duplicates "
                "+ rejected, checked by every run). Exact duplicates have the same normalised "
                "text as a kept document; near duplicates were found by MinHash LSH.")
-    return Plot(title, _save(fig, out, "documents.png"), caption)
+    return Plot(title, _save(fig, out, "documents.png", counted), caption)
 
 
 def plot_retention(runs: Sequence[RunData], out: Path) -> Plot:
@@ -198,7 +210,7 @@ def plot_retention(runs: Sequence[RunData], out: Path) -> Plot:
     ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("kept / read (%)")
     caption = "Share of the documents read that each run kept."
-    return Plot(title, _save(fig, out, "retention.png"), caption)
+    return Plot(title, _save(fig, out, "retention.png", counted), caption)
 
 
 def plot_cluster_sizes(runs: Sequence[RunData], out: Path) -> Plot:
@@ -249,7 +261,8 @@ def plot_cluster_sizes(runs: Sequence[RunData], out: Path) -> Plot:
                "members per cluster, and cluster_B has no sizes.")
     if without_b:
         caption += " No cluster_B sizes for: " + ", ".join(without_b) + "."
-    return Plot(title, _save(fig, out, "cluster_sizes.png"), caption)
+    return Plot(title, _save(fig, out, "cluster_sizes.png", [run for run, *_ in series]),
+                caption)
 
 
 def plot_s_curve(runs: Sequence[RunData], out: Path) -> Plot:
@@ -347,7 +360,7 @@ def plot_s_curve(runs: Sequence[RunData], out: Path) -> Plot:
     if not measured_recall and not measured_bins:
         caption += (" No evaluation against a truth file is recorded for these runs, so there "
                     "are no measured points.")
-    return Plot(title, _save(fig, out, "s_curve.png"), caption)
+    return Plot(title, _save(fig, out, "s_curve.png", banded), caption)
 
 
 def _draw_bins(ax: Any, measured: Sequence[tuple[RunData, list[tuple[float, float, int | None]]]],
@@ -384,52 +397,62 @@ def _draw_bins(ax: Any, measured: Sequence[tuple[RunData, list[tuple[float, floa
 
 
 def plot_resources(runs: Sequence[RunData], out: Path) -> Plot:
+    """Small multiples: one CPU and one RSS panel per run (a row of CPU panels, then one of
+    RSS panels, wrapped every ``RESOURCE_COLUMNS`` runs), the axes shared within a metric, so
+    that many runs stay readable and comparable."""
     title = "Resource use over time"
-    with_series = [r for r in runs if len(r.samples) >= 2]
-    with_summary = [r for r in runs if r.resources and r.resources.get("cpu_percent_peak")
-                    is not None]
-    if not with_series and not with_summary:
+    shown = [r for r in runs if len(r.samples) >= 2 or (
+        r.resources and r.resources.get("cpu_percent_peak") is not None)]
+    if not shown:
         return Plot(title, None, "No run among these recorded resource samples.")
     colors = _colors(runs)
-    peak_rss = max([s.get("rss_bytes", 0) or 0 for r in with_series for s in r.samples]
-                   + [(r.resources or {}).get("rss_bytes_peak") or 0 for r in with_summary])
+    peak_rss = max([s.get("rss_bytes", 0) or 0 for r in shown for s in r.samples]
+                   + [(r.resources or {}).get("rss_bytes_peak") or 0 for r in shown])
     unit, scale = ("GiB", 2**30) if peak_rss >= 2**30 else ("MiB", 2**20)
-    fig, (ax_cpu, ax_rss) = _figure(4.2, ncols=2)
-    for run in with_series:
-        t = [float(s.get("t", 0.0)) for s in run.samples]
-        ax_cpu.plot(t, [float(s.get("cpu_percent", 0.0)) for s in run.samples],
-                    color=colors[run.id], linewidth=1.2, label=run.label)
-        ax_rss.plot(t, [float(s.get("rss_bytes", 0) or 0) / scale for s in run.samples],
-                    color=colors[run.id], linewidth=1.2, label=run.label)
-    summary_only = [r for r in with_summary if r not in with_series]
-    for run in summary_only:
-        # No time series (older records): the average and peak as flat lines over the run.
-        res = run.resources or {}
-        end = run.seconds or 1.0
-        for ax, avg, peak, div in ((ax_cpu, res.get("cpu_percent_avg"),
-                                    res.get("cpu_percent_peak"), 1.0),
-                                   (ax_rss, res.get("rss_bytes_avg"),
-                                    res.get("rss_bytes_peak"), scale)):
-            if avg is not None:
-                ax.hlines(avg / div, 0, end, colors=colors[run.id], linestyles="--",
-                          label=f"{run.label} avg (no series)")
-            if peak is not None:
-                ax.hlines(peak / div, 0, end, colors=colors[run.id], linestyles=":",
-                          label=f"{run.label} peak")
-    ax_cpu.set_title("CPU (process tree; 100 % = one core)", fontsize=10)
-    ax_cpu.set_xlabel("seconds since start")
-    ax_cpu.set_ylabel("CPU %")
-    ax_cpu.set_ylim(bottom=0)
-    ax_rss.set_title("resident memory (process tree)", fontsize=10)
-    ax_rss.set_xlabel("seconds since start")
-    ax_rss.set_ylabel(f"RSS ({unit})")
-    ax_rss.set_ylim(bottom=0)
-    for ax in (ax_cpu, ax_rss):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    from matplotlib.figure import Figure
+
+    ncols = min(RESOURCE_COLUMNS, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig = Figure(figsize=(WIDTH_IN, 0.6 + 2.0 * 2 * nrows), dpi=DPI, layout="constrained")
+    cpu_fig, rss_fig = fig.subfigures(2, 1)
+    metrics = (
+        (cpu_fig, "CPU % (process tree; 100 % = one core)", "cpu_percent",
+         "cpu_percent_avg", "cpu_percent_peak", 1.0),
+        (rss_fig, f"resident memory, {unit} (process tree)", "rss_bytes",
+         "rss_bytes_avg", "rss_bytes_peak", scale))
+    summary_only = [r for r in shown if len(r.samples) < 2]
+    for sub, heading, key, avg_key, peak_key, div in metrics:
+        axes = np.atleast_1d(sub.subplots(nrows, ncols, sharex=True, sharey=True,
+                                          squeeze=False)).ravel()
+        sub.suptitle(heading, fontsize=10)
+        top = 0.0
+        for ax, run in zip(axes, shown):
+            color = colors[run.id]
+            if len(run.samples) >= 2:
+                t = [float(s.get("t", 0.0)) for s in run.samples]
+                values = [float(s.get(key, 0.0) or 0.0) / div for s in run.samples]
+                ax.plot(t, values, color=color, linewidth=1.2)
+            else:  # no time series (older records): average and peak over the run
+                res = run.resources or {}
+                values = []
+                for value, style in ((res.get(avg_key), "--"), (res.get(peak_key), ":")):
+                    if value is not None:
+                        values.append(value / div)
+                        ax.hlines(value / div, 0, run.seconds or 1.0, colors=color,
+                                  linestyles=style)
+            top = max([top, *values])
+            ax.set_title(run.label, fontsize=8, color=color)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        # Shared axes: one range for the metric, from 0 to its highest value in any panel.
+        axes[0].set_ylim(0, top * 1.05 if top > 0 else 1.0)
+        for ax in axes[len(shown):]:
+            ax.set_visible(False)
+        sub.supxlabel("seconds since start", fontsize=8)
     caption = ("CPU % and RSS of the ndcl process and its children, sampled every 0.5 s "
-               "while the run lasted (ResourceMetric.samples_json).")
+               "while the run lasted (ResourceMetric.samples_json): one small panel per run "
+               "and metric, the axes shared within a metric.")
     if summary_only:
         caption += (" Runs without samples show their stored average (dashed) and peak "
                     "(dotted): " + ", ".join(r.label for r in summary_only) + ".")
-    return Plot(title, _save(fig, out, "resources.png"), caption)
+    return Plot(title, _save(fig, out, "resources.png", shown), caption)

@@ -25,7 +25,9 @@ def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """ClusterMetric rows from ``summary["cluster"]`` (empty for dedup-only runs).
 
     ``sizes_json`` holds the kept documents per cluster (``{"count", "min", "median", "max",
-    "sizes": {id: documents}, "labelled_docs"}``, level-2 ids ``"A/B"``). Summaries written
+    "sizes": {id: documents}, "labelled_docs"}``, level-2 ids ``"A/B"``) and, when the fit
+    named them, the top terms per cluster (``"top_terms": {id: [term, ...]}``, same ids): the
+    table has no column of its own for them, and this is the row of that level. Summaries written
     before these were measured have only the fits: level 1 then stores each cluster's K-Means
     sample members (``{id: n}``) and level 2 each parent's ``{"k", "n"}``.
     """
@@ -36,7 +38,8 @@ def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     level_2 = cluster.get("level_2") if isinstance(cluster.get("level_2"), dict) else {}
     if "fits" in level_2:
         return [{"level": level, "k": k, "nmi": data.get("nmi"), "ari": data.get("ari"),
-                 "silhouette": data.get("silhouette"), "sizes_json": _sizes_json(data)}
+                 "silhouette": data.get("silhouette"),
+                 "sizes_json": _sizes_json(data, _top_terms(level, data))}
                 for level, k, data in ((1, cluster.get("k1", level_1.get("k")), level_1),
                                        (2, cluster.get("k2", level_2.get("k")), level_2))]
     # Older summaries: level_2 holds one fit per level-1 cluster, and its "n" is that
@@ -59,11 +62,28 @@ def _cluster_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _sizes_json(level: dict[str, Any]) -> str | None:
+def _top_terms(level: int, data: dict[str, Any]) -> dict[str, list[str]]:
+    """``{cluster id: terms}`` of a summary level (level 2: ``"A/B"`` from each fit's)."""
+    if level == 1:
+        found = data.get("top_terms")
+        return {str(k): list(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    out = {}
+    for a, fit in (data.get("fits") or {}).items():
+        terms = fit.get("top_terms") if isinstance(fit, dict) else None
+        if isinstance(terms, dict):
+            out.update({f"{a}/{b}": list(v) for b, v in terms.items()})
+    return out
+
+
+def _sizes_json(level: dict[str, Any], top_terms: dict[str, list[str]] | None = None
+                ) -> str | None:
     sizes = level.get("sizes")
-    if not isinstance(sizes, dict):
+    if not isinstance(sizes, dict) and not top_terms:
         return None
-    return json.dumps({**sizes, "labelled_docs": level.get("labelled_docs")}, sort_keys=True)
+    stored = {**(sizes if isinstance(sizes, dict) else {}),
+              "labelled_docs": level.get("labelled_docs")}
+    return json.dumps({**stored, **({"top_terms": top_terms} if top_terms else {})},
+                      sort_keys=True)
 
 
 def build_record(summary: dict[str, Any], *, command: str, argv: list[str],

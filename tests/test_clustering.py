@@ -12,6 +12,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
 from sklearn.decomposition import TruncatedSVD
@@ -21,18 +22,23 @@ from sklearn.metrics import adjusted_rand_score
 from beam_pipeline.cli import main
 from runners.kmeans.backend import connect_backend
 from tests.conftest import REPO
-from tests.fixtures import topic_records, write_corpus
+from tests.fixtures import TOPICS, topic_records, write_corpus
 from transforms.batches import DocBatch, make_uid
 from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
 from transforms.embed import (
     NUMBER_TERM,
+    TERM_SEPARATOR,
     BottomKSampleFn,
     EmbedConfig,
     EmbedDocuments,
+    SampleTermsFn,
+    SvdModel,
     TermBatch,
+    column_names,
     counts_matrix,
     fit_svd,
     term_columns,
+    term_columns_and_words,
     terms,
     tfidf,
 )
@@ -87,6 +93,43 @@ def test_bottom_k_sample_is_order_independent() -> None:
     assert first == combine([5, 3, 1, 0, 2, 4], 4)
 
 
+def test_columns_are_named_by_the_sampled_words_that_hash_there() -> None:
+    words = ["orbit", "rocket", "orbit", "moon"]
+    cols, counts, named = term_columns_and_words(words, 2**18, 1)
+    plain = term_columns(words, 2**18, 1)
+    assert np.array_equal(cols, plain[0]) and np.array_equal(counts, plain[1])
+    assert sorted(named) == ["moon", "orbit", "rocket"]
+    assert [int(xxhash.xxh3_64_intdigest(w.encode(), 1) % 2**18) for w in named] == list(cols)
+    # Two words on one column (a hash collision): the one in more sampled documents wins,
+    # ties go to the smallest word.
+    sample = [(0, 1, np.array([5, 9]), TERM_SEPARATOR.join(["apple", "pear"])),
+              (1, 2, np.array([5]), "plum"),
+              (2, 3, np.array([5, 7]), TERM_SEPARATOR.join(["plum", "kiwi"]))]
+    assert column_names(sample, [5, 9, 11]) == {5: "plum", 9: "pear"}
+    assert column_names(sample[:2], [5]) == {5: "apple"}
+
+
+def test_top_columns_project_centres_back_onto_the_terms() -> None:
+    model = SvdModel(columns=np.array([3, 8, 20]), components=np.array(
+        [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=np.float32), idf=np.ones(32, np.float32),
+        n_docs=1, explained_variance_ratio=1.0)
+    assert model.top_columns(np.array([[1.0, 0.0], [0.2, 0.9], [-1.0, 0.0]]), 2) == [
+        [3, 20], [8, 20], []]
+
+
+def test_sample_terms_follow_the_sample() -> None:
+    texts = [r["text"] for r in topic_records(5)]
+    named = [term_columns_and_words(terms(t), 2**16, 1) for t in texts]
+    uids = np.arange(1, len(texts) + 1, dtype=np.int64)
+    batch = (0, TermBatch(0, uids, counts_matrix([(c, v) for c, v, _ in named], 2**16),
+                          [TERM_SEPARATOR.join(w) for _, _, w in named]))
+    sample = BottomKSampleFn(7, 3).extract_output(BottomKSampleFn(7, 3).add_input([], batch))
+    words = SampleTermsFn(7, 3).extract_output(SampleTermsFn(7, 3).add_input([], batch))
+    assert [s[1] for s in sample] == [w[1] for w in words]
+    assert all(np.array_equal(s[2], w[2]) and len(w[3].split(TERM_SEPARATOR)) == len(w[2])
+               for s, w in zip(sample, words))
+
+
 def test_svd_embedding_matches_scikit_learn_on_the_sample() -> None:
     texts = [r["text"] for r in topic_records(10)]
     n_features = 2**18
@@ -123,6 +166,19 @@ def test_cluster_transform_recovers_planted_topics(tmp_path: Path) -> None:
         assert adjusted_rand_score(truth, predicted) == 1.0
         assert {b for _, b in got.values()} <= {0, 1}
 
+    def check_top_terms(fits: list[dict]) -> None:
+        (fit,) = fits
+        level_1 = fit["A"]["top_terms"]
+        assert sorted(level_1) == ["0", "1", "2"]
+        # Each cluster is named by its planted topic's words (the filler words are in every
+        # topic, so weigh less), and the three clusters by the three topics.
+        topics = [{t for t, words in TOPICS.items() if set(level_1[a][:5]) <= set(words)}
+                  for a in sorted(level_1)]
+        assert sorted(t for found in topics for t in found) == sorted(TOPICS)
+        for sub in fit["B"].values():
+            assert sorted(sub["top_terms"]) == ["0", "1"]
+            assert all(0 < len(terms) <= 10 for terms in sub["top_terms"].values())
+
     with beam.Pipeline(runner=FnApiRunner()) as p:
         # Term statistics and the sample come from one read of the documents, the labels are
         # for a second one (in the pipeline a re-read of the input: ReadSelected).
@@ -133,6 +189,7 @@ def test_cluster_transform_recovers_planted_topics(tmp_path: Path) -> None:
                                                                   sample_size=80, seed=2))
         clustered = embedded | "Cluster" >> ClusterDocuments(spec, "t", levels, 2**16)
         assert_that(clustered["labels"], check)
+        assert_that(clustered["fit"], check_top_terms, label="CheckTopTerms")
     assert (tmp_path / "models" / "t__A.pkl").exists()
 
 
@@ -161,6 +218,18 @@ def test_cli_cluster_local_backend_is_deterministic(topic_corpus: list[Path],
     summary = json.loads((outs[0] / "summary.json").read_text())
     assert summary["read"] == summary["kept"] + summary["rejected"] == 120
     assert summary["cluster"]["k1"] == 3
+    # Top terms are stored per cluster, the same for the same seed.
+    again = json.loads((outs[1] / "summary.json").read_text())
+    level_1 = summary["cluster"]["level_1"]["top_terms"]
+    assert sorted(level_1) == ["0", "1", "2"] and level_1 == again["cluster"]["level_1"][
+        "top_terms"]
+    fits = summary["cluster"]["level_2"]["fits"]
+    assert sorted(fits) == ["0", "1", "2"] and all(sorted(f["top_terms"]) == ["0", "1"]
+                                                   for f in fits.values())
+    assert {a: f["top_terms"] for a, f in fits.items()} == {
+        a: f["top_terms"] for a, f in again["cluster"]["level_2"]["fits"].items()}
+    fit_file = json.loads((outs[0] / "_cluster_fit.json").read_text())
+    assert fit_file["A"]["top_terms"] == level_1
 
 
 @pytest.mark.slow

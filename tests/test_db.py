@@ -307,6 +307,28 @@ def test_record_run_stores_cluster_quality(url: str) -> None:
     engine.dispose()
 
 
+def test_record_run_stores_cluster_top_terms(url: str) -> None:
+    # Top terms of the fit (transforms.cluster.top_terms) go into each level's sizes_json.
+    summary = dict(SUMMARY, cluster={
+        "k1": 2, "k2": 2, "backend": "local", "sample": 10,
+        "level_1": {"k": 2, "n": 10, "top_terms": {"0": ["orbit", "moon"], "1": ["oven"]},
+                    "sizes": {"count": 2, "sizes": {"0": 6, "1": 4}}},
+        "level_2": {"k": 2, "fits": {"0": {"k": 1, "top_terms": {"0": ["orbit"]}},
+                                     "1": {"k": 2, "top_terms": {"0": ["oven"], "1": ["bake"]}}},
+                    "sizes": {"count": 3, "sizes": {"0/0": 6, "1/0": 3, "1/1": 1}}}})
+    result = _record(url, summary=summary)
+    engine = db.open_engine(url)
+    with Session(engine) as session:
+        levels = sorted(session.get(db.BenchmarkRun, result.run_id).cluster_metrics,
+                        key=lambda c: c.level)
+        assert json.loads(levels[0].sizes_json)["top_terms"] == {"0": ["orbit", "moon"],
+                                                                 "1": ["oven"]}
+        assert json.loads(levels[1].sizes_json)["top_terms"] == {
+            "0/0": ["orbit"], "1/0": ["oven"], "1/1": ["bake"]}
+        assert json.loads(levels[1].sizes_json)["sizes"] == {"0/0": 6, "1/0": 3, "1/1": 1}
+    engine.dispose()
+
+
 def test_record_run_dedup_only_has_no_cluster_metrics(url: str) -> None:
     summary = {k: v for k, v in SUMMARY.items() if k not in ("cluster", "workflow")}
     summary["config"] = SUMMARY["config"]["dedup"]  # dedup-only runs carry a flat config

@@ -49,6 +49,22 @@ def _summary(workflow: str | None, kept: int, exact: int, near: int, wall: float
     return summary
 
 
+TOP_TERMS = {"0": ["orbit", "rocket", "nasa"], "1": ["recipe", "oven", "<b>flour</b>"]}
+
+
+def _clustered(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with the cluster section of today's runs: kept sizes, fits, top terms."""
+    summary["cluster"] = {
+        "k1": 2, "k2": 2, "backend": "local", "sample": 830,
+        "level_1": {"k": 2, "top_terms": TOP_TERMS, "sizes": {
+            "count": 2, "min": 330, "median": 415, "max": 500, "sizes": {"0": 330, "1": 500}}},
+        "level_2": {"k": 2, "fits": {"0": {"k": 1, "top_terms": {"0": ["orbit"]}},
+                                     "1": {"k": 2, "top_terms": {"0": ["oven"], "1": ["bake"]}}},
+                    "sizes": {"count": 3, "min": 200, "median": 300, "max": 330,
+                              "sizes": {"0/0": 330, "1/0": 300, "1/1": 200}}}}
+    return summary
+
+
 def _resources(seconds: float, peak_cpu: float) -> dict[str, Any]:
     samples = [{"t": 0.5 * i, "cpu_percent": peak_cpu * (0.5 + 0.5 * math.sin(i / 3)),
                 "rss_bytes": (300 + 15 * i) << 20} for i in range(int(seconds * 2))]
@@ -92,7 +108,7 @@ def recorded(tmp_path: Path) -> dict[str, Any]:
         "nd": _record(url, _summary("nd_cl", 800, 120, 70, 30.0, nd_stages), "run",
                       ["run", "--workflow", "nd_cl", "--output", str(out_nd)], str(out_nd),
                       _resources(30.0, 110.0), notes=NOTE),
-        "cl": _record(url, _summary("cl_nd", 830, 110, 50, 25.0, cl_stages), "run",
+        "cl": _record(url, _clustered(_summary("cl_nd", 830, 110, 50, 25.0, cl_stages)), "run",
                       ["run", "--workflow", "cl_nd", "--dedup-scope", "cluster_B"],
                       str(tmp_path / "out-cl"), _resources(25.0, 100.0)),
         "dedup": _record(url, _summary(None, 800, 120, 70, 3.0, {
@@ -158,6 +174,74 @@ def test_report_writes_plots_and_escaped_html(recorded: dict[str, Any],
     assert "Open circles" in page and "measured detection rate per bin" in page
     assert "run:" in page  # the run-against-run accuracy row is listed in the table
     assert f"#{ids['old_nd']} " not in page
+    # The top terms of the clustered run that stored them: one table, largest cluster first.
+    heading = f"<h3>Top terms per cluster_A, #{ids['cl']} CL→ND</h3>"
+    assert page.count("<h3>Top terms per cluster_A") == 1 and heading in page
+    table = page[page.index(heading):].split("</table>")[0]
+    assert table.index("recipe, oven, &lt;b&gt;flour&lt;/b&gt;") < table.index(
+        "orbit, rocket, nasa")
+    assert "<b>flour" not in page
+
+
+def test_every_chart_names_the_corpus(recorded: dict[str, Any],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    titles: dict[str, str] = {}
+    save = report_plots._save
+
+    def spy(fig: Any, out: Path, name: str, runs: Any) -> str:
+        saved = save(fig, out, name, runs)
+        titles[name] = fig.get_suptitle()
+        return saved
+
+    monkeypatch.setattr(report_plots, "_save", spy)
+    _report(recorded)
+    assert sorted(titles) == sorted(PNGS)
+    assert set(titles.values()) == {"corpus: c4-demo.00000-of-00001.json.gz"}
+    runs = report_data.load_runs(recorded["url"], [recorded["ids"]["nd"]])
+    runs[0].input_pattern = "a/x.json gs://b/c/*.json.gz d/y.parquet e/z.json"
+    assert report_data.corpus_name(runs) == "corpora: x.json, c/*.json.gz, y.parquet (+1 more)"
+    runs[0].input_pattern = None
+    assert report_data.corpus_name(runs) == "corpus: not recorded"
+
+
+def _run(run_id: int, seconds: float = 20.0) -> report_data.RunData:
+    samples = json.loads(_resources(seconds, 50.0 + run_id)["samples_json"])
+    return report_data.RunData(
+        id=run_id, created_at=None, command="dedup", workflow=None, runner="direct",
+        workers=1, input_pattern=INPUT, output=None, threshold=0.7, num_perm=256, bands=32,
+        rows=8, k1=None, k2=None, read=100, kept=90, duplicates=10, duplicates_exact=5,
+        duplicates_near=5, rejected=0, seconds=seconds, config_hash=None, notes=None,
+        stages={"read": 1.0}, samples=samples)
+
+
+def test_twenty_runs_get_twenty_colours_and_resources_small_multiples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = [_run(i) for i in range(1, 21)]
+    colours = report_plots._colors(runs)
+    assert len(set(colours.values())) == 20
+    assert colours[1] == pytest.approx((0x1F / 255, 0x77 / 255, 0xB4 / 255))  # tab10 blue
+    figures: list[Any] = []
+    save = report_plots._save
+    monkeypatch.setattr(report_plots, "_save",
+                        lambda fig, out, name, shown: figures.append(fig) or save(
+                            fig, out, name, shown))
+    plot = report_plots.plot_resources(runs, tmp_path)
+    assert plot.filename == "resources.png" and "one small panel per run" in plot.caption
+    shown = [ax for ax in figures[0].get_axes() if ax.get_visible()]
+    # One CPU and one RSS panel per run, each titled with its run in the run's colour.
+    assert len(shown) == 40
+    assert sorted(ax.get_title() for ax in shown) == sorted(
+        [r.label for r in runs] * 2)
+    for ax in shown:
+        run = next(r for r in runs if r.label == ax.get_title())
+        assert ax.title.get_color() == colours[run.id]
+        assert [tuple(line.get_color()) for line in ax.get_lines()] == [colours[run.id]]
+        # Axes shared within a metric: no panel's line is cut off at the top.
+        assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= max(ax.get_lines()[0].get_ydata())
+    import matplotlib.image as mpimg
+
+    height, width = mpimg.imread(str(tmp_path / "resources.png")).shape[:2]
+    assert width >= 1000 and height >= 1500  # 5 rows of 4 panels per metric, still legible
 
 
 def test_s_curve_draws_measured_bins(recorded: dict[str, Any],
@@ -179,7 +263,8 @@ def test_s_curve_draws_measured_bins(recorded: dict[str, Any],
         (pytest.approx(0.525), 0.05, 40), (pytest.approx(0.625), pytest.approx(1 / 3), 3),
         (pytest.approx(0.975), 1.0, 250)]  # the empty bin has no rate and is left out
     figures: list[Any] = []
-    monkeypatch.setattr(report_plots, "_save", lambda fig, out, name: figures.append(fig) or name)
+    monkeypatch.setattr(report_plots, "_save",
+                        lambda fig, out, name, runs: figures.append(fig) or name)
     plot = report_plots.plot_s_curve(runs, recorded["tmp"])
     ax = figures[0].axes[0]
     points = [c for c in ax.collections
@@ -218,7 +303,8 @@ def test_cluster_sizes_and_quality_come_from_the_database(
     (run,) = report_data.load_runs(recorded["url"], [run_id])
     assert report_data.recorded_document_sizes(run) == ([600, 390], [500, 250, 100, 90, 50])
     figures: list[Any] = []
-    monkeypatch.setattr(report_plots, "_save", lambda fig, out, name: figures.append(fig) or name)
+    monkeypatch.setattr(report_plots, "_save",
+                        lambda fig, out, name, runs: figures.append(fig) or name)
     plot = report_plots.plot_cluster_sizes([run], recorded["tmp"])
     ax_a, ax_b = figures[0].axes
     assert [line.get_ydata().tolist() for line in ax_a.get_lines()] == [[600, 390]]
@@ -356,6 +442,9 @@ def test_report_renders_in_headless_chromium(recorded: dict[str, Any]) -> None:
     loaded = dict(item.rsplit(":", 1) for item in match.group(1).split())
     assert sorted(loaded) == sorted(PNGS)
     assert all(int(width) > 0 for width in loaded.values()), loaded
+    # The top-terms table is on the rendered page, its terms as text.
+    assert "Top terms per cluster_A" in dumped.stdout
+    assert "recipe, oven, &lt;b&gt;flour&lt;/b&gt;" in dumped.stdout
 
 
 def test_report_replaces_only_its_own_files(recorded: dict[str, Any],

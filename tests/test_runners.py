@@ -243,7 +243,7 @@ COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
 ND_CL_STAGES = ["ListRemovedDocuments", "CollectRemovedDocuments", "SelectKeptDocuments",
                 "ReadKeptForStatistics"]
 CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ScopeByCluster"]
-# Shuffles outside the connected-components rounds, shared by both orderings (25):
+# Shuffles outside the connected-components rounds, shared by both orderings (26):
 # - read: Reshuffle of the file list + the id hashes that find repeated ids (2);
 # - CollectFieldTypes (1; it used to be inside WriteOutputs);
 # - exact: the hash groups + the combine of the removed uids (2; no join of decisions with
@@ -253,14 +253,15 @@ CL_ND_STAGES = ["SelectEveryDocumentToEmbed", "ScopeByCluster"]
 # - FetchNodes: the combine of the endpoint uids + the Reshuffle of its re-read's file list
 #   (2; it used to join requested uids with the document batches);
 # - verification 2 joins, resolve 3;
-# - embedding: 2 combines + the Reshuffle of the re-read that projects (3; the projecting
+# - embedding: 3 combines (document frequencies, the bottom-k sample, the sample's words for
+#   the clusters' top terms) + the Reshuffle of the re-read that projects (4; the projecting
 #   step reads its documents itself, in both orderings);
 # - WriteOutputs: the Reshuffle of its re-read's file list, rejected rows, stats sum (3; the
 #   duplicate rows are a side input now, no join with the document batches);
 # - 1 combine of the cluster-quality counts;
 # - connected components: the gathering of what the rounds left unconverged (1; it carries
 #   nothing when the rounds converged).
-FIXED_SHUFFLES = 25
+FIXED_SHUFFLES = 26
 # Two per unrolled connected-components round (large star, small star).
 CC_SHUFFLES = 2 * DedupConfig().cc_max_rounds
 # The ordering's own shuffles. nd_cl: the combine of the removed uids and the Reshuffle of

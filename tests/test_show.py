@@ -208,8 +208,39 @@ def test_colour_only_on_a_terminal(demo_out: Path, capsys: pytest.CaptureFixture
     assert ANSI in capsys.readouterr().out
 
 
+def _without_stored_terms(out: Path) -> None:
+    """Remove the top terms the run stored (summary.json, _cluster_fit.json), as in
+    outputs of runs from before they were."""
+    summary = json.loads((out / "summary.json").read_text())
+    fit = json.loads((out / "_cluster_fit.json").read_text())
+    for level_1, fits in ((summary["cluster"]["level_1"], summary["cluster"]["level_2"]["fits"]),
+                          (fit["A"], fit["B"])):
+        del level_1["top_terms"]
+        for sub in fits.values():
+            del sub["top_terms"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    (out / "_cluster_fit.json").write_text(json.dumps(fit))
+
+
 @pytest.mark.slow
-def test_clusters(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_clusters_show_the_terms_the_run_stored(demo_out: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    summary = json.loads((demo_out / "summary.json").read_text())
+    stored = summary["cluster"]["level_1"]["top_terms"]
+    shown = show_json(capsys, str(demo_out), "--clusters")
+    assert shown["top_terms_source"] == "summary.json"
+    assert {c["id"]: c["top_terms"] for c in shown["clusters"]} == stored
+    assert all(0 < len(terms) <= 10 for terms in stored.values())
+    level_b = show_json(capsys, str(demo_out), "--clusters", "--level", "B", "--group", "1")
+    fits = summary["cluster"]["level_2"]["fits"]["1"]["top_terms"]
+    assert {c["id"]: c["top_terms"] for c in level_b["clusters"]} == {
+        f"1/{b}": terms for b, terms in fits.items()}
+
+
+@pytest.mark.slow
+def test_clusters(demo_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo_out = copy_output(demo_out, tmp_path / "no-terms")
+    _without_stored_terms(demo_out)
     summary = json.loads((demo_out / "summary.json").read_text())
     shown = show_json(capsys, str(demo_out), "--clusters")
     assert shown["level"] == "A" and shown["top_terms_source"] == "computed"
@@ -236,6 +267,7 @@ def test_clusters(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_clusters_use_stored_top_terms(demo_out: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = copy_output(demo_out, tmp_path / "terms")
+    _without_stored_terms(out)
     summary = json.loads((out / "summary.json").read_text())
     summary["cluster"]["level_1"]["top_terms"] = {
         str(a): [[f"term{a}", 0.5], [f"other{a}", 0.25]] for a in range(4)}

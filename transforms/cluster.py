@@ -19,7 +19,9 @@ The fit summary also holds the silhouette of both levels on the fitted sample (a
 ``SILHOUETTE_POINTS`` of its documents, drawn with the seed): scikit-learn's
 ``silhouette_score`` with the Euclidean distance, the geometry K-Means minimises (on the
 unit-length embeddings it is a monotone function of the cosine distance, ``sqrt(2 - 2 cos)``);
-level 2 scores each document's ``(cluster_A, cluster_B)`` pair as one cluster.
+level 2 scores each document's ``(cluster_A, cluster_B)`` pair as one cluster. With the
+sample's words (``EmbedDocuments``' ``sample_terms``) it holds the top terms of every cluster
+too (``top_terms`` in the level-1 fit and in each level-2 fit; see :func:`top_terms`).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from apache_beam.ml.inference.base import (
 )
 
 from transforms.batches import stage_counter, timed_process
-from transforms.embed import SvdModel, counts_matrix
+from transforms.embed import NUMBER_TERM, SvdModel, column_names, counts_matrix
 
 LOG = logging.getLogger(__name__)
 # Silhouette costs O(points²) distances: on 2,000 points one score takes ~50 ms.
 SILHOUETTE_POINTS = 2000
 SILHOUETTE_METRIC = "euclidean"
+TOP_TERMS = 10
 
 
 def silhouette_rows(n: int, seed: int, limit: int = SILHOUETTE_POINTS) -> np.ndarray:
@@ -184,6 +187,59 @@ def predict_levels(backend: KMeansBackend, run_id: str, x: np.ndarray
     return labels_a.astype(np.int64), labels_b
 
 
+def top_terms(backend: KMeansBackend, run_id: str, x: np.ndarray, svd: SvdModel,
+              sample_terms: list[tuple], n: int = TOP_TERMS
+              ) -> tuple[dict[str, list[str]], dict[int, dict[str, list[str]]]]:
+    """Top terms of every fitted cluster: ``({a: terms}, {a: {b: terms}})``.
+
+    A cluster's centre is the mean of its sample members' embeddings (K-Means' centre); what
+    sets it apart is the centre minus the mean of the set it was split from (the sample for
+    ``cluster_A``, its ``cluster_A`` for ``cluster_B``; the centre itself when it is the only
+    cluster there), projected back onto the hashed TF-IDF columns
+    (:meth:`SvdModel.top_columns`); each column is named by the sample's words
+    (:func:`transforms.embed.column_names`). Terms that say nothing about a topic are left
+    out (``#NUMBER``, one- and two-letter fragments such as the ``s`` of "it's").
+    Deterministic: the sample, SVD and fits are seeded, ties are broken by column and word."""
+    labels_a, labels_b = predict_levels(backend, run_id, x)
+    keys, directions = [], []
+    parts_a = np.unique(labels_a).tolist()
+    for a in parts_a:
+        members = labels_a == a
+        centre = x[members].mean(axis=0)
+        keys.append((a, None))
+        directions.append(centre - x.mean(axis=0) if len(parts_a) > 1 else centre)
+        parts_b = np.unique(labels_b[members]).tolist()
+        for b in parts_b:
+            sub = x[members & (labels_b == b)].mean(axis=0)
+            keys.append((a, b))
+            directions.append(sub - centre if len(parts_b) > 1 else sub)
+    columns = svd.top_columns(np.array(directions), 4 * n) if directions else []
+    names = column_names(sample_terms, (c for cols in columns for c in cols))
+    level_1: dict[str, list[str]] = {}
+    level_2: dict[int, dict[str, list[str]]] = {}
+    for (a, b), cols in zip(keys, columns):
+        terms = [names[c] for c in cols if c in names and _telling(names[c])][:n]
+        if b is None:
+            level_1[str(a)] = terms
+        else:
+            level_2.setdefault(a, {})[str(b)] = terms
+    return level_1, level_2
+
+
+def _telling(term: str) -> bool:
+    return term != NUMBER_TERM and len(term) > 2
+
+
+def add_top_terms(summary: dict[str, Any], terms: tuple[dict[str, list[str]],
+                                                        dict[int, dict[str, list[str]]]]
+                  ) -> dict[str, Any]:
+    """The fit summary with ``top_terms`` in the level-1 fit and in each level-2 fit."""
+    level_1, level_2 = terms
+    return {**summary, "A": {**summary["A"], "top_terms": level_1},
+            "B": {a: {**fit, "top_terms": level_2.get(a, {})}
+                  for a, fit in summary["B"].items()}}
+
+
 class FitLevelsFn(beam.DoFn):
     """The embedding sample + fitted SVD → fitted level-1 and level-2 models (a summary)."""
 
@@ -200,10 +256,14 @@ class FitLevelsFn(beam.DoFn):
         self.backend = open_backend(self.spec)
 
     @timed_process
-    def process(self, sample: list[tuple], svd: SvdModel) -> Iterator[dict[str, Any]]:
+    def process(self, sample: list[tuple], svd: SvdModel,
+                sample_terms: list[tuple] | None = None) -> Iterator[dict[str, Any]]:
         x = svd.embed(counts_matrix([(cols, vals) for _, _, cols, vals in sample],
                                     self.n_features))
         summary = fit_levels(self.backend, self.run_id, x, self.levels)
+        if sample_terms is not None:
+            summary = add_top_terms(summary, top_terms(self.backend, self.run_id, x, svd,
+                                                       sample_terms))
         LOG.info("fitted %d level-1 and %d level-2 K-Means models on %d sampled documents",
                  1, len(summary["B"]), len(x))
         yield summary
@@ -291,9 +351,12 @@ class ClusterDocuments(beam.PTransform):
         self.n_features = n_features
 
     def expand(self, embedded: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        # The sample's words (to name the top terms) when EmbedDocuments gives them.
+        named = ((beam.pvalue.AsSingleton(embedded["sample_terms"]),)
+                 if "sample_terms" in embedded else ())
         fitted = embedded["sample"] | "FitLevels" >> beam.ParDo(
             FitLevelsFn(self.spec, self.run_id, self.levels, self.n_features),
-            beam.pvalue.AsSingleton(embedded["svd"]))
+            beam.pvalue.AsSingleton(embedded["svd"]), *named)
         labels = (
             embedded["embeddings"]
             | "WaitForModels" >> beam.Map(_wait_for_fit, beam.pvalue.AsSingleton(fitted))

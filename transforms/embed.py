@@ -11,6 +11,10 @@
 - Sample: the ``sample_size`` documents with the smallest ``xxh3_64(uid, seed)`` (a bottom-k
   sample, merged by a CombineGlobally), the same on every runner and worker count. Only the
   sample is fitted centrally: TruncatedSVD (``n_components``, seeded) on its TF-IDF rows.
+- Top terms of a cluster (``transforms.cluster``): its centre projected back through the SVD
+  onto the hashed columns (:meth:`SvdModel.top_columns`), each column named by the sampled
+  documents' term that hashes there (:func:`column_names`; the statistics pass keeps each
+  sampled document's terms per column in a second bottom-k combine, ``SampleTermsFn``).
 - The fitted SVD reaches workers as a side input holding only the columns seen in the sample
   (every other column has a zero component), then each batch is projected and its rows scaled
   to unit length. With ``read`` the documents to project are read again in that same step
@@ -40,6 +44,9 @@ from transforms.read import ReadParams
 from transforms.reread import ReadSelected
 
 NUMBER_TERM = "#NUMBER"
+# Joins a document's terms in :class:`TermBatch` ``words`` (no term holds it: tokens are
+# letter/digit runs).
+TERM_SEPARATOR = "\x00"
 
 
 def terms(text: str, tokenizer: str = "unicode") -> list[str]:
@@ -63,6 +70,36 @@ def term_columns(terms_of_doc: list[str], n_features: int, seed: int) -> tuple[n
                     dtype=np.int64)
     unique, counts = np.unique(cols, return_counts=True)
     return unique, counts.astype(np.float32)
+
+
+def term_columns_and_words(terms_of_doc: list[str], n_features: int, seed: int
+                           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`term_columns` and, per column, the document's first term that hashes there."""
+    if not terms_of_doc:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), []
+    digest = xxhash.xxh3_64_intdigest
+    cols = np.array([digest(t.encode("utf-8"), seed) % n_features for t in terms_of_doc],
+                    dtype=np.int64)
+    unique, first, counts = np.unique(cols, return_index=True, return_counts=True)
+    return unique, counts.astype(np.float32), [terms_of_doc[i] for i in first.tolist()]
+
+
+def column_names(sample_terms: list[tuple[int, int, np.ndarray, str]], wanted: Iterable[int]
+                 ) -> dict[int, str]:
+    """The word behind each ``wanted`` hashed column: of the sample's terms hashing there, the
+    one in the most sampled documents (ties: the smallest). ``sample_terms`` holds
+    :class:`SampleTermsFn`'s ``(hash, uid, columns, words joined by NUL)``."""
+    wanted_cols = np.fromiter(sorted(set(wanted)), dtype=np.int64)
+    found: dict[int, dict[str, int]] = {}
+    for _, _, cols, joined in sample_terms:
+        hits = np.flatnonzero(np.isin(cols, wanted_cols, assume_unique=True))
+        if len(hits):
+            words = joined.split(TERM_SEPARATOR)
+            for i in hits.tolist():
+                counts = found.setdefault(int(cols[i]), {})
+                counts[words[i]] = counts.get(words[i], 0) + 1
+    return {col: min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            for col, counts in found.items()}
 
 
 def counts_matrix(docs: list[tuple[np.ndarray, np.ndarray]], n_features: int) -> sp.csr_matrix:
@@ -102,9 +139,13 @@ class TermBatch:
     batch_key: int
     uids: np.ndarray  # int64[m]
     counts: sp.csr_matrix  # float32[m, n_features]
+    # Per row, the term behind each of its columns (in column order) joined by
+    # TERM_SEPARATOR: only in the statistics pass, to name the sample's columns.
+    words: list[str] | None = None
 
     def estimated_size(self) -> int:
-        return self.counts.data.nbytes * 2 + self.uids.nbytes
+        words = sum(map(len, self.words)) if self.words is not None else 0
+        return self.counts.data.nbytes * 2 + self.uids.nbytes + words
 
 
 @dataclass
@@ -127,6 +168,18 @@ class SvdModel:
             (weights.data[known], (weights.row[known], position[known])),
             shape=(counts.shape[0], len(self.columns)))
         return unit_rows(np.asarray(restricted @ self.components))
+
+    def top_columns(self, centres: np.ndarray, n: int) -> list[list[int]]:
+        """Per centre (a point of the embedding space, e.g. a K-Means centre), the ``n``
+        hashed columns weighted most in its projection back onto the TF-IDF space
+        (``centre @ componentsᵀ``), positive weights only; ties by column."""
+        weights = np.atleast_2d(np.asarray(centres, dtype=np.float64)) @ (
+            self.components.astype(np.float64).T)
+        out = []
+        for row in weights:
+            order = np.lexsort((self.columns, -row))[:n]
+            out.append([int(self.columns[i]) for i in order.tolist() if row[i] > 0])
+        return out
 
 
 def fit_svd(sample: list[tuple[int, int, np.ndarray, np.ndarray]], df: np.ndarray, n_docs: int,
@@ -153,19 +206,28 @@ class CountTermsFn(beam.DoFn):
 
     timer = stage_counter("embed")
 
-    def __init__(self, n_features: int, seed: int, tokenizer: str) -> None:
+    def __init__(self, n_features: int, seed: int, tokenizer: str,
+                 with_words: bool = False) -> None:
         self.n_features = n_features
         self.seed = seed
         self.tokenizer = tokenizer
+        self.with_words = with_words
 
     def process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, TermBatch]]:
         return timed(self._process(element), self.timer)
 
     def _process(self, element: tuple[int, DocBatch]) -> Iterator[tuple[int, TermBatch]]:
         key, batch = element
-        docs = [term_columns(terms(r["text"], self.tokenizer), self.n_features, self.seed)
-                for r in batch.records]
-        yield key, TermBatch(key, batch.uids, counts_matrix(docs, self.n_features))
+        if not self.with_words:
+            docs = [term_columns(terms(r["text"], self.tokenizer), self.n_features, self.seed)
+                    for r in batch.records]
+            yield key, TermBatch(key, batch.uids, counts_matrix(docs, self.n_features))
+            return
+        named = [term_columns_and_words(terms(r["text"], self.tokenizer), self.n_features,
+                                        self.seed) for r in batch.records]
+        yield key, TermBatch(key, batch.uids,
+                             counts_matrix([(c, v) for c, v, _ in named], self.n_features),
+                             [TERM_SEPARATOR.join(w) for _, _, w in named])
 
 
 class DocumentFrequencyFn(beam.CombineFn):
@@ -215,8 +277,11 @@ class BottomKSampleFn(beam.CombineFn):
             if end > start:  # a document without any term has nothing to fit
                 candidates.append((sample_hash(uid, self.seed), uid,
                                    counts.indices[start:end].astype(np.int64),
-                                   counts.data[start:end]))
+                                   self._values(batch, row, start, end)))
         return heapq.nsmallest(self.k, acc + candidates, key=lambda c: (c[0], c[1]))
+
+    def _values(self, batch: TermBatch, row: int, start: int, end: int) -> Any:
+        return batch.counts.data[start:end]
 
     def merge_accumulators(self, accs: Iterable[list[tuple]]) -> list[tuple]:
         merged = [c for acc in accs for c in acc]
@@ -224,6 +289,15 @@ class BottomKSampleFn(beam.CombineFn):
 
     def extract_output(self, acc: list[tuple]) -> list[tuple]:
         return sorted(acc, key=lambda c: (c[0], c[1]))
+
+
+class SampleTermsFn(BottomKSampleFn):
+    """The same bottom-k documents with the terms behind their columns: ``[(hash, uid, cols,
+    words joined by TERM_SEPARATOR)]`` (needs ``TermBatch.words``). A combine of its own, so
+    that the sample's tuples keep their shape; it is only read to name top terms."""
+
+    def _values(self, batch: TermBatch, row: int, start: int, end: int) -> Any:
+        return batch.words[row] if batch.words is not None else ""
 
 
 class FitSvdFn(beam.DoFn):
@@ -265,7 +339,8 @@ class EmbedDocuments(beam.PTransform):
     """``{"statistics": doc batches, "documents": doc batches}`` or, with ``read``,
     ``{"statistics": doc batches, "repeats", "selection"}`` (what ``ReadSelected`` takes) →
     ``{"embeddings": (batch_key, (uids, float32[m, d])), "sample": [(hash, uid, cols,
-    counts)], "svd": SvdModel}``.
+    counts)], "sample_terms": the sample's words per column (:class:`SampleTermsFn`), "svd":
+    SvdModel}``.
 
     The document frequencies and the sample come from ``statistics``; the projection is
     applied to the documents again (with ``read``, read again by the projecting step itself),
@@ -282,11 +357,13 @@ class EmbedDocuments(beam.PTransform):
     def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
         cfg = self.cfg
         term_batches = inputs["statistics"] | "CountTerms" >> beam.ParDo(
-            CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer))
+            CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer, with_words=True))
         df = term_batches | "SumDocumentFrequencies" >> CombineGloballyInBundles(
             DocumentFrequencyFn(cfg.n_features))
         sample = term_batches | "SampleDocuments" >> CombineGloballyInBundles(
             BottomKSampleFn(cfg.sample_size, cfg.seed))
+        sample_terms = term_batches | "SampleTermNames" >> CombineGloballyInBundles(
+            SampleTermsFn(cfg.sample_size, cfg.seed))
         svd = sample | "FitSvd" >> beam.ParDo(
             FitSvdFn(cfg.n_features, cfg.n_components, cfg.seed), beam.pvalue.AsSingleton(df))
         embed = EmbedFn(cfg.n_features, cfg.seed, cfg.tokenizer)
@@ -298,4 +375,5 @@ class EmbedDocuments(beam.PTransform):
         else:
             embeddings = inputs["documents"] | "ProjectBatches" >> beam.ParDo(
                 embed, beam.pvalue.AsSingleton(svd))
-        return {"embeddings": embeddings, "sample": sample, "svd": svd}
+        return {"embeddings": embeddings, "sample": sample, "sample_terms": sample_terms,
+                "svd": svd}
