@@ -23,6 +23,9 @@ REQUIRES = [
     "google-cloud-storage>=2.14",
     "pyyaml>=6",
     "psutil>=5.9",
+    # Beam's stager packages this project for remote workers with `python -m build` (else
+    # it logs "No module named build" and falls back to the deprecated `setup.py sdist`).
+    "build>=1.2",
     "rich>=13",  # the live progress line on a terminal (beam_pipeline.progress)
     "matplotlib>=3.8",  # ndcl report: PNG plots (Agg backend, no display needed)
     "jinja2>=3.1,<4",  # ndcl report: HTML page from templates/report.html.j2 (autoescape)

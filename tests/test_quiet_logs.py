@@ -46,3 +46,17 @@ def test_handler_unpickled_on_a_worker_drops_only_that_warning(tmp_path: Path) -
         assert not drop.filter(record) and drop.filter(other)
     finally:
         root.filters[:] = before
+
+
+def test_dataflow_dry_run_packages_without_missing_modules(tmp_path: Path) -> None:
+    """Beam's stager builds this project's sdist with ``python -m build`` for the workers: the
+    module is a dependency, so a dry run logs no "No module named build" (issue 15)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.cli", "--db-url", f"sqlite:///{tmp_path}/r.db",
+         "dedup", "--runner", "dataflow", "--project", "ndcl-test", "--region", "us-central1",
+         "--temp-location", "gs://ndcl-test/tmp", "--dry-run", "--input", str(DEMO_CORPUS),
+         "--output", "gs://ndcl-test/out"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "workflow.tar.gz" in proc.stdout + proc.stderr  # the sdist was staged
+    assert "No module named build" not in proc.stderr

@@ -59,3 +59,14 @@ def test_summary_wall_is_the_process_and_parts_cover_it(tmp_path: Path) -> None:
     assert 0.7 * waited <= summary["wall_seconds"] <= waited
     assert parts["start_up"] > 0.2  # Python, Beam and NDCL imports: never free
     assert summary["runner_overhead_seconds"] <= parts["run"]
+
+
+def test_a_dedup_run_does_not_import_scikit_learn_at_start_up() -> None:
+    """scikit-learn (with scipy.stats and pandas) costs about 0.9 s to import; only clustering
+    needs it, so the job's modules import it on first use (transforms.embed.stop_words)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, beam_pipeline.cli, beam_pipeline.run; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'jax', 'ray')))"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -26,6 +26,7 @@ Run: this module is used by ``beam_pipeline.pipeline``; ``ndcl cluster --help`` 
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,6 @@ import apache_beam as beam
 import numpy as np
 import scipy.sparse as sp
 import xxhash
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from transforms.batches import DocBatch, stage_counter, timed
 from transforms.combine import CombineGloballyInBundles
@@ -49,13 +49,24 @@ NUMBER_TERM = "#NUMBER"
 TERM_SEPARATOR = "\x00"
 
 
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words, imported on first use: importing
+    ``sklearn.feature_extraction`` takes about 0.9 s (scipy.stats, pandas), which a run that
+    does not cluster (``ndcl dedup``) should not pay at start-up."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
+
+
 def terms(text: str, tokenizer: str = "unicode") -> list[str]:
     """TF-IDF terms of a text: tokens, numbers folded to ``#NUMBER``, stop words dropped."""
     out = []
+    stop = stop_words()
     for token in tokenize(text, tokenizer):
         if token[0].isdigit():
             out.append(NUMBER_TERM)
-        elif token not in ENGLISH_STOP_WORDS:
+        elif token not in stop:
             out.append(token)
     return out
 
