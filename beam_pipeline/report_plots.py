@@ -29,6 +29,10 @@ from beam_pipeline.report_data import (
 STAGE_ORDER = ("read", "compute_features", "exact", "lsh", "verify", "components", "resolve",
                "embed", "cluster_fit", "scope", "write_outputs")
 UNATTRIBUTED = "not in a stage"
+# The run's named time parts outside the stages (beam_pipeline.timeline, recorded in
+# parentheses): drawn in the whole-run bar, before and after the stages, not as stages.
+PARTS_BEFORE = ("(start up)", "(prepare)", "(build graph)")
+PARTS_AFTER = ("(runner overhead)", "(summarise)")
 # Every file a report may write besides index.html: cleared before drawing, so that a plot
 # with nothing to show leaves no PNG of an earlier report behind.
 PLOT_FILES = ("stages.png", "documents.png", "retention.png", "cluster_sizes.png",
@@ -87,7 +91,7 @@ def _bar_height(runs: Sequence[RunData]) -> float:
 
 
 def _ordered_stages(runs: Sequence[RunData]) -> list[str]:
-    seen = {s for r in runs for s in r.stages}
+    seen = {s for r in runs for s in r.stages if not s.startswith("(")}
     return [s for s in STAGE_ORDER if s in seen] + sorted(seen - set(STAGE_ORDER))
 
 
@@ -104,18 +108,23 @@ def plot_stages(runs: Sequence[RunData], out: Path) -> Plot:
     # the lower panel.
     palette = [c for i, c in enumerate(colormaps["Set3"].colors) if i != 8]  # 8: grey
     stage_color = {s: palette[i % len(palette)] for i, s in enumerate(stages)}
+    greys = {"(start up)": "0.35", "(prepare)": "0.5", "(build graph)": "0.65",
+             "(runner overhead)": "0.8", "(summarise)": "0.9"}
     top = 0.9 + 0.42 * len(timed)
     fig = Figure(figsize=(WIDTH_IN, top + 4.2), dpi=DPI, layout="constrained")
     ax_stack, ax_group = fig.subplots(2, 1, height_ratios=[top, 4.2])
     y = np.arange(len(timed))
     left = np.zeros(len(timed))
-    for stage in [*stages, UNATTRIBUTED]:
+    for stage in [*PARTS_BEFORE, *stages, *PARTS_AFTER, UNATTRIBUTED]:
         if stage == UNATTRIBUTED:
-            # Wall time the stage counters do not cover: interpreter and pipeline start-up,
-            # the K-Means service, shuffles and waiting between bundles.
+            # Wall time neither the stage counters nor the recorded parts cover (runs
+            # recorded before the parts were: start-up, the K-Means service, shuffles).
             values = np.array([max(0.0, (r.seconds or 0.0) - sum(r.stages.values()))
                                for r in timed])
             style = {"color": "white", "edgecolor": "0.55", "hatch": "///"}
+        elif stage.startswith("("):
+            values = np.array([r.stages.get(stage, 0.0) for r in timed])
+            style = {"color": greys[stage], "edgecolor": "white"}
         else:
             values = np.array([r.stages.get(stage, 0.0) for r in timed])
             style = {"color": stage_color[stage], "edgecolor": "white"}
@@ -128,7 +137,8 @@ def plot_stages(runs: Sequence[RunData], out: Path) -> Plot:
     ax_stack.invert_yaxis()
     ax_stack.set_xlabel("seconds (wall time of the run)")
     ax_stack.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
-    ax_stack.set_title("whole run: stages stacked, then time not in any stage", fontsize=10)
+    ax_stack.set_title("whole run: start-up parts (grey), stages, the runner's overhead",
+                       fontsize=10)
     ax_stack.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
     # Stages side by side, one bar per run, log scale: the fit takes seconds, the LSH
@@ -150,9 +160,11 @@ def plot_stages(runs: Sequence[RunData], out: Path) -> Plot:
     ax_group.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax_group.grid(axis="y", which="major", alpha=0.3)
     caption = ("Seconds per pipeline stage as counted by the stage timers (summed over "
-               "bundles and workers, from StageTiming). Top: one bar per run; the hatched "
-               "part is wall time no stage timer covers (start-up, the K-Means service, "
-               "shuffles). Bottom: each stage for each run; no bar means the run has no such "
+               "bundles and workers, from StageTiming). Top: one bar per run: the process's "
+               "start-up, preparation (inputs, output, the K-Means service) and graph "
+               "construction in grey, the stages, then the runner's overhead (worker start, "
+               "data transfer, scheduling) and the summary; hatched, what older runs did not "
+               "break down. Bottom: each stage for each run; no bar means the run has no such "
                "stage.")
     return Plot(title, _save(fig, out, "stages.png", timed), caption)
 

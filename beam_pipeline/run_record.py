@@ -126,6 +126,14 @@ def build_record(summary: dict[str, Any], *, command: str, argv: list[str],
     }
     stages = [{"stage": name, "seconds": float(secs), "elements": None}
               for name, secs in sorted((summary.get("stage_seconds") or {}).items())]
+    # The run's time outside the stages, as named parts in parentheses (they are not pipeline
+    # stages): start-up, preparation, graph construction, the runner's overhead, summary.
+    parts = dict(summary.get("time_parts") or {})
+    parts.pop("run", None)  # the stages and the runner's overhead make it up
+    if "runner_overhead_seconds" in summary:
+        parts["runner overhead"] = summary["runner_overhead_seconds"]
+    stages += [{"stage": f"({name.replace('_', ' ')})", "seconds": float(secs), "elements": None}
+               for name, secs in parts.items()]
     res = {f: (resources or {}).get(f) for f in RESOURCE_FIELDS} if resources else None
     return {"run": run, "stage_timings": stages, "resource_metric": res,
             "cluster_metrics": _cluster_rows(summary)}
