@@ -102,8 +102,9 @@ class DedupParts:
     banding: Banding
 
 
-def read_params(files: list[str], max_doc_bytes: int, batch_size: int) -> ReadParams:
-    return ReadParams(tuple(files), max_doc_bytes, batch_size)
+def read_params(files: list[str], max_doc_bytes: int, batch_size: int,
+                id_partitions: int = 32) -> ReadParams:
+    return ReadParams(tuple(files), max_doc_bytes, batch_size, id_partitions)
 
 
 def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
@@ -228,9 +229,8 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
     Returns the LSH banding of the graphs that remove near-duplicates.
     """
     cfg, files = plan.dedup, list(plan.files)
-    read = pipeline | "ReadDocuments" >> ReadDocuments(files, cfg.max_doc_bytes,
-                                                       cfg.batch_size, cfg.shuffle_partitions)
-    params = read_params(files, cfg.max_doc_bytes, cfg.batch_size)
+    params = read_params(files, cfg.max_doc_bytes, cfg.batch_size, cfg.shuffle_partitions)
+    read = pipeline | "ReadDocuments" >> ReadDocuments(params)
     dedup: DedupParts | None = None
     clusters: dict[str, beam.PCollection] | None = None
     if plan.graph in ("dedup", "nd_cl"):

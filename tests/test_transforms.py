@@ -302,7 +302,8 @@ def test_read_documents_ids_uids_batches_and_rejections(tmp_path: Path) -> None:
     # The planted batches really exercise the boundaries: a full batch in every file.
     assert {b[0] >> 40 for b in expected_batches if len(b[1]) == READ_BATCH} == {0, 1, 2}
     with new_pipeline() as p:
-        read = p | "ReadPlantedFiles" >> ReadDocuments(paths, MAX_DOC_BYTES, READ_BATCH)
+        read = p | "ReadPlantedFiles" >> ReadDocuments(
+            ReadParams(tuple(paths), MAX_DOC_BYTES, READ_BATCH))
         assert_that(read.batches | "DescribeBatches" >> beam.Map(describe_doc_batch),
                     equal_to(expected_batches), label="CheckBatches")
         assert_that(
@@ -327,7 +328,8 @@ def test_read_documents_truncated_gzip_keeps_earlier_lines(tmp_path: Path) -> No
         assert errors == [len(good) + 1]
 
     with new_pipeline() as p:
-        read = p | "ReadTruncatedGzip" >> ReadDocuments([str(path)], MAX_DOC_BYTES * 10, 1000)
+        read = p | "ReadTruncatedGzip" >> ReadDocuments(
+            ReadParams((str(path),), MAX_DOC_BYTES * 10, 1000))
         docs = read.batches | "ListLines" >> beam.FlatMap(
             lambda kv: [("doc", int(u) & ((1 << 40) - 1)) for u in kv[1].uids.tolist()])
         errors = read[REJECTED_TAG] | "ListErrors" >> beam.Map(lambda r: (r["reason"], r["line"]))
@@ -430,7 +432,8 @@ def test_read_selected_yields_the_first_reads_documents(tmp_path: Path) -> None:
     docs = reselect_records(paths)
     params = ReadParams(tuple(paths), MAX_DOC_BYTES, RESELECT_BATCH)
     with new_pipeline() as p:
-        read = p | "ReadDocuments" >> ReadDocuments(paths, MAX_DOC_BYTES, RESELECT_BATCH)
+        read = p | "ReadDocuments" >> ReadDocuments(
+            ReadParams(tuple(paths), MAX_DOC_BYTES, RESELECT_BATCH))
         assert isinstance(read, ReadResult) and set(read) == {"batches", "rejected", "repeats"}
         # The first read: every document, and the rejects the re-reads must stay silent about.
         assert_that(read.batches | "DescribeFirstRead" >> beam.Map(describe_reselected),
@@ -1013,7 +1016,8 @@ def test_fetch_nodes_and_verify_candidates(tmp_path: Path) -> None:
                 for n in nodes]
 
     with new_pipeline() as p:
-        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, VERIFY_BATCH)
+        read = p | "ReadDocuments" >> ReadDocuments(
+            ReadParams(tuple(files), MAX_DOC_BYTES, VERIFY_BATCH))
         edges = p | "CreateCandidateEdges" >> beam.Create(edge_elements)
         for mode in ("exact", "signature", "none"):
             name = mode.title()
@@ -1290,7 +1294,8 @@ def test_write_outputs_files_and_stats(tmp_path: Path) -> None:
     ]
     staging = tmp_path / "staging"
     with new_pipeline() as p:
-        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, WRITE_BATCH)
+        read = p | "ReadDocuments" >> ReadDocuments(
+            ReadParams(tuple(files), MAX_DOC_BYTES, WRITE_BATCH))
         field_types = read.batches | "CollectFieldTypes" >> beam.CombineGlobally(FieldTypesFn())
         stats = (
             (p | "CreateFeatureStats" >> beam.Create([{"kept_untokenized": 1}]),
@@ -1382,7 +1387,8 @@ def test_write_outputs_with_clusters_side_input(tmp_path: Path) -> None:
                 label_element(key_c, ["c4"])]
     staging = tmp_path / "staging"
     with new_pipeline() as p:
-        read = p | "ReadDocuments" >> ReadDocuments(files, MAX_DOC_BYTES, WRITE_BATCH)
+        read = p | "ReadDocuments" >> ReadDocuments(
+            ReadParams(tuple(files), MAX_DOC_BYTES, WRITE_BATCH))
         written = (
             {"repeats": read["repeats"],
              "field_types": read.batches | "CollectFieldTypes" >> beam.CombineGlobally(

@@ -506,11 +506,13 @@ class ReadResult(dict):
 
 @dataclass(frozen=True)
 class ReadParams:
-    """How the input is read (the same for the first read and every re-read)."""
+    """How the input is read (the same for the first read and every re-read);
+    ``id_partitions``: keys of the first read's repeated-id scan (a shuffle width)."""
 
     files: tuple[str, ...]
     max_doc_bytes: int
     batch_size: int
+    id_partitions: int = 32
 
 
 class ReadDocuments(beam.PTransform):
@@ -519,13 +521,12 @@ class ReadDocuments(beam.PTransform):
     Ids are unique in ``batches``: records repeating an earlier id are rejected (module doc).
     """
 
-    def __init__(self, files: list[str], max_doc_bytes: int, batch_size: int,
-                 num_partitions: int = 32) -> None:
+    def __init__(self, params: ReadParams) -> None:
         super().__init__()
-        self.files = files
-        self.max_doc_bytes = max_doc_bytes
-        self.batch_size = batch_size
-        self.num_partitions = num_partitions
+        self.files = list(params.files)
+        self.max_doc_bytes = params.max_doc_bytes
+        self.batch_size = params.batch_size
+        self.num_partitions = params.id_partitions
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> ReadResult:
         names = id_names(self.files)
