@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 
 from beam_pipeline.metrics import miss_probability
 from beam_pipeline.truth import JACCARD_DECIMALS, EvaluationError, truncate_jaccard
+from transforms.batches import sorted_runs
 
 # One logger for `ndcl evaluate` and `ndcl truth`, so their log lines read as before the split.
 LOG = logging.getLogger("ndcl.evaluate")
@@ -151,10 +152,8 @@ def _group_pairs(members: np.ndarray, starts: np.ndarray, sizes: np.ndarray, n: 
 
 def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Starts and lengths of the runs of equal values in a sorted array."""
-    new = np.ones(len(keys), dtype=bool)
-    new[1:] = keys[1:] != keys[:-1]
-    starts = np.flatnonzero(new)
-    return starts, np.diff(np.append(starts, len(keys)))
+    starts, sizes, _ = sorted_runs(keys)
+    return starts, sizes
 
 
 def lsh_candidates(shingles: list[np.ndarray], num_perm: int, bands: int, rows: int, seed: int

@@ -997,3 +997,19 @@ def test_rows_by_part_matches_a_mask_per_partition() -> None:
     for part, rows in split:
         assert np.array_equal(rows, np.flatnonzero(parts == part))
     assert list(rows_by_part(np.array([], dtype=np.int64))) == []
+
+
+def test_sorted_runs_of_one_two_and_row_keys() -> None:
+    from transforms.batches import sorted_runs
+
+    a = np.array([1, 1, 2, 3, 3, 3])
+    starts, sizes, run = sorted_runs(a)
+    assert starts.tolist() == [0, 2, 3] and sizes.tolist() == [2, 1, 3]
+    assert run.tolist() == [0, 0, 1, 2, 2, 2]
+    b = np.array([5, 6, 6, 7, 7, 8])
+    assert sorted_runs(a, b)[0].tolist() == [0, 1, 2, 3, 5]
+    rows = np.array([[1, 2], [1, 2], [1, 3], [2, 3]])
+    assert sorted_runs(rows)[1].tolist() == [2, 1, 1]
+    empty = np.zeros(0, dtype=np.int64)
+    assert [len(x) for x in sorted_runs(empty)] == [0, 0, 0]
+    assert [x.tolist() for x in sorted_runs(np.array([4]))] == [[0], [1], [0]]

@@ -51,6 +51,21 @@ def batch_keys_of(uids: np.ndarray, batch_size: int) -> np.ndarray:
     return ((uids >> LINE_BITS) << LINE_BITS) | ((uids & LINE_MASK) // batch_size)
 
 
+def sorted_runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal consecutive rows of sorted key columns (a 2-D column compares whole
+    rows): ``(starts, sizes, run index of each row)``. The one grouping of sorted arrays that
+    the exact, LSH, verification, components, read and truth steps share."""
+    n = len(keys[0])
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = False
+        for key in keys:
+            differs = key[1:] != key[:-1]
+            new[1:] |= differs.any(axis=1) if differs.ndim > 1 else differs
+    starts = np.flatnonzero(new)
+    return starts, np.diff(np.append(starts, n)), np.cumsum(new) - 1
+
+
 def partition_of(values: np.ndarray, num_partitions: int, seed: int) -> np.ndarray:
     """Shuffle partition of each int64 value, from a seeded mix (never Python's salted hash)."""
     mixed = splitmix64(values.astype(np.uint64) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))

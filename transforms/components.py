@@ -41,6 +41,7 @@ from scipy.sparse.csgraph import connected_components
 from transforms.batches import (
     partition_of,
     rows_by_part,
+    sorted_runs,
     stage_counter,
     timed,
     timed_process,
@@ -50,14 +51,6 @@ from transforms.lsh import unique_pairs
 STATS_TAG = "stats"
 UNCONVERGED_TAG = "unconverged"
 
-def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and group index of each element of a sorted key array."""
-    new_group = np.ones(len(keys), dtype=bool)
-    new_group[1:] = keys[1:] != keys[:-1]
-    starts = np.flatnonzero(new_group)
-    return starts, np.cumsum(new_group) - 1
-
-
 def large_star(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Large-star over directed pairs (both directions of each edge present).
 
@@ -66,7 +59,7 @@ def large_star(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if len(src) == 0:
         return src, dst, 0
     src, dst = unique_pairs(src, dst)
-    starts, group = _groups(src)
+    starts, _, group = sorted_runs(src)
     group_min = np.minimum(np.minimum.reduceat(dst, starts), src[starts])
     mins = group_min[group]
     larger = dst > src
@@ -84,9 +77,8 @@ def small_star(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if len(src) == 0:
         return src, dst, 0
     src, dst = unique_pairs(src, dst)
-    starts, group = _groups(src)
+    starts, sizes, group = sorted_runs(src)
     group_min = np.minimum.reduceat(dst, starts)
-    sizes = np.diff(np.append(starts, len(src)))
     changed = int((sizes - 1).sum())
     mins = group_min[group]
     not_min = dst != mins

@@ -23,6 +23,7 @@ from transforms.batches import (
     UidSetFn,
     batch_keys_of,
     rows_by_part,
+    sorted_runs,
     stage_counter,
     timed_process,
 )
@@ -86,12 +87,7 @@ def exact_groups(
     if derived is None:
         derived = np.zeros(len(uids), dtype=bool)
     order = np.lexsort((hashes[:, 1], hashes[:, 0]))
-    sorted_hashes = hashes[order]
-    same_as_next = np.all(sorted_hashes[1:] == sorted_hashes[:-1], axis=1)
-    new_group = np.ones(len(order), dtype=bool)
-    new_group[1:] = ~same_as_next
-    starts = np.flatnonzero(new_group)
-    sizes = np.diff(np.append(starts, len(order)))
+    starts, sizes, _ = sorted_runs(hashes[order])
     removed = []
     for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
         rows = order[start : start + size].tolist()

@@ -40,6 +40,7 @@ from transforms.batches import (
     FeatureBatch,
     rows_by_part,
     scope_mix,
+    sorted_runs,
     splitmix64,
     stage_counter,
     timed_process,
@@ -133,11 +134,7 @@ def star_edges(
         return np.zeros(0, np.int64), np.zeros(0, np.int64), stats
     order = np.lexsort((uids, hashes, band_ids))
     band_ids, hashes, uids = band_ids[order], hashes[order], uids[order]
-    new_bucket = np.ones(len(uids), dtype=bool)
-    new_bucket[1:] = (band_ids[1:] != band_ids[:-1]) | (hashes[1:] != hashes[:-1])
-    starts = np.flatnonzero(new_bucket)
-    sizes = np.diff(np.append(starts, len(uids)))
-    bucket_of = np.cumsum(new_bucket) - 1
+    starts, sizes, bucket_of = sorted_runs(band_ids, hashes)
     position = np.arange(len(uids)) - starts[bucket_of]
     stats["buckets_multi"] = int((sizes > 1).sum())
     capped = sizes > max_bucket_size
@@ -156,9 +153,8 @@ def unique_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.nd
         return left.astype(np.int64), right.astype(np.int64)
     order = np.lexsort((right, left))
     left, right = left[order], right[order]
-    keep = np.ones(len(left), dtype=bool)
-    keep[1:] = (left[1:] != left[:-1]) | (right[1:] != right[:-1])
-    return left[keep], right[keep]
+    starts, _, _ = sorted_runs(left, right)
+    return left[starts], right[starts]
 
 
 BAND_GROUPS = 4

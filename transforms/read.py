@@ -63,6 +63,7 @@ from transforms.batches import (
     batch_key_of,
     make_uid,
     rows_by_part,
+    sorted_runs,
     stage_counter,
     timed,
 )
@@ -459,12 +460,9 @@ def repeated_ids(hashes: np.ndarray, uids: np.ndarray, ids: list[str]
     if len(uids) < 2:
         return []
     order = np.lexsort((uids, hashes))
-    sorted_hashes = hashes[order]
-    same = sorted_hashes[1:] == sorted_hashes[:-1]
-    if not same.any():
+    starts, sizes, _ = sorted_runs(hashes[order])
+    if not (sizes > 1).any():
         return []
-    starts = np.flatnonzero(np.concatenate(([True], ~same)))
-    sizes = np.diff(np.append(starts, len(order)))
     out: list[tuple[int, int]] = []
     for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
         first: dict[str, int] = {}

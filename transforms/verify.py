@@ -27,6 +27,7 @@ from transforms.batches import (
     UidSetFn,
     partition_of,
     rows_by_part,
+    sorted_runs,
     stage_counter,
     timed_process,
 )
@@ -153,9 +154,8 @@ class AttachCentresFn(beam.DoFn):
         # The same pair can come from several band partitions; it meets itself here.
         order = np.lexsort((members, centres))
         members, centres = members[order], centres[order]
-        keep = np.ones(len(members), dtype=bool)
-        keep[1:] = (members[1:] != members[:-1]) | (centres[1:] != centres[:-1])
-        members, centres = members[keep], centres[keep]
+        starts, _, _ = sorted_runs(centres, members)
+        members, centres = members[starts], centres[starts]
         yield members, centres, [nodes[int(c)] for c in centres.tolist()]
 
 
