@@ -94,8 +94,21 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
             rows.append(("cluster quality", f"NMI {shown['nmi']}, ARI {shown['ari']}, "
                                             f"silhouette {shown['silhouette']} ({labelled})"))
     rows.append(("wall seconds", f"{summary['wall_seconds']:.1f}"))
+    parts = summary.get("time_parts") or {}
+    # What the wall is made of, in order: start-up and preparation, the stages (inside the
+    # run), the runner's overhead, the summary (beam_pipeline.timeline).
+    for part in ("start_up", "prepare", "build_graph"):
+        if part in parts:
+            rows.append((f"  {part.replace('_', ' ')} s", f"{parts[part]:.2f}"))
+    if "run" in parts:
+        rows.append(("  run s", f"{parts['run']:.2f}"))
+    indent = "    " if "run" in parts else "  "
     for stage, secs in summary["stage_seconds"].items():
-        rows.append((f"  {stage} s", f"{secs:.2f}"))
+        rows.append((f"{indent}{stage} s", f"{secs:.2f}"))
+    if "runner_overhead_seconds" in summary:
+        rows.append((f"{indent}runner overhead s", f"{summary['runner_overhead_seconds']:.2f}"))
+    if "summarise" in parts:
+        rows.append(("  summarise s", f"{parts['summarise']:.2f}"))
     width = max(len(name) for name, _ in rows)
     print(f"\nNDCL summary ({output})")
     for name, value in rows:

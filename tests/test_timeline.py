@@ -59,6 +59,9 @@ def test_summary_wall_is_the_process_and_parts_cover_it(tmp_path: Path) -> None:
     assert 0.7 * waited <= summary["wall_seconds"] <= waited
     assert parts["start_up"] > 0.2  # Python, Beam and NDCL imports: never free
     assert summary["runner_overhead_seconds"] <= parts["run"]
+    # The summary table shows the same parts, the stages and the overhead inside the run.
+    for line in ("start up s", "build graph s", "run s", "runner overhead s", "summarise s"):
+        assert line in proc.stdout, proc.stdout
 
 
 def test_a_dedup_run_does_not_import_scikit_learn_at_start_up() -> None:
