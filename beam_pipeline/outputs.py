@@ -97,7 +97,8 @@ def list_files(folder: str) -> list[str] | None:
     return found or None
 
 
-def _read_json(path: str) -> object:
+def read_json_or_none(path: str) -> object:
+    """The JSON at ``path`` (any Beam filesystem), or None when it is absent or unreadable."""
     try:
         with FileSystems.open(path) as handle:
             return json.loads(handle.read().decode("utf-8"))
@@ -117,12 +118,12 @@ class Existing:
 
 def _manifest_files(folder: str, files: list[str]) -> set[str] | None:
     if MANIFEST in files:
-        manifest = _read_json(_join(folder, MANIFEST))
+        manifest = read_json_or_none(_join(folder, MANIFEST))
         if isinstance(manifest, dict) and manifest.get("signature") == SIGNATURE:
             return set(manifest.get("files") or ()) | NDCL_NAMES
         return None
     if "_SUCCESS" in files and "summary.json" in files:
-        summary = _read_json(_join(folder, "summary.json"))
+        summary = read_json_or_none(_join(folder, "summary.json"))
         if isinstance(summary, dict) and _LEGACY_SUMMARY_KEYS <= set(summary):
             return {f for f in files if f in NDCL_NAMES or _LEGACY_FILE.fullmatch(f)}
     return None
@@ -347,7 +348,7 @@ def check_replaceable_file(path: str, keys: tuple[str, ...]) -> None:
         raise OutputError(f"{path} is a folder; give a file name")
     if not FileSystems.exists(path):
         return
-    data = _read_json(path)
+    data = read_json_or_none(path)
     if not (isinstance(data, dict) and set(keys) <= set(data)):
         raise OutputError(f"{path} exists and is not a file NDCL wrote (a JSON object with "
                           f"{', '.join(keys)}); NDCL will not replace it (choose another "

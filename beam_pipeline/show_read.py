@@ -42,13 +42,11 @@ def join(folder: str, name: str) -> str:
 
 
 def read_json(path: str) -> Any:
-    from apache_beam.io.filesystems import FileSystems
+    """The JSON at ``path``, or None (``beam_pipeline.outputs``, imported on first use: it
+    imports Beam, which ``ndcl --help`` should not pay)."""
+    from beam_pipeline.outputs import read_json_or_none
 
-    try:
-        with FileSystems.open(path) as handle:
-            return json.loads(handle.read().decode("utf-8"))
-    except Exception:
-        return None
+    return read_json_or_none(path)
 
 
 @dataclass(frozen=True)
