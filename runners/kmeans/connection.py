@@ -19,6 +19,7 @@ import ray
 from runners.kmeans.errors import ServiceError, ServiceUnavailableError
 from runners.kmeans.service_config import DEFAULT_STATE_FILE, START_HINT, read_state
 
+_LOG = logging.getLogger(__name__)
 _CONNECT_LOCK = threading.RLock()
 # Address this module passed to ray.init, to tell whether an existing connection is the one
 # asked for (a Ray Client connection cannot report its address back).
@@ -202,21 +203,52 @@ def ensure_ray(address: str, namespace: str, timeout_s: float = 30.0) -> None:
             raise ServiceError(
                 f"this process is already connected to the Ray cluster at {current}; it cannot "
                 f"also connect to {address} (call ray.shutdown() first)")
-        try:
-            if "://" in address:
-                # Ray Client: other non-default ray.init arguments would be forwarded to a
-                # ray.init on the server side; the namespace is all that matters there. Its
-                # builder logs at INFO what it forwards; that is noise here.
-                logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
-                ray.init(address=address, namespace=namespace)
-            else:
-                ray.init(address=address, namespace=namespace, ignore_reinit_error=True,
-                         logging_level=logging.WARNING, log_to_driver=False)
-        except Exception as exc:
-            raise ServiceUnavailableError(
-                f"cannot connect to the Ray cluster at {address} "
-                f"({type(exc).__name__}: {exc}); {START_HINT}") from exc
+        attempt = 1
+        while True:
+            try:
+                _init(address, namespace)
+                break
+            except Exception as exc:
+                if (attempt < CLIENT_SERVER_ATTEMPTS and _client_server_start_failed(exc)
+                        and time.monotonic() < deadline):
+                    # The head's proxy spawns one server process per client; one that dies while
+                    # starting (seen on a loaded 2-core CI machine) is freed and a new one is
+                    # spawned on the next connection, so this failure alone is worth retrying.
+                    _LOG.warning("the Ray Client server for this connection failed to start "
+                                 "(try %d of %d); connecting again", attempt,
+                                 CLIENT_SERVER_ATTEMPTS)
+                    if ray.is_initialized():
+                        ray.shutdown()
+                    time.sleep(0.5 * attempt)
+                    attempt += 1
+                    continue
+                raise ServiceUnavailableError(
+                    f"cannot connect to the Ray cluster at {address} "
+                    f"({type(exc).__name__}: {exc}); {START_HINT}") from exc
         _CONNECTED_ADDRESS[:] = [address]
+
+
+# How many times a Ray Client connection is tried when the head reports that the server process
+# it started for this client died (the only connection failure retried: others are permanent).
+CLIENT_SERVER_ATTEMPTS = 3
+
+
+def _client_server_start_failed(exc: BaseException) -> bool:
+    text = str(exc)
+    return ("Starting Ray client server failed" in text
+            or "Proxy failed to Connect to backend" in text)
+
+
+def _init(address: str, namespace: str) -> None:
+    if "://" in address:
+        # Ray Client: other non-default ray.init arguments would be forwarded to a ray.init on
+        # the server side; the namespace is all that matters there. Its builder logs at INFO
+        # what it forwards; that is noise here.
+        logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
+        ray.init(address=address, namespace=namespace)
+    else:
+        ray.init(address=address, namespace=namespace, ignore_reinit_error=True,
+                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def disconnect() -> None:
