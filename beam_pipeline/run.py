@@ -79,6 +79,18 @@ def make_pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    options = make_pipeline_options(beam_args)
+    if options.view_as(StandardOptions).runner == "FlinkRunner":
+        from runners.flink.runner import JobScopedFlinkRunner
+
+        # Beam's own FlinkRunner would keep this job's server JVM until the process exits.
+        # Given as the Pipeline's runner: the option itself must stay a name (Beam's
+        # stager reads it as one).
+        return beam.Pipeline(runner=JobScopedFlinkRunner(), options=options)
+    return beam.Pipeline(options=options)
+
+
 def collect_metrics(result: Any) -> dict[str, int]:
     try:
         counters = result.metrics().query(MetricsFilter().with_namespace("ndcl"))["counters"]
@@ -204,13 +216,10 @@ def input_entries(files: list[str]) -> list[dict[str, Any]]:
     return entries
 
 
-def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
-                    summarise: Any, files: list[str], timeline: Timeline) -> RunResult:
-    """Run ``pipeline``, build the summary from its ``_stats.json`` (with the run's time
-    parts), check the accounting and commit ``staging`` to ``output`` (its manifest lists the
-    input ``files``). Progress is reported while the job runs (``beam_pipeline.progress``)."""
-    reporter = ProgressReporter(len(files), input_bytes(files),
-                                live_counts_expected(pipeline.options))
+def _run(pipeline: beam.Pipeline, reporter: ProgressReporter, staging: str,
+         timeline: Timeline) -> dict[str, int] | None:
+    """Run the job to its end and read its metrics; None for a template launch (the job runs
+    later). On failure the staging folder (NDCL's own, marked) is discarded."""
     try:
         with reporter:
             result = pipeline.run()
@@ -221,17 +230,34 @@ def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
                 reporter.discard()
                 LOG.info("template written to %s; the job's output will be staged at %s",
                          template, staging)
-                return RunResult(summary={}, output=output)
+                return None
             result.wait_until_finish()
         timeline.mark("run")
     except Exception as exc:
-        # Nothing is committed; the staging folder (NDCL's own, marked) goes too.
         discard_staging(staging)
         service_error = service_error_from(exc)
         if service_error is None:
             raise
         raise service_error from exc
-    metrics = collect_metrics(result)
+    return collect_metrics(result)
+
+
+def _run_and_commit(pipeline: beam.Pipeline, staging: str, output: str,
+                    summarise: Any, files: list[str], timeline: Timeline) -> RunResult:
+    """Run ``pipeline``, build the summary from its ``_stats.json`` (with the run's time
+    parts), check the accounting and commit ``staging`` to ``output`` (its manifest lists the
+    input ``files``). Progress is reported while the job runs (``beam_pipeline.progress``)."""
+    reporter = ProgressReporter(len(files), input_bytes(files),
+                                live_counts_expected(pipeline.options))
+    try:
+        metrics = _run(pipeline, reporter, staging, timeline)
+    finally:
+        # runners.flink.runner.JobScopedFlinkRunner: its job server JVM ends with the job.
+        stop_servers = getattr(pipeline.runner, "stop_job_servers", None)
+        if stop_servers is not None:
+            stop_servers()
+    if metrics is None:
+        return RunResult(summary={}, output=output)
     stats = read_json(staging.rstrip("/") + "/_stats.json")
     summary = summarise(stats, metrics)
     summary.update(time_section(timeline, summary.get("stage_seconds", {})))
@@ -387,7 +413,7 @@ def run_graph(plan_graph: str, inputs: list[str], output: str, dedup_cfg: DedupC
             (kmeans_service(cluster_cfg) if clusters else contextlib.nullcontext()) as address:
         spec = backend_spec(cluster_cfg, staging, address) if clusters else None
         timeline.mark("prepare")
-        pipeline = beam.Pipeline(options=make_pipeline_options(beam_args))
+        pipeline = make_pipeline(beam_args)
         banding = build_graph(pipeline, GraphPlan(plan_graph, tuple(files), staging, dedup_cfg,
                                                   cluster_cfg, spec, run_id, dedup_scope))
         timeline.mark("build_graph")

@@ -263,3 +263,51 @@ def test_cli_cluster_unreachable_service_is_a_clear_error(topic_corpus: list[Pat
     assert "K-Means service unavailable" in proc.stderr
     assert "127.0.0.1:1" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+class FlakyBackend:
+    """Predicts cluster 0 for everything; the first ``failures`` calls raise ``error``."""
+
+    def __init__(self, failures: int, error: type[Exception]) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls: list[bool] = []
+
+    def predict(self, model_id: str, x: np.ndarray, *, retry: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(retry)
+        if self.failures:
+            self.failures -= 1
+            raise self.error("the actor is restarting")
+        return np.zeros(len(x), dtype=np.int32), np.zeros(len(x), dtype=np.float32)
+
+    def before_predictions(self) -> None:
+        pass
+
+
+class Transient(RuntimeError):
+    retryable = True
+
+
+def test_handler_retries_only_what_the_backend_marks_transient(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beam's RemoteModelHandler does the retrying; the backend makes one attempt per call."""
+    from apache_beam.utils import retry
+
+    from transforms.cluster import ClusterModelHandler, retryable
+
+    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
+    handler = ClusterModelHandler(BackendSpec(kind="local", model_dir="unused"), "run")
+    batch = [(np.arange(3, dtype=np.uint64), np.ones((3, 2), dtype=np.float32))]
+
+    backend = FlakyBackend(failures=2, error=Transient)
+    (result,) = handler.run_inference(batch, backend)
+    labels_a, labels_b = result.inference
+    assert labels_a.tolist() == [0, 0, 0] and labels_b.tolist() == [0, 0, 0]
+    assert backend.calls == [False] * 4  # two failures, then level A and level B once each
+
+    backend = FlakyBackend(failures=1, error=LookupError)  # e.g. a model that is not there
+    with pytest.raises(LookupError):
+        handler.run_inference(batch, backend)
+    assert len(backend.calls) == 1
+    assert retryable(Transient()) and not retryable(LookupError())

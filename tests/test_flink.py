@@ -9,6 +9,7 @@ saying why, where Java or the ``make flink`` jar is missing.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -233,6 +234,20 @@ def test_embedded_flink_parallelism_2_equals_direct(name: str, backend: str | No
     assert summary["read"] == summary["kept"] + summary["duplicates"] + summary["rejected"]
     assert digest == _recorded(name), f"{name} on Flink differs from the direct runner"
     assert seconds < 180, f"embedded Flink took {seconds:.0f} s"
+    # The job server JVM (2 GiB or more) ends with its job, not when this process exits.
+    assert job_server_jvms() == []
+
+
+def job_server_jvms() -> list[int]:
+    """Job server JVMs that this test process started and that still run."""
+    import psutil
+
+    pids = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any("beam-flink-job-server" in part for part in child.cmdline()):
+                pids.append(child.pid)
+    return pids
 
 
 def _free_port() -> int:
@@ -274,6 +289,7 @@ def test_standalone_cluster_fault_then_dedup_then_stop(tmp_path: Path,
         assert code == 1 and marker.exists()
         assert len(err) == 1 and "the pipeline failed: InjectedFault" in err[0], err
         assert not failed.exists() and not Path(f"{failed}.ndcl-staging").exists()
+        assert job_server_jvms() == []  # stopped after the failed job too
         assert run_case("demo-dedup", tmp_path, flags) == _recorded("demo-dedup")
     finally:
         outcome = cluster.stop(state_dir)

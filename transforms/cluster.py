@@ -7,13 +7,18 @@ members of each level-1 cluster (fewer when a cluster has fewer members). Models
 service by id (``<run>/A``, ``<run>/B/<a>``) and are also written under ``model_dir``, so a
 restarted service or a worker in another process can load them again.
 
-Predicting goes through ``RunInference`` with :class:`ClusterModelHandler`, whose
-``load_model`` connects to the backend: the Ray-hosted JAX service or, with
-``backend="local"``, the same JAX code in-process. Both live in the runner layer
+Predicting goes through ``RunInference`` with :class:`ClusterModelHandler`, a Beam
+``RemoteModelHandler`` whose ``create_client`` connects to the backend: the Ray-hosted JAX
+service or, with ``backend="local"``, the same JAX code in-process. Both live in the runner layer
 (``runners.kmeans.backend``); this module knows them only through the :class:`KMeansBackend`
 protocol and the ``connect`` function the caller puts into the :class:`BackendSpec`.
-RunInference brings batching, model sharing and inference metrics. The embeddings wait for
-the fit (a side input), so no document is labelled before the models exist.
+RunInference brings model sharing and inference metrics, and ``RemoteModelHandler`` the
+retries (exponential backoff) and client-side throttling of the prediction requests: there the
+backend makes one attempt per call and says, by the exception's ``retryable`` attribute,
+whether a failure is worth another (:func:`retryable`). Elements are already batches of
+thousands of documents, so the handler runs ``with_no_batching()``. The fit is not a
+RunInference call and keeps the backend's own retries. The embeddings wait for the fit (a side
+input), so no document is labelled before the models exist.
 
 The fit summary also holds the silhouette of both levels on the fitted sample (at most
 ``SILHOUETTE_POINTS`` of its documents, drawn with the seed): scikit-learn's
@@ -36,8 +41,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
-    ModelHandler,
     PredictionResult,
+    RemoteModelHandler,
     RunInference,
 )
 
@@ -93,7 +98,10 @@ class KMeansBackend(Protocol):
     def fit_many(self, jobs: Iterable[tuple[str, np.ndarray, FitParams]]
                  ) -> dict[str, dict[str, Any]]: ...
 
-    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(self, model_id: str, x: np.ndarray, *, retry: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and squared distances. ``retry=False``: one attempt, and a transient failure
+        raises an exception whose ``retryable`` attribute is true (the caller retries)."""
 
     def before_predictions(self) -> None: ...
 
@@ -177,13 +185,13 @@ def sample_silhouettes(backend: KMeansBackend, run_id: str, x: np.ndarray, seed:
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def predict_levels(backend: KMeansBackend, run_id: str, x: np.ndarray
+def predict_levels(backend: KMeansBackend, run_id: str, x: np.ndarray, *, retry: bool = True
                    ) -> tuple[np.ndarray, np.ndarray]:
-    labels_a, _ = backend.predict(f"{run_id}/A", x)
+    labels_a, _ = backend.predict(f"{run_id}/A", x, retry=retry)
     labels_b = np.zeros(len(x), dtype=np.int64)
     for a in np.unique(labels_a).tolist():
         mask = labels_a == a
-        labels_b[mask], _ = backend.predict(f"{run_id}/B/{a}", x[mask])
+        labels_b[mask], _ = backend.predict(f"{run_id}/B/{a}", x[mask], retry=retry)
     return labels_a.astype(np.int64), labels_b
 
 
@@ -290,10 +298,20 @@ def quiet_run_inference_memory_warning() -> None:
         root.addFilter(_DropNoResourceWarning())
 
 
-class ClusterModelHandler(ModelHandler):
+def retryable(exc: BaseException) -> bool:
+    """RemoteModelHandler's retry filter: only what the backend marks as transient (an actor
+    restarting, a dropped connection); a missing model or a bad array fails at once."""
+    return getattr(exc, "retryable", False) is True
+
+
+class ClusterModelHandler(RemoteModelHandler):
     """RunInference handler: ``(uids, embeddings)`` → ``(labels_A, labels_B)``."""
 
-    def __init__(self, spec: BackendSpec, run_id: str) -> None:
+    def __init__(self, spec: BackendSpec, run_id: str, num_retries: int = 5) -> None:
+        # Beam's backoff starts at 5 s and doubles: five retries wait about 2.5 min in all,
+        # longer than Ray takes to restart the service actor.
+        super().__init__(namespace="ndcl_kmeans", num_retries=num_retries,
+                         throttle_delay_secs=1, retry_filter=retryable)
         self.spec = spec
         self.run_id = run_id
 
@@ -302,18 +320,15 @@ class ClusterModelHandler(ModelHandler):
         self.__dict__.update(state)
         quiet_run_inference_memory_warning()
 
-    def load_model(self) -> Any:
+    def create_client(self) -> KMeansBackend:
         # Connect here, once per worker: RunInference shares the loaded model.
         return open_backend(self.spec)
 
-    def run_inference(self, batch: Sequence[tuple[np.ndarray, np.ndarray]], model: Any,
-                      inference_args: dict[str, Any] | None = None
-                      ) -> Iterable[PredictionResult]:
+    def request(self, batch: Sequence[tuple[np.ndarray, np.ndarray]], model: KMeansBackend,
+                inference_args: dict[str, Any] | None = None) -> list[PredictionResult]:
         model.before_predictions()  # a test hook of the Ray backend (transforms.faults)
-        results = []
-        for uids, x in batch:
-            results.append(PredictionResult((uids, x), predict_levels(model, self.run_id, x)))
-        return results
+        return [PredictionResult((uids, x), predict_levels(model, self.run_id, x, retry=False))
+                for uids, x in batch]
 
     def get_metrics_namespace(self) -> str:
         return "ndcl_kmeans"
@@ -322,13 +337,10 @@ class ClusterModelHandler(ModelHandler):
         # Beam's default pickles the whole batch only to measure it.
         return sum(uids.nbytes + x.nbytes for uids, x in batch)
 
-    def batch_elements_kwargs(self) -> dict[str, int]:
-        # Elements are already batches of thousands of documents.
-        return {"min_batch_size": 1, "max_batch_size": 4}
 
-
-def _wait_for_fit(element: Any, fitted: dict[str, Any]) -> Any:
-    return element
+def _wait_for_fit(element: Any, fitted: dict[str, Any]) -> list[Any]:
+    # A list of one: RunInference runs with_no_batching(), so each element is one request.
+    return [element]
 
 
 def _labels(element: tuple[int, PredictionResult]) -> tuple[int, tuple]:
@@ -361,7 +373,8 @@ class ClusterDocuments(beam.PTransform):
             embedded["embeddings"]
             | "WaitForModels" >> beam.Map(_wait_for_fit, beam.pvalue.AsSingleton(fitted))
             | "PredictClusters" >> RunInference(
-                KeyedModelHandler(ClusterModelHandler(self.spec, self.run_id)))
+                KeyedModelHandler(ClusterModelHandler(self.spec, self.run_id))
+                .with_no_batching())
             | "ExtractLabels" >> beam.Map(_labels)
         )
         return {"labels": labels, "fit": fitted}

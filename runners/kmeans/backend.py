@@ -55,7 +55,8 @@ class LocalBackend:
                  ) -> dict[str, dict[str, Any]]:
         return {model_id: self.fit(model_id, x, params) for model_id, x, params in jobs}
 
-    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model_id: str, x: np.ndarray, *, retry: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
         from runners.kmeans.jax_kmeans import predict
 
         model = self.models.get(model_id)
@@ -85,8 +86,9 @@ class RayBackend:
                  ) -> dict[str, dict[str, Any]]:
         return self.client.fit_many([(m, x, kmeans_config(p)) for m, x, p in jobs])
 
-    def predict(self, model_id: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.client.predict(model_id, x)
+    def predict(self, model_id: str, x: np.ndarray, *, retry: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        return self.client.predict(model_id, x, attempts=None if retry else 1)
 
     def before_predictions(self) -> None:
         kill_actor_if_asked(self.client)

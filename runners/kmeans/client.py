@@ -15,7 +15,7 @@ import ray
 import ray.exceptions
 
 from runners.kmeans.connection import ensure_ray, lookup_actor, resolve_address
-from runners.kmeans.errors import ServiceUnavailableError
+from runners.kmeans.errors import ServiceCallFailedError, ServiceUnavailableError
 from runners.kmeans.service_config import START_HINT, ServiceConfig
 
 if TYPE_CHECKING:
@@ -88,12 +88,15 @@ class KMeansClient:
             f"within {timeout_s:.0f} s ({attempts} attempt(s)){cause}; is it running? "
             f"`ndcl service status` tells; {START_HINT}")
 
-    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
-        return self._gather([(method, args)], timeout_s, what=method)[0]
+    def _call(self, method: str, *args: Any, timeout_s: float | None = None,
+              attempts: int | None = None) -> Any:
+        return self._gather([(method, args)], timeout_s, what=method, max_attempts=attempts)[0]
 
     def _gather(self, calls: list[tuple[str, tuple[Any, ...]]], timeout_s: float | None,
-                what: str) -> list[Any]:
-        """Run actor calls concurrently; retry the ones that failed transiently."""
+                what: str, max_attempts: int | None = None) -> list[Any]:
+        """Run actor calls concurrently; retry the ones that failed transiently (until the
+        timeout, or ``max_attempts``: then :class:`ServiceCallFailedError`, for a caller that
+        retries itself, as Beam's RemoteModelHandler does)."""
         total = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + total
         delay = self.backoff_s
@@ -123,6 +126,15 @@ class KMeansClient:
             if not pending:
                 break
             remaining = deadline - time.monotonic()
+            if max_attempts is not None and attempts >= max_attempts:
+                if isinstance(last, ray.exceptions.ActorDiedError):
+                    # Gone for good unless a new service runs under the name: if none does,
+                    # that is the answer now, not after the caller's retries.
+                    self._actor = lookup_actor(self.config.name, self.config.namespace,
+                                                self.address)
+                raise ServiceCallFailedError(
+                    f"K-Means service {self.config.name!r} at {self.address}: {what} failed "
+                    f"({type(last).__name__}: {last})") from last
             if remaining <= 0:
                 raise self._unavailable(what, attempts, last, total) from last
             LOG.warning("K-Means service %s: %s failed (%s), retrying in %.1f s", self.address,
@@ -155,10 +167,13 @@ class KMeansClient:
         return dict(zip(ids, self._gather(calls, bound, what=f"{len(calls)} fits")))
 
     def predict(self, model_id: str, x: np.ndarray, timeout_s: float | None = None, *,
-                balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                balanced: bool = False, attempts: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Labels (int32) and squared distances (float32) for the rows of ``x`` under model
-        ``model_id``; ``balanced``: capacity-constrained assignment of the whole batch."""
-        labels, dist = self._call("predict", model_id, x, balanced, timeout_s=timeout_s)
+        ``model_id``; ``balanced``: capacity-constrained assignment of the whole batch;
+        ``attempts``: at most that many tries (default: retry until the timeout)."""
+        labels, dist = self._call("predict", model_id, x, balanced, timeout_s=timeout_s,
+                                  attempts=attempts)
         return labels, dist
 
     def health(self, timeout_s: float | None = None) -> dict[str, Any]:
