@@ -8,7 +8,7 @@ added here by the same function that adds them to Beam's parser), so the parsed 
 carries the option names (``kmeans_backend``). They default to None so that an unset flag
 leaves the ``--config`` preset alone; their help shows the config field's default instead.
 Building the parser must import neither Ray nor JAX, so that ``ndcl --help`` stays quick
-(tests/test_cli_flags.py checks in a fresh process).
+(tests/beam_pipeline/test_cli_parser.py checks in a fresh process).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ KEEP_POLICIES = ("smallest_id", "longest", "first")
 # transforms.minhash.TOKENIZERS (importing it imports Beam; tests check that they agree).
 TOKENIZERS = ("unicode", "ascii")
 # What ClusterConfig accepts for ``mode`` and ``backend`` (runners.kmeans.jax_kmeans.MODES has
-# the modes too, but importing it imports JAX); tests/test_cli_flags.py checks they agree.
+# the modes too, but importing it imports JAX); tests/beam_pipeline/test_cli_parser.py checks
+# that they agree.
 KMEANS_MODES = ("full", "minibatch")
 KMEANS_BACKENDS = ("ray", "local")
 

@@ -40,17 +40,21 @@ import apache_beam as beam
 
 from beam_pipeline.config import ClusterConfig, DedupConfig
 from transforms.batches import UidSetFn
-from transforms.cluster import BackendSpec, ClusterDocuments, LevelsConfig
+from transforms.cluster import (
+    BackendSpec,
+    ClusterDocuments,
+    Clustered,
+    ClusterParams,
+    LevelsConfig,
+)
 from transforms.cluster_stats import SummariseClusters
 from transforms.combine import CombineGloballyInBundles
-from transforms.components import STATS_TAG as CC_STATS_TAG
-from transforms.components import ConnectedComponents
-from transforms.embed import EmbedConfig, EmbedDocuments
-from transforms.exact import RemoveExactDuplicates
-from transforms.lsh import FindCandidatePairs, optimal_param, recall_floor_param
+from transforms.components import ComponentsParams, ConnectedComponents
+from transforms.embed import EmbedConfig, EmbedDocuments, EmbedParams
+from transforms.exact import ExactParams, RemoveExactDuplicates
+from transforms.lsh import FindCandidatePairs, LshParams, optimal_param, recall_floor_param
 from transforms.minhash import ComputeFeatures, FeatureParams
 from transforms.read import (
-    REJECTED_TAG,
     ReadDocuments,
     ReadParams,
     ReadResult,
@@ -63,8 +67,14 @@ from transforms.resolve import (
     all_except,
     removed_uids,
 )
-from transforms.scope import ScopeByCluster
-from transforms.verify import FetchNodes, NodeParams, VerifyCandidates, VerifyParams
+from transforms.scope import ScopeByCluster, ScopeParams
+from transforms.verify import (
+    FetchNodes,
+    FetchParams,
+    NodeParams,
+    VerifyCandidates,
+    VerifyParams,
+)
 from transforms.write import FieldTypesFn, WriteJsonFn, WriteOutputs, WriteParams
 
 # Written under the staging folder for the driver's summary (``beam_pipeline.run``).
@@ -119,29 +129,29 @@ def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
     feature_batches = features.features
     if scope_labels is not None:
         feature_batches = ({"features": feature_batches, "labels": scope_labels}
-                           | "ScopeByCluster" >> ScopeByCluster(scope, cfg.seed))
+                           | "ScopeByCluster" >> ScopeByCluster(ScopeParams(scope, cfg.seed)))
     exact = feature_batches | "RemoveExactDuplicates" >> RemoveExactDuplicates(
-        cfg.keep, cfg.batch_size, parts)
+        ExactParams(cfg.keep, cfg.batch_size, parts))
     candidates = (
         {"features": feature_batches, "removed": exact.removed}
-        | "FindCandidatePairs" >> FindCandidatePairs(
-            banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size))
+        | "FindCandidatePairs" >> FindCandidatePairs(LshParams(
+            banding.bands, banding.rows, cfg.seed, parts, cfg.max_bucket_size)))
     node_params = NodeParams(cfg.ngram, cfg.num_perm, cfg.seed, cfg.tokenizer, cfg.verify)
     partition_to_nodes = (
-        {"edges": candidates.edges, "repeats": read["repeats"]}
-        | "FetchNodes" >> FetchNodes(
-            node_params, read_params(files, cfg.max_doc_bytes, cfg.batch_size), parts))
+        {"edges": candidates.edges, "repeats": read.repeats}
+        | "FetchNodes" >> FetchNodes(FetchParams(
+            node_params, read_params(files, cfg.max_doc_bytes, cfg.batch_size), parts)))
     verified = ({"edges": candidates.edges, "nodes": partition_to_nodes}
                 | "VerifyCandidates" >> VerifyCandidates(
                     VerifyParams(cfg.verify, cfg.threshold, parts, cfg.seed)))
     components = verified.edges | "ConnectedComponents" >> ConnectedComponents(
-        cfg.cc_max_rounds, parts, cfg.seed)
+        ComponentsParams(cfg.cc_max_rounds, parts, cfg.seed))
     duplicate_rows = (
-        {"labels": components["labels"], "nodes": partition_to_nodes,
+        {"labels": components.labels, "nodes": partition_to_nodes,
          "exact_members": exact.members}
         | "ResolveDuplicates" >> ResolveDuplicates(
             ResolveParams(cfg.keep, cfg.verify, cfg.batch_size, parts, cfg.seed)))
-    stats = [features.stats, candidates.stats, verified.stats, components[CC_STATS_TAG]]
+    stats = [features.stats, candidates.stats, verified.stats, components.stats]
     return DedupParts(duplicate_rows, stats, banding)
 
 
@@ -157,19 +167,19 @@ def collect_field_types(read: ReadResult) -> beam.PCollection:
 
 def add_clustering(statistics: beam.PCollection, read: ReadResult, selection: beam.PCollection,
                    params: ReadParams, cfg: ClusterConfig, spec: BackendSpec, run_id: str
-                   ) -> dict[str, beam.PCollection]:
+                   ) -> Clustered:
     """Two K-Means levels: term statistics and the sample from ``statistics``, labels for the
-    documents of ``selection``, read again by the projecting step: ``{"labels": (batch_key,
-    (uids, cluster_A, cluster_B)), "fit": summary, "svd": SvdModel}``."""
+    documents of ``selection``, read again by the projecting step."""
     embed_cfg = EmbedConfig(cfg.n_features, cfg.n_components, cfg.sample_size, cfg.seed,
                             cfg.tokenizer)
     levels = LevelsConfig(cfg.k1, cfg.k2, cfg.max_iter, cfg.tol, cfg.mode, cfg.balanced,
                           cfg.seed)
-    embedded = ({"statistics": statistics, "repeats": read["repeats"], "selection": selection}
-                | "EmbedDocuments" >> EmbedDocuments(embed_cfg, params))
-    clustered = embedded | "ClusterDocuments" >> ClusterDocuments(spec, run_id, levels,
-                                                                   cfg.n_features)
-    return {"labels": clustered["labels"], "fit": clustered["fit"], "svd": embedded["svd"]}
+    embedded = ({"statistics": statistics, "repeats": read.repeats, "selection": selection}
+                | "EmbedDocuments" >> EmbedDocuments(EmbedParams(embed_cfg, params)))
+    return ({"embeddings": embedded.embeddings, "sample": embedded.sample, "svd": embedded.svd,
+             "sample_terms": embedded.sample_terms}
+            | "ClusterDocuments" >> ClusterDocuments(
+                ClusterParams(spec, run_id, levels, cfg.n_features)))
 
 
 def add_cluster_stats(contingency: beam.PCollection, cfg: ClusterConfig,
@@ -182,7 +192,7 @@ def add_cluster_stats(contingency: beam.PCollection, cfg: ClusterConfig,
 def reread(read: ReadResult, selection: beam.PCollection, params: ReadParams, label: str
            ) -> beam.PCollection:
     """The documents of ``selection`` read again (``label`` names the step)."""
-    return ({"repeats": read["repeats"], "selection": selection}
+    return ({"repeats": read.repeats, "selection": selection}
             | label >> ReadSelected(params))
 
 
@@ -232,7 +242,7 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
     params = read_params(files, cfg.max_doc_bytes, cfg.batch_size, cfg.shuffle_partitions)
     read = pipeline | "ReadDocuments" >> ReadDocuments(params)
     dedup: DedupParts | None = None
-    clusters: dict[str, beam.PCollection] | None = None
+    clusters: Clustered | None = None
     if plan.graph in ("dedup", "nd_cl"):
         dedup = add_dedup(read, cfg, files)
     if plan.graph == "nd_cl":
@@ -247,16 +257,16 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
         clusters = add_clustering(read.batches, read, every, params, plan.cluster, plan.spec,
                                   plan.run_id)
     if plan.graph == "cl_nd":
-        dedup = add_dedup(read, cfg, files, clusters["labels"], plan.dedup_scope)
-    outputs = {"repeats": read["repeats"], "field_types": collect_field_types(read),
-               "rejected": read[REJECTED_TAG]}
+        dedup = add_dedup(read, cfg, files, clusters.labels, plan.dedup_scope)
+    outputs = {"repeats": read.repeats, "field_types": collect_field_types(read),
+               "rejected": read.rejected}
     stats = list(dedup.stats) if dedup else []
     if dedup:
         outputs["duplicates"] = dedup.duplicate_rows
     if clusters:
-        stats.append(clusters["fit"] | "ReportFit" >> beam.ParDo(
+        stats.append(clusters.fit | "ReportFit" >> beam.ParDo(
             WriteJsonFn(plan.staging_dir, CLUSTER_FIT_FILE)))
-        outputs["clusters"] = clusters["labels"]
+        outputs["clusters"] = clusters.labels
     outputs["stats"] = flatten_stats(stats)
     label_field = plan.cluster.label_field if clusters else None
     written = outputs | "WriteOutputs" >> WriteOutputs(WriteParams(plan.staging_dir, params,

@@ -4,7 +4,7 @@
 digest is the SHA-256 over the relative path and bytes of every part file of ``kept/``,
 ``duplicates/`` and ``rejected/``. ``tests/data/output-digests.json`` holds the digests the
 code wrote before the bounded-memory rework (issue 11), recorded by
-``python -m tests.digests --record``; ``tests/test_output_digests.py`` recomputes them.
+``python -m tests.digests --record``; ``tests/end_to_end/test_output_digests.py`` recomputes them.
 ``news-20ng-dedup`` and ``blogs-3-nd_cl`` were re-recorded when the default banding became the
 recall floor (issue 14: 29 x 5 at 0.7, more near-duplicates found); with ``--bands 32 --rows 8``
 both still give their former digests, and every other case was unchanged by it.

@@ -125,3 +125,10 @@ def topic_records(per_topic: int = 40, seed: int = 5, shuffle: bool = True) -> l
     if shuffle:
         rng.shuffle(records)
     return records
+
+
+def write_lines(path: Path, records: list[dict]) -> Path:
+    """JSON lines, gzipped when the name ends in .gz."""
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path

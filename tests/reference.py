@@ -166,3 +166,18 @@ def reference_dedup(
 
 def stable_id_hash(ids: list[str]) -> str:
     return xxhash.xxh3_64_hexdigest("\n".join(sorted(ids)).encode())
+
+
+def objective(bands: int, rows: int, threshold: float, fp_w: float, fn_w: float) -> float:
+    """The weighted false-positive + false-negative areas, integrated independently of
+    ``transforms.lsh`` (finer grid, explicit trapezoid rule)."""
+    lower = np.linspace(0.0, threshold, 20001)
+    upper = np.linspace(threshold, 1.0, 20001)
+
+    def trap(y: np.ndarray, x: np.ndarray) -> float:
+        return float(((y[1:] + y[:-1]) * np.diff(x)).sum() / 2)
+
+    def prob(s: np.ndarray) -> np.ndarray:
+        return 1.0 - (1.0 - s**rows) ** bands
+
+    return fp_w * trap(prob(lower), lower) + fn_w * trap(1.0 - prob(upper), upper)

@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
 import numpy as np
@@ -350,19 +350,33 @@ def _labels(element: tuple[int, PredictionResult]) -> tuple[int, tuple]:
     return key, (uids, labels_a, labels_b)
 
 
+@dataclass(frozen=True)
+class ClusterParams:
+    spec: BackendSpec  # where the models are fitted and served
+    run_id: str  # names the run's models
+    levels: LevelsConfig
+    n_features: int  # the embedding's hashed term space (to name the top terms)
+
+
+class Clustered(NamedTuple):
+    """``labels``: ``(batch_key, (uids, cluster_A, cluster_B))``; ``fit``: the fit summary."""
+
+    labels: beam.PCollection
+    fit: beam.PCollection
+
+
 class ClusterDocuments(beam.PTransform):
-    """Embeddings + sample + SVD → ``(batch_key, (uids, cluster_A, cluster_B))`` and the fit
-    summary."""
+    """``{"embeddings", "sample", "svd"[, "sample_terms"]}`` (of ``EmbedDocuments``) →
+    :class:`Clustered`."""
 
-    def __init__(self, spec: BackendSpec, run_id: str, levels: LevelsConfig,
-                 n_features: int) -> None:
+    def __init__(self, params: ClusterParams) -> None:
         super().__init__()
-        self.spec = spec
-        self.run_id = run_id
-        self.levels = levels
-        self.n_features = n_features
+        self.spec = params.spec
+        self.run_id = params.run_id
+        self.levels = params.levels
+        self.n_features = params.n_features
 
-    def expand(self, embedded: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, embedded: dict[str, beam.PCollection]) -> Clustered:
         # The sample's words (to name the top terms) when EmbedDocuments gives them.
         named = ((beam.pvalue.AsSingleton(embedded["sample_terms"]),)
                  if "sample_terms" in embedded else ())
@@ -377,4 +391,4 @@ class ClusterDocuments(beam.PTransform):
                 .with_no_batching())
             | "ExtractLabels" >> beam.Map(_labels)
         )
-        return {"labels": labels, "fit": fitted}
+        return Clustered(labels, fitted)

@@ -32,6 +32,8 @@ it happened; raise ``cc_max_rounds`` (the Dataflow preset has 24) to keep it fro
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -215,15 +217,29 @@ def round_stat(change: tuple[int, int]) -> dict[str, int]:
     return {f"cc_changed_round_{change[0]:02d}": change[1]}
 
 
-class ConnectedComponents(beam.PTransform):
-    """Undirected edge arrays → ``(nodes, labels)`` arrays (label = component's smallest uid)
-    and a stats output with the change count of every round."""
+@dataclass(frozen=True)
+class ComponentsParams:
+    max_rounds: int  # unrolled rounds; what is left unconverged is finished on one worker
+    num_partitions: int
+    seed: int
 
-    def __init__(self, max_rounds: int, num_partitions: int, seed: int) -> None:
+
+class Components(NamedTuple):
+    """``labels``: ``(nodes, labels)`` arrays (label = the component's smallest uid);
+    ``stats``: the change count of every round, convergence, edges finished locally."""
+
+    labels: beam.PCollection
+    stats: beam.PCollection
+
+
+class ConnectedComponents(beam.PTransform):
+    """Undirected edge arrays → :class:`Components`."""
+
+    def __init__(self, params: ComponentsParams) -> None:
         super().__init__()
-        self.max_rounds = max_rounds
-        self.num_partitions = num_partitions
-        self.seed = seed
+        self.max_rounds = params.max_rounds
+        self.num_partitions = params.num_partitions
+        self.seed = params.seed
 
     def _step(self, keyed: beam.PCollection, round_index: int, step: str,
               next_step: str | None, previous: tuple[beam.PCollection, ...]
@@ -237,7 +253,7 @@ class ConnectedComponents(beam.PTransform):
             | f"Run{name}" >> beam.ParDo(fn, *sides).with_outputs(STATS_TAG, main="edges")
         )
 
-    def expand(self, edges: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, edges: beam.PCollection) -> Components:
         pipeline = edges.pipeline
         # Round 1 must run, whatever the side input says: seed it with "not converged".
         changes = (pipeline | "StartRounds" >> beam.Create([(0, -1)]),)
@@ -250,7 +266,7 @@ class ConnectedComponents(beam.PTransform):
             small = self._step(large.edges, i, "small", None if last else "large", changes)
             # One flattened side input, not the two tagged outputs as two side inputs: Beam's
             # bundle-based DirectRunner then sometimes hands a step main-output elements in
-            # its side input (seen with a retried bundle, tests/test_reliability.py).
+            # its side input (seen with a retried bundle, tests/end_to_end/test_reliability.py).
             round_change = ((large[STATS_TAG], small[STATS_TAG])
                             | f"FlattenChanges{i}" >> beam.Flatten())
             changes = (round_change,)
@@ -271,4 +287,4 @@ class ConnectedComponents(beam.PTransform):
                      | "ReportRounds" >> beam.Map(round_stat))
         stats = ((per_round, converged, finished[STATS_TAG])
                  | "FlattenComponentStats" >> beam.Flatten())
-        return {"labels": labels, STATS_TAG: stats}
+        return Components(labels, stats)

@@ -30,7 +30,7 @@ import functools
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -346,12 +346,27 @@ class EmbedConfig:
     tokenizer: str = "unicode"
 
 
+@dataclass(frozen=True)
+class EmbedParams:
+    config: EmbedConfig
+    read: ReadParams | None = None  # given: the projecting step reads its documents itself
+
+
+class Embedded(NamedTuple):
+    """``embeddings``: ``(batch_key, (uids, float32[m, d]))``; ``sample``: ``[(hash, uid, cols,
+    counts)]``; ``sample_terms``: the sample's words per column (:class:`SampleTermsFn`);
+    ``svd``: the :class:`SvdModel`."""
+
+    embeddings: beam.PCollection
+    sample: beam.PCollection
+    sample_terms: beam.PCollection
+    svd: beam.PCollection
+
+
 class EmbedDocuments(beam.PTransform):
     """``{"statistics": doc batches, "documents": doc batches}`` or, with ``read``,
     ``{"statistics": doc batches, "repeats", "selection"}`` (what ``ReadSelected`` takes) →
-    ``{"embeddings": (batch_key, (uids, float32[m, d])), "sample": [(hash, uid, cols,
-    counts)], "sample_terms": the sample's words per column (:class:`SampleTermsFn`), "svd":
-    SvdModel}``.
+    :class:`Embedded`.
 
     The document frequencies and the sample come from ``statistics``; the projection is
     applied to the documents again (with ``read``, read again by the projecting step itself),
@@ -360,12 +375,12 @@ class EmbedDocuments(beam.PTransform):
     ``statistics`` never leave its stage except as the two combines' accumulators (the
     column counts and the bottom-k sample)."""
 
-    def __init__(self, cfg: EmbedConfig, read: ReadParams | None = None) -> None:
+    def __init__(self, params: EmbedParams) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.read = read
+        self.cfg = params.config
+        self.read = params.read
 
-    def expand(self, inputs: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> Embedded:
         cfg = self.cfg
         term_batches = inputs["statistics"] | "CountTerms" >> beam.ParDo(
             CountTermsFn(cfg.n_features, cfg.seed, cfg.tokenizer, with_words=True))
@@ -386,5 +401,4 @@ class EmbedDocuments(beam.PTransform):
         else:
             embeddings = inputs["documents"] | "ProjectBatches" >> beam.ParDo(
                 embed, beam.pvalue.AsSingleton(svd))
-        return {"embeddings": embeddings, "sample": sample, "sample_terms": sample_terms,
-                "svd": svd}
+        return Embedded(embeddings, sample, sample_terms, svd)

@@ -13,6 +13,7 @@ batch emits one array of hashes per shuffle partition.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -165,17 +166,24 @@ class ExactDuplicates(NamedTuple):
     removed: beam.PCollection
 
 
+@dataclass(frozen=True)
+class ExactParams:
+    policy: str  # which member of a group of exact duplicates is kept
+    batch_size: int
+    num_partitions: int
+
+
 class RemoveExactDuplicates(beam.PTransform):
     """Feature batches → the exact duplicates each group leaves out (:class:`ExactDuplicates`).
 
     Only hashes, ids and lengths cross the shuffle; the feature batches themselves go on to
     banding without waiting for this decision (banding drops the ``removed`` uids)."""
 
-    def __init__(self, policy: str, batch_size: int, num_partitions: int) -> None:
+    def __init__(self, params: ExactParams) -> None:
         super().__init__()
-        self.policy = policy
-        self.batch_size = batch_size
-        self.num_partitions = num_partitions
+        self.policy = params.policy
+        self.batch_size = params.batch_size
+        self.num_partitions = params.num_partitions
 
     def expand(self, features: beam.PCollection) -> ExactDuplicates:
         batch_key_to_removed = (

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -294,6 +295,15 @@ class CandidatePairs(NamedTuple):
     stats: beam.PCollection
 
 
+@dataclass(frozen=True)
+class LshParams:
+    bands: int
+    rows: int
+    seed: int
+    num_partitions: int
+    max_bucket_size: int
+
+
 class FindCandidatePairs(beam.PTransform):
     """``{"features": (batch_key, FeatureBatch), "removed": uids of exact duplicates
     (singleton)}`` → :class:`CandidatePairs`.
@@ -304,13 +314,13 @@ class FindCandidatePairs(beam.PTransform):
     run from 2.3 to about 1.4 GiB. Buckets are per band, so no bucket spans two groups; an
     edge found in several groups is kept once (``MergeCandidateEdges``)."""
 
-    def __init__(self, bands: int, rows: int, seed: int, num_partitions: int,
-                 max_bucket_size: int) -> None:
+    def __init__(self, params: LshParams) -> None:
         super().__init__()
-        self.emit = EmitBandKeysFn(bands, rows, seed, num_partitions)
-        self.find = FindStarsFn(max_bucket_size)
-        self.groups = len(band_groups(bands))
-        self.num_partitions = num_partitions
+        self.emit = EmitBandKeysFn(params.bands, params.rows, params.seed,
+                                   params.num_partitions)
+        self.find = FindStarsFn(params.max_bucket_size)
+        self.groups = len(band_groups(params.bands))
+        self.num_partitions = params.num_partitions
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> CandidatePairs:
         tags = [group_tag(g) for g in range(self.groups)]

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -451,16 +452,24 @@ class ComputeFeaturesFn(beam.DoFn):
         )
 
 
+class Features(NamedTuple):
+    """``features``: ``(batch_key, FeatureBatch)``, compact (band hashes with ``banding``,
+    else signatures; exact keys; no text); ``stats``: batches and untokenised documents."""
+
+    features: beam.PCollection
+    stats: beam.PCollection
+
+
 class ComputeFeatures(beam.PTransform):
-    """Document batches → compact feature batches (band hashes with ``banding``, else
-    signatures; exact keys; no text) and a stats output."""
+    """Document batches → :class:`Features`."""
 
     def __init__(self, params: FeatureParams) -> None:
         super().__init__()
         self.fn = ComputeFeaturesFn(params)
 
-    def expand(self, doc_batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(
+    def expand(self, doc_batches: beam.PCollection) -> Features:
+        hashed = doc_batches | "HashShingles" >> beam.ParDo(self.fn).with_output_types(
             tuple[int, FeatureBatch]).with_outputs(
             ComputeFeaturesFn.STATS_TAG, main="features"
         )
+        return Features(hashed.features, hashed[ComputeFeaturesFn.STATS_TAG])

@@ -48,7 +48,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -492,14 +492,13 @@ class FindRepeatedIdsFn(beam.DoFn):
         yield from repeated_ids(hashes, uids, ids)
 
 
-class ReadResult(dict):
-    """``{"batches", "rejected", "repeats"}``: the first read's document batches and dead-letter
-    rows, plus what a later re-read of the same documents needs (the ``uid → owner`` repeats);
-    ``.batches`` as on Beam's tagged outputs."""
+class ReadResult(NamedTuple):
+    """The first read's document batches and dead-letter rows, plus what a later re-read of
+    the same documents needs (the ``uid → owner`` repeats)."""
 
-    @property
-    def batches(self) -> beam.PCollection:
-        return self["batches"]
+    batches: beam.PCollection  # (batch_key, DocBatch)
+    rejected: beam.PCollection  # dead-letter rows
+    repeats: beam.PCollection  # (uid, owner uid) of the repeated and derived ids
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ both keyed by batch, so one join attaches them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -48,17 +49,22 @@ class AttachScopesFn(beam.DoFn):
             yield key, features.with_scopes(scopes, self.seed)
 
 
+@dataclass(frozen=True)
+class ScopeParams:
+    scope: str  # "cluster_A" | "cluster_B": the level whose clusters bound the comparisons
+    seed: int
+
+
 class ScopeByCluster(beam.PTransform):
     """``{"features": (batch_key, FeatureBatch), "labels": (batch_key, (uids, cluster_A,
-    cluster_B))}`` → the same feature batches with dedup scopes (``scope``: the level whose
-    clusters bound the comparisons)."""
+    cluster_B))}`` → the same feature batches with dedup scopes (:class:`ScopeParams`)."""
 
-    def __init__(self, scope: str, seed: int) -> None:
+    def __init__(self, params: ScopeParams) -> None:
         super().__init__()
-        if scope not in SCOPES:
-            raise ValueError(f"dedup scope must be one of {SCOPES}, got {scope!r}")
-        self.scope = scope
-        self.seed = seed
+        if params.scope not in SCOPES:
+            raise ValueError(f"dedup scope must be one of {SCOPES}, got {params.scope!r}")
+        self.scope = params.scope
+        self.seed = params.seed
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         return (

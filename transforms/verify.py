@@ -196,6 +196,13 @@ class VerifyEdgesFn(beam.DoFn):
                    np.array(sims, dtype=np.float64))
 
 
+@dataclass(frozen=True)
+class FetchParams:
+    nodes: NodeParams  # what each endpoint's node holds
+    read: ReadParams  # how the input is read again
+    num_partitions: int
+
+
 class FetchNodes(beam.PTransform):
     """``{"edges", "repeats"}`` (candidate edge arrays; ``repeats`` of
     ``transforms.read.ReadDocuments``) → ``(partition, [NodeInfo])`` for every endpoint.
@@ -203,11 +210,11 @@ class FetchNodes(beam.PTransform):
     The endpoints' uids (8 bytes each, a few % of the corpus) select the documents that a
     re-read of the input parses, fused with the shingling: no text waits in the graph."""
 
-    def __init__(self, params: NodeParams, read: ReadParams, num_partitions: int) -> None:
+    def __init__(self, params: FetchParams) -> None:
         super().__init__()
-        self.params = params
-        self.read = read
-        self.num_partitions = num_partitions
+        self.params = params.nodes
+        self.read = params.read
+        self.num_partitions = params.num_partitions
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         selection = (

@@ -7,8 +7,8 @@ repository root (``alembic.ini`` there points at this folder)::
     .venv/bin/alembic revision --autogenerate --rev-id 0002 -m "what changed"
 
 then review the generated file in ``versions/``, and set ``HEAD_REVISION`` below to the new
-id.  ``tests/test_db.py`` checks that the migrated schema matches the models on SQLite and
-PostgreSQL, and that ``HEAD_REVISION`` is Alembic's head.
+id.  ``tests/beam_pipeline/test_db.py`` checks that the migrated schema matches the models on
+SQLite and PostgreSQL, and that ``HEAD_REVISION`` is Alembic's head.
 """
 
 # The newest revision: a database already there is opened without importing Alembic at all

@@ -11,6 +11,7 @@ server, so it must outlive the job by that much).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -30,17 +31,27 @@ class JobScopedFlinkRunner(FlinkRunner):
         return server
 
 
-    def stop_job_servers(self) -> int:
-        """Stop the job servers this runner started; how many. (Beam logs "Really destroying
-        service" at WARNING for each: an expected stop, so that line is not shown.)"""
-        beam_log = logging.getLogger("apache_beam.utils.subprocess_server")
-        level = beam_log.level
-        beam_log.setLevel(logging.ERROR)
-        stopped = 0
-        try:
-            while self.job_servers:
-                self.job_servers.pop().stop()
-                stopped += 1
-        finally:
-            beam_log.setLevel(level)
-        return stopped
+    def stop_job_servers(self) -> threading.Thread | None:
+        """Stop the job servers this runner started, in a thread (returned; None when there
+        were none): Beam's stop waits a second after its SIGINT before it looks again, which
+        the summary and the commit need not wait for. The thread is not a daemon, so the
+        process still waits for the JVMs to end before it exits. Beam logs "Really destroying
+        service" at WARNING for each: an expected stop here, so that line is not shown."""
+        servers, self.job_servers = self.job_servers, []
+        if not servers:
+            return None
+        thread = threading.Thread(target=_stop_quietly, args=(servers,),
+                                  name="StopFlinkJobServers")
+        thread.start()
+        return thread
+
+
+def _stop_quietly(servers: list[Any]) -> None:
+    beam_log = logging.getLogger("apache_beam.utils.subprocess_server")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)
+    try:
+        for server in servers:
+            server.stop()
+    finally:
+        beam_log.setLevel(level)

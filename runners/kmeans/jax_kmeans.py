@@ -55,7 +55,8 @@ How to run
     labels, sq_dist = predict(model, x[:10])
     model, labels, sq_dist = fit_predict(x, KMeansConfig(k=8, balanced=True))
 
-Tests: ``.venv/bin/python -m pytest tests/test_jax_kmeans.py`` (compares with scikit-learn).
+Tests: ``.venv/bin/python -m pytest tests/runners/kmeans/`` (``test_jax_kmeans.py``,
+``test_lloyd.py`` and ``test_balanced.py`` compare with scikit-learn).
 Speed against scikit-learn: ``.venv/bin/python benchmarks/kmeans_speed.py``.
 
 Layout

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 PREFIX = "ndcl service"
 # The defaults of runners.kmeans.service (ServiceConfig's fields, DEFAULT_STATE_FILE) for the
 # flags: that module imports Ray, which building the ``ndcl`` parser (``ndcl --help``) must
-# not; only running a service command imports it. tests/test_cli_flags.py checks they agree.
+# not; only running a service command imports it. tests/runners/kmeans/test_service_cli.py
+# checks that they agree.
 DEFAULTS: dict[str, Any] = {"name": "ndcl-kmeans", "namespace": "ndcl", "num_cpus": 1,
                             "num_gpus": 0, "max_concurrency": 4,
                             "state_file": ".ndcl/service.json"}
