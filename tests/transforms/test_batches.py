@@ -130,7 +130,10 @@ def test_join_by_key_matches_cogroupbykey() -> None:
 
 
 def test_join_by_key_accepts_tags_differing_only_in_case() -> None:
-    p = beam.Pipeline(runner=FnApiRunner())
-    inputs = {"ab": p | "CreateLower" >> beam.Create([(1, "x")]),
-              "AB": p | "CreateUpper" >> beam.Create([(1, "y")])}
-    _ = inputs | "JoinByKey" >> JoinByKey()
+    # Step labels are made unique by the tag's index: "ab" and "AB" would collide otherwise.
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        inputs = {"ab": p | "CreateLower" >> beam.Create([(1, "x")]),
+                  "AB": p | "CreateUpper" >> beam.Create([(1, "y")])}
+        joined = (inputs | "JoinByKey" >> JoinByKey()
+                  | "Plain" >> beam.MapTuple(lambda key, grouped: (key, sorted(grouped.items()))))
+        assert_that(joined, equal_to([(1, [("AB", ["y"]), ("ab", ["x"])])]))
