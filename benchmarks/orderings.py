@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+try:
+    from benchmarks._measure import run_measured
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from _measure import run_measured  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,14 +43,32 @@ def run(workflow: str, inputs: list[Path], out: Path, backend: str,
     cmd = [NDCL, "-q", *(["--db-url", db_url] if db_url else []), "run", "--workflow", workflow,
            "--input", *map(str, inputs), "--output", str(out), "--kmeans-backend", backend,
            *(extra or [])]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{workflow} failed:\n{proc.stderr[-3000:]}")
+    measured = run_measured(cmd)
+    if measured["returncode"] != 0:
+        raise RuntimeError(f"{workflow} failed:\n{measured['stderr_tail']}")
     summary = json.loads((out / "summary.json").read_text())
-    summary["process_wall_seconds"] = wall
+    summary["process_wall_seconds"] = measured["wall_s"]
+    # The whole process tree (ndcl, and the Ray head and workers it starts with --backend ray).
+    summary["peak_rss_gib"] = measured["peak_rss_bytes"] / 2**30
     return summary
+
+
+def fresh_benchmark_db(report_dir: Path) -> str:
+    """``report_dir/runs.db``, emptied when it is a benchmark database of an earlier report;
+    any other file of that name is the user's, and is left alone (an error instead)."""
+    path = report_dir / "runs.db"
+    if path.exists():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                tables = {row[0] for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError:
+            tables = set()
+        if "benchmark_runs" not in tables:
+            raise SystemExit(f"{path} exists and is not an NDCL benchmark database; "
+                             "choose another --report folder")
+        path.unlink()
+    return f"sqlite:///{path.resolve()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     db_url = extra = None
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / "runs.db").unlink(missing_ok=True)
-        db_url = f"sqlite:///{(args.report / 'runs.db').resolve()}"
+        db_url = fresh_benchmark_db(args.report)
         extra = ["--tokenizer", "ascii"]
     with tempfile.TemporaryDirectory() as tmp:
         outs = {w: Path(tmp) / w for w in ("nd_cl", "cl_nd")}
@@ -79,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     stages = sorted({s for r in results.values() for s in r["stage_seconds"]})
     rows = [("documents read", "read"), ("kept", "kept"), ("duplicates", "duplicates"),
             ("  exact", "duplicates_exact"), ("  near", "duplicates_near"),
-            ("rejected", "rejected"), ("wall seconds", "process_wall_seconds")]
+            ("rejected", "rejected"), ("wall seconds", "process_wall_seconds"),
+            ("peak RSS GiB (process tree)", "peak_rss_gib")]
     print(f"\n{'':<28}{'ND→CL (nd_cl)':>16}{'CL→ND (cl_nd)':>16}")
     for label, key in rows:
         values = [results[w][key] for w in ("nd_cl", "cl_nd")]
-        cells = [f"{v:>16.1f}" if isinstance(v, float) else f"{v:>16,}" for v in values]
+        cells = [f"{v:>16.2f}" if key == "peak_rss_gib" else
+                 f"{v:>16.1f}" if isinstance(v, float) else f"{v:>16,}" for v in values]
         print(f"{label:<28}{''.join(cells)}")
     for stage in stages:
         values = [results[w]["stage_seconds"].get(stage, 0.0) for w in ("nd_cl", "cl_nd")]
