@@ -209,11 +209,13 @@ def ensure_ray(address: str, namespace: str, timeout_s: float = 30.0) -> None:
                 _init(address, namespace)
                 break
             except Exception as exc:
-                if (attempt < CLIENT_SERVER_ATTEMPTS and _client_server_start_failed(exc)
-                        and time.monotonic() < deadline):
-                    # The head's proxy spawns one server process per client; one that dies while
-                    # starting (seen on a loaded 2-core CI machine) is freed and a new one is
-                    # spawned on the next connection, so this failure alone is worth retrying.
+                if attempt < CLIENT_SERVER_ATTEMPTS and _client_server_start_failed(exc):
+                    # The head's proxy spawns one server process per client and waits 30 s for
+                    # it to answer; one that does not (seen on a loaded 2-core CI machine, its
+                    # log still empty) is left behind and the next connection gets a new one on
+                    # another port, so this failure alone is worth retrying. Each try has Ray's
+                    # own bound, not what is left of ``timeout_s``: the first try alone uses
+                    # all of that, which is why a shared deadline never retried.
                     _LOG.warning("the Ray Client server for this connection failed to start "
                                  "(try %d of %d); connecting again", attempt,
                                  CLIENT_SERVER_ATTEMPTS)

@@ -48,6 +48,26 @@ def test_client_server_start_failure_is_retried(monkeypatch: pytest.MonkeyPatch,
     assert connection._CONNECTED_ADDRESS == [listening_address]
 
 
+def test_start_failure_is_retried_after_the_connect_timeout(monkeypatch: pytest.MonkeyPatch,
+                                                            listening_address: str) -> None:
+    """Ray's proxy waits 30 s for the per-client server before it reports the failure, so the
+    first try ends after ``timeout_s``; the retry must not depend on time left (CI, d993d17)."""
+    now = [0.0]
+    calls: list[str] = []
+
+    def slow_failing_init(address: str, namespace: str) -> None:
+        calls.append(address)
+        now[0] += 31.0
+        if len(calls) == 1:
+            raise ConnectionAbortedError(START_FAILED)
+
+    monkeypatch.setattr(connection, "_init", slow_failing_init)
+    monkeypatch.setattr(connection.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(connection.time, "monotonic", lambda: now[0])
+    connection.ensure_ray(listening_address, "ns", timeout_s=30)
+    assert calls == [listening_address, listening_address]
+
+
 def test_client_server_start_failure_gives_up_after_its_attempts(
         monkeypatch: pytest.MonkeyPatch, listening_address: str) -> None:
     calls = fake_init(monkeypatch, [ConnectionAbortedError(START_FAILED)] * 5)

@@ -239,10 +239,11 @@ def test_other_process_reaches_service(service: SimpleNamespace, repo: Path) -> 
     x_path = service.root / "remote_x.npy"
     np.save(x_path, x)
     assert service.result.client_address.startswith("ray://127.0.0.1:")
+    # 150 s: each of ensure_ray's 3 Ray Client tries may wait Ray's own 30 s for its server.
     for address in (service.config.address, service.result.client_address):
         proc = subprocess.run(
             [sys.executable, "-c", REMOTE_CLIENT, address, service.config.name, NAMESPACE,
-             str(x_path)], cwd=repo, capture_output=True, text=True, timeout=60, check=False)
+             str(x_path)], cwd=repo, capture_output=True, text=True, timeout=150, check=False)
         assert proc.returncode == 0, failure_report(proc.stderr, service.state_file)
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out["labels"] == want.tolist()
