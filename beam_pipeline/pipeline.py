@@ -35,6 +35,7 @@ K-Means fit summary (with the sample silhouettes) to ``_cluster_fit.json``, and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import apache_beam as beam
 
@@ -68,6 +69,18 @@ from transforms.resolve import (
     removed_uids,
 )
 from transforms.scope import ScopeByCluster, ScopeParams
+from transforms.stage_end import (
+    Measure,
+    ReportStageEnd,
+    StageEndParams,
+    count_array,
+    count_arrays,
+    count_elements,
+    count_keyed_arrays,
+    count_keyed_batch,
+    fit_counts,
+    stats_counts,
+)
 from transforms.verify import (
     FetchNodes,
     FetchParams,
@@ -112,6 +125,18 @@ class DedupParts:
     banding: Banding
 
 
+def report_end(stage: str, template: str, singleton: bool = False,
+               **outputs: tuple[beam.PCollection, Measure]) -> None:
+    """Log ``stage``'s counts once its ``outputs`` are complete (``transforms.stage_end``):
+    each keyword names one output and what one of its elements counts; ``singleton``: the one
+    output is a global combine's result, logged where it is made."""
+    label = "Report" + "".join(part.capitalize() for part in stage.split("_")) + "Ended"
+    _ = ({name: pcoll for name, (pcoll, _measure) in outputs.items()}
+         | label >> ReportStageEnd(StageEndParams(
+             stage, template, tuple((name, measure) for name, (_pcoll, measure)
+                                    in outputs.items()), singleton)))
+
+
 def read_params(files: list[str], max_doc_bytes: int, batch_size: int,
                 id_partitions: int = 32) -> ReadParams:
     return ReadParams(tuple(files), max_doc_bytes, batch_size, id_partitions)
@@ -151,6 +176,20 @@ def add_dedup(read: ReadResult, cfg: DedupConfig, files: list[str],
          "exact_members": exact.members}
         | "ResolveDuplicates" >> ResolveDuplicates(
             ResolveParams(cfg.keep, cfg.verify, cfg.batch_size, parts, cfg.seed)))
+    report_end("compute_features", "{documents:,} documents hashed, {kept_untokenized:,} "
+               "without a token (kept)",
+               features=(features.features, partial(count_keyed_batch, "documents")),
+               stats=(features.stats, stats_counts))
+    report_end("exact", "{exact_duplicates:,} exact duplicates", singleton=True,
+               removed=(exact.removed, partial(count_array, "exact_duplicates")))
+    report_end("lsh", "{candidate_edges:,} candidate pairs",
+               stats=(candidates.stats, stats_counts))
+    report_end("verify", "{edges_verified:,} pairs verified, {edges_rejected:,} rejected",
+               stats=(verified.stats, stats_counts))
+    report_end("components", "{documents:,} documents in near-duplicate groups",
+               labels=(components.labels, partial(count_arrays, "documents")))
+    report_end("resolve", "{removed:,} documents to remove (exact and near duplicates)",
+               rows=(duplicate_rows, partial(count_elements, "removed")))
     stats = [features.stats, candidates.stats, verified.stats, components.stats]
     return DedupParts(duplicate_rows, stats, banding)
 
@@ -241,6 +280,9 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
     cfg, files = plan.dedup, list(plan.files)
     params = read_params(files, cfg.max_doc_bytes, cfg.batch_size, cfg.shuffle_partitions)
     read = pipeline | "ReadDocuments" >> ReadDocuments(params)
+    report_end("read", "{documents:,} documents read, {rejected:,} rejected",
+               batches=(read.batches, partial(count_keyed_batch, "documents")),
+               rejected=(read.rejected, partial(count_elements, "rejected")))
     dedup: DedupParts | None = None
     clusters: Clustered | None = None
     if plan.graph in ("dedup", "nd_cl"):
@@ -264,6 +306,10 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
     if dedup:
         outputs["duplicates"] = dedup.duplicate_rows
     if clusters:
+        report_end("cluster_fit", "K-Means level 1 and {models_B:,} level-2 models fitted on "
+                   "a sample of {sample:,}", singleton=True, fit=(clusters.fit, fit_counts))
+        report_end("cluster_labels", "{documents:,} documents labelled",
+                   labels=(clusters.labels, partial(count_keyed_arrays, "documents")))
         stats.append(clusters.fit | "ReportFit" >> beam.ParDo(
             WriteJsonFn(plan.staging_dir, CLUSTER_FIT_FILE)))
         outputs["clusters"] = clusters.labels
@@ -271,6 +317,9 @@ def build_graph(pipeline: beam.Pipeline, plan: GraphPlan) -> Banding | None:
     label_field = plan.cluster.label_field if clusters else None
     written = outputs | "WriteOutputs" >> WriteOutputs(WriteParams(plan.staging_dir, params,
                                                                    label_field))
+    report_end("write_outputs", "{kept:,} kept, {duplicates_exact:,} exact and "
+               "{duplicates_near:,} near duplicates, {rejected:,} rejected written",
+               singleton=True, totals=(written.totals, stats_counts))
     if clusters:
         add_cluster_stats(written.contingency, plan.cluster, plan.staging_dir)
     return dedup.banding if dedup else None

@@ -18,8 +18,10 @@ portable job service with ``--environment-type LOOPBACK``). With workers in othe
 reporter says so once and shows the elapsed time only; the counts then arrive with the job's
 metrics at the end. ``-q`` (the ``ndcl`` loggers at WARNING) turns progress off.
 
-When the job has ended, :func:`log_stage_counts` logs each stage's count and time from the
-summary (``stage <name> ended: ...``).
+Each stage logs its count when it ends, from the workers (``stage <name> ended: ...``,
+``transforms.stage_end``). When the job has ended, :func:`log_stage_counts` logs each stage's
+count and processing time (summed over workers) from the summary (``stage <name> in all:
+...``): the seconds come only with the job's metrics.
 """
 
 from __future__ import annotations
@@ -294,7 +296,8 @@ def _stage_count(stage: str, summary: dict[str, Any]) -> str | None:
 
 
 def log_stage_counts(summary: dict[str, Any]) -> None:
-    """One line per stage of the finished job: its count and its time (summed over workers),
+    """One line per stage of the finished job: its count and its processing time (summed over
+    workers),
     in the order the stages started when that is known here, else in the graph's order."""
     seconds_by_stage = summary.get("stage_seconds") or {}
     order = [stage for stage in LIVE.stages() if stage in seconds_by_stage]
@@ -308,4 +311,5 @@ def log_stage_counts(summary: dict[str, Any]) -> None:
     for stage in order:
         seconds = seconds_by_stage[stage]
         count = _stage_count(stage, summary)
-        LOG.info("stage %s ended: %s%.1f s", stage, f"{count}, " if count else "", seconds)
+        LOG.info("stage %s in all: %s%.1f s of processing", stage,
+                 f"{count}, " if count else "", seconds)

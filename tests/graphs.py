@@ -34,7 +34,12 @@ COMMON_STAGES = ["ReadDocuments", "ComputeFeatures", "RemoveExactDuplicates",
                  "FindCandidatePairs", "FetchNodes", "VerifyCandidates", "ConnectedComponents",
                  "ResolveDuplicates", "EmbedDocuments", "ClusterDocuments", "ReportFit",
                  "CollectFieldTypes", "FlattenStageStats", "WriteOutputs", "SummariseClusters",
-                 "ReportClusterStats"]
+                 "ReportClusterStats",
+                 # Each stage logs its count when it ends (transforms.stage_end): no shuffle.
+                 "ReportReadEnded", "ReportComputeFeaturesEnded", "ReportExactEnded",
+                 "ReportLshEnded", "ReportVerifyEnded", "ReportComponentsEnded",
+                 "ReportResolveEnded", "ReportClusterFitEnded", "ReportClusterLabelsEnded",
+                 "ReportWriteOutputsEnded"]
 # Issue 11 (no document text crosses a stage boundary): the field types are combined next to
 # the first read (CollectFieldTypes) and the stage stats flattened before the writer; the
 # ordering-specific steps re-read the input (ReadSelected) instead of joining batches:

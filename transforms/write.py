@@ -330,10 +330,12 @@ class WriteParams(NamedTuple):
 
 class Written(NamedTuple):
     """``stats``: the written ``_stats.json`` path; ``contingency``: per-batch cluster counts
-    of the kept documents (empty without clusters)."""
+    of the kept documents (empty without clusters); ``totals``: the summed stats written
+    there (one dict)."""
 
     stats: beam.PCollection
     contingency: beam.PCollection
+    totals: beam.PCollection
 
 
 def every_document() -> Selection:
@@ -385,10 +387,10 @@ class WriteOutputs(beam.PTransform):
             | "GroupRejected" >> beam.GroupByKey()
             | "WriteRejected" >> beam.ParDo(WriteRejectedFn(params.staging_dir))
         )
-        stats_file = (
+        totals = (
             (written.stats, rejected_stats, inputs["stats"])
             | "FlattenStats" >> beam.Flatten()
             | "SumStats" >> beam.CombineGlobally(sum_stats)
-            | "WriteStats" >> beam.ParDo(WriteStatsFn(params.staging_dir))
         )
-        return Written(stats_file, written[CONTINGENCY_TAG])
+        stats_file = totals | "WriteStats" >> beam.ParDo(WriteStatsFn(params.staging_dir))
+        return Written(stats_file, written[CONTINGENCY_TAG], totals)

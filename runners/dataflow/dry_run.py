@@ -174,10 +174,14 @@ def dry_run(command: str, inputs: list[str], output: str, dedup_cfg: DedupConfig
 
 def format_report(report: DryRunReport) -> str:
     what = report.command + (f" --workflow {report.workflow}" if report.workflow else "")
+    # The steps that log a stage's end (``Report<Stage>Ended``) would double the line.
+    work = [s for s in report.stages if not (s.startswith("Report") and s.endswith("Ended"))]
+    reports = len(report.stages) - len(work)
     lines = [
         f"Dataflow dry run of `ndcl {what}` (nothing staged or submitted)",
         f"  job name        {report.job_name}",
-        f"  stages          {' -> '.join(report.stages)}",
+        f"  stages          {' -> '.join(work)}"
+        + (f" (and {reports} stage-end reports)" if reports else ""),
         f"  transforms      {len(report.transforms)}",
         f"  group-by-keys   {len(report.group_by_keys)}",
         f"  worker image    {', '.join(report.images) or '-'}",

@@ -106,10 +106,10 @@ def test_stage_counts_in_the_graph_order_when_workers_are_elsewhere(
                "stage_seconds": {"exact": 0.01, "embed": 0.5, "read": 0.2, "zeta": 0.0}}
     log_stage_counts(summary)
     assert [r.getMessage() for r in caplog.records] == [
-        "stage read ended: 10 records read, 1 rejected, 0.2 s",
-        "stage embed ended: 9 kept documents clustered, 0.5 s",
-        "stage exact ended: 2 exact duplicates, 0.0 s",
-        "stage zeta ended: 0.0 s",
+        "stage read in all: 10 records read, 1 rejected, 0.2 s of processing",
+        "stage embed in all: 9 kept documents clustered, 0.5 s of processing",
+        "stage exact in all: 2 exact duplicates, 0.0 s of processing",
+        "stage zeta in all: 0.0 s of processing",
     ]
 
 

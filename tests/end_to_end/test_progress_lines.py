@@ -30,10 +30,26 @@ def test_cli_logs_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -
     assert len(counts) >= 2 and counts == sorted(counts), lines
     assert counts[-1] == 1308
     assert any("read 1,308 of 1,308 documents (100%)" in line for line in lines)
-    # Every stage logs its count when the job has ended.
-    ended = "\n".join(line for line in lines if " ended: " in line)
-    assert "stage read ended: 1,308 records read, 0 rejected" in ended
-    assert "stage write_outputs ended: 1,031 kept, 277 duplicates written" in ended
+    # Every stage logs its count when it ends (in the order the stages end, before the job's
+    # end), then its count and time once the job has ended.
+    ended = [line.split("ndcl.progress:", 1)[1].strip() for line in lines if " ended: " in line]
+    stages = [line.split()[1] for line in ended]
+    assert stages[-1] == "write_outputs", ended
+    assert {"read", "compute_features", "exact", "lsh", "verify", "components", "resolve"} \
+        == set(stages[:-1]), ended
+    # Stages a shuffle separates end in the graph's order (the read and the features are one
+    # fused step: either may log first).
+    assert max(stages.index("read"), stages.index("compute_features")) < stages.index("lsh") \
+        < stages.index("verify") < stages.index("components") < stages.index("resolve"), ended
+    assert "stage read ended: 1,308 documents read, 0 rejected" in ended
+    assert "stage resolve ended: 277 documents to remove (exact and near duplicates)" in ended
+    assert any(line.startswith("stage write_outputs ended: 1,031 kept,") for line in ended)
+    first_total = next(i for i, line in enumerate(lines) if " in all: " in line)
+    last_ended = max(i for i, line in enumerate(lines) if " ended: " in line)
+    assert last_ended < first_total, lines
+    totals = "\n".join(line for line in lines if " in all: " in line)
+    assert "stage read in all: 1,308 records read, 0 rejected" in totals
+    assert "stage write_outputs in all: 1,031 kept, 277 duplicates written" in totals
 
 
 def test_cli_quiet_prints_no_progress(tmp_path: Path) -> None:
