@@ -41,6 +41,7 @@ from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_v
 from transforms.read import ReadParams, Selection
 from transforms.reread import ReadSelected
 from transforms.resolve import DuplicateRow
+from transforms.stage_end import add_counts
 
 FIXED_COLUMNS = ("id", "text", "url", "timestamp")
 DUPLICATE_SCHEMA = pa.schema([
@@ -291,8 +292,7 @@ class WriteRejectedFn(beam.DoFn):
 def sum_stats(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}
     for item in dicts:
-        for key, value in item.items():
-            total[key] = total.get(key, 0) + int(value)
+        add_counts(total, item)
     return total
 
 
