@@ -11,43 +11,58 @@ file is read). A reporter thread reads the counts while ``pipeline.run()`` block
   ``ndcl.progress`` logger:
   ``read 650 of ~1,308 documents (50%), 1,200 docs/s, ETA 1s, stage compute_features``.
 
-The counts reach the driver only when the SDK workers run in its process: the default
-in-process FnApiRunner, and runners whose workers are LOOPBACK (Prism, an embedded Flink, a
-portable job service with ``--environment-type LOOPBACK``). With workers in other processes
-(``--direct_running_mode=multi_processing``, Docker or EXTERNAL workers, Dataflow) the
-reporter says so once and shows the elapsed time only; the counts then arrive with the job's
-metrics at the end. ``-q`` (the ``ndcl`` loggers at WARNING) turns progress off.
+The counts reach the driver when the SDK workers run in its process (the default in-process
+FnApiRunner; the LOOPBACK workers of Prism, of an embedded Flink at parallelism 1 and of a
+portable job service with ``--environment-type LOOPBACK``) or in processes started from it
+(an embedded Flink's LOOPBACK worker processes at parallelism > 1,
+``--direct_running_mode=multi_processing``): those inherit the name of a relay folder that the
+reporter makes for the run, write their counts and lines there, and the reporter adds them up
+every ``RELAY_POLL_S`` (``transforms.progress``). With workers started elsewhere (Docker or
+EXTERNAL workers such as a Flink cluster's worker pool, Dataflow) the reporter says so once
+and shows the elapsed time only; the counts then arrive with the job's metrics at the end.
+``-q`` (the ``ndcl`` loggers at WARNING) turns progress off.
 
 Each stage logs its count when it ends, from the workers (``stage <name> ended: ...``,
-``transforms.stage_end``). When the job has ended, :func:`log_stage_counts` logs each stage's
-count and processing time (summed over workers) from the summary (``stage <name> in all:
-...``): the seconds come only with the job's metrics.
+``transforms.stage_end``; a worker process relays the line to the driver). When the job has
+ended, :func:`log_stage_counts` logs each stage's count and processing time (summed over
+workers) from the summary (``stage <name> in all: ...``): the seconds come only with the
+job's metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from apache_beam.options.pipeline_options import (
-    DirectOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
 )
 
-from transforms.progress import LIVE, ReadSnapshot
+from transforms.progress import (
+    LIVE,
+    RELAY_ENV,
+    ReadSnapshot,
+    RelayLines,
+    merge_snapshots,
+    read_relay_counts,
+)
 
 LOG = logging.getLogger("ndcl.progress")
 
 INTERVAL_ENV = "NDCL_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 10.0
 TERMINAL_REFRESH_S = 0.25
+RELAY_POLL_S = 0.25  # how often the worker processes' lines are looked for
 NO_LIVE_COUNTS = ("the workers of this runner run in other processes, so no live counts reach "
                   "ndcl: progress shows the elapsed time only (the counts arrive with the job's "
                   "results at the end)")
@@ -154,11 +169,12 @@ def interval_seconds() -> float:
 
 
 def live_counts_expected(options: PipelineOptions) -> bool:
-    """Whether the SDK workers run in this process, so that their counts reach the driver."""
+    """Whether the SDK workers run in this process, or in processes it starts (which relay
+    their counts: ``transforms.progress``), so that their counts reach the driver."""
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
     if name in (None, "DirectRunner", "direct", "FnApiRunner"):
-        return options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+        return True  # in-process, threads, or multi_processing workers started from here
     environment = options.view_as(PortableOptions).environment_type
     return (environment or "").upper() == "LOOPBACK"
 
@@ -191,11 +207,15 @@ class ProgressReporter:
         self._task: Any = None
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._final = True
+        self._relay: Path | None = None
+        self._relay_lines: RelayLines | None = None
+        self._env_before: str | None = None
 
     def __enter__(self) -> ProgressReporter:
         if not LOG.isEnabledFor(logging.INFO):
             return self
         LIVE.reset()
+        self._open_relay()
         self._submitted_at = time.monotonic()
         if not self.live_expected:
             LOG.info("%s", NO_LIVE_COUNTS)
@@ -211,19 +231,27 @@ class ProgressReporter:
         self._stop.set()
         self._thread.join()
         self._thread = None
+        self._log_relayed()
         if self._final:
             self._show()
         if self._progress is not None:
             self._progress.stop()
             self._restore_handlers()
             self._progress = None
+        self._close_relay()
 
     def discard(self) -> None:
         """End without a last line (a template launch: the job runs later)."""
         self._final = False
 
+    def snapshot(self) -> ReadSnapshot:
+        """This process's counts and those its worker processes relayed."""
+        if self._relay is None:
+            return LIVE.snapshot()
+        return merge_snapshots(LIVE.snapshot(), read_relay_counts(self._relay, os.getpid()))
+
     def current_line(self) -> str:
-        snapshot = LIVE.snapshot()
+        snapshot = self.snapshot()
         now = time.monotonic()
         if not self.live_expected and snapshot.records == 0 and snapshot.stage is None:
             return blind_line(now - self._submitted_at)
@@ -232,14 +260,41 @@ class ProgressReporter:
 
     def _loop(self) -> None:
         wait = TERMINAL_REFRESH_S if self._progress is not None else self.interval_s
-        while not self._stop.wait(wait):
-            self._show()
+        next_show = time.monotonic() + wait
+        while not self._stop.wait(min(wait, RELAY_POLL_S)):
+            self._log_relayed()
+            if time.monotonic() >= next_show:
+                self._show()
+                next_show += wait
+
+    def _open_relay(self) -> None:
+        """A folder for the worker processes this run starts (``transforms.progress``), named
+        in the environment they inherit."""
+        self._relay = Path(tempfile.mkdtemp(prefix="ndcl-progress-"))
+        self._relay_lines = RelayLines(self._relay)
+        self._env_before = os.environ.get(RELAY_ENV)
+        os.environ[RELAY_ENV] = str(self._relay)
+
+    def _close_relay(self) -> None:
+        if self._relay is None:
+            return
+        if self._env_before is None:
+            os.environ.pop(RELAY_ENV, None)
+        else:
+            os.environ[RELAY_ENV] = self._env_before
+        shutil.rmtree(self._relay, ignore_errors=True)
+        self._relay = self._relay_lines = None
+
+    def _log_relayed(self) -> None:
+        if self._relay_lines is not None:
+            for line in self._relay_lines.new_lines():
+                LOG.info("%s", line)
 
     def _show(self) -> None:
         if self._progress is None:
             LOG.info("%s", self.current_line())
             return
-        snapshot = LIVE.snapshot()
+        snapshot = self.snapshot()
         fig = figures(snapshot, self.files_total, self.bytes_total, time.monotonic(),
                       self._submitted_at)
         self._progress.update(self._task, total=fig.total, completed=fig.records,

@@ -38,6 +38,9 @@ class Measurement(TypedDict):
     # the tree's reaped processes plus the sampled extra processes' growth.
     peak_rss_by_kind: dict[str, int]
     cpu_s: float
+    # CPU seconds per kind of process as last sampled (a process's final fraction of a sampling
+    # interval is missed, so these add up to a little less than cpu_s).
+    cpu_s_by_kind: dict[str, float]
 
 
 # Command-line fragments that name a process's role in a run (first match wins).
@@ -122,6 +125,7 @@ def run_measured(
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak_by_kind: dict[str, int] = {}
     extra_cpu_last: dict[int, float] = {}
+    cpu_last: dict[int, tuple[str, float]] = {}
     with (
         tempfile.SpooledTemporaryFile(max_size=1 << 20) as out,
         tempfile.SpooledTemporaryFile(max_size=1 << 20) as err,
@@ -143,7 +147,7 @@ def run_measured(
             peak_rss = max(peak_rss, rss)
             peak_processes = max(peak_processes, processes)
             samples += 1
-            _sample_kinds(root, extra, peak_by_kind, extra_cpu_last)
+            _sample_kinds(root, extra, peak_by_kind, extra_cpu_last, cpu_last)
             if timeout is not None and time.perf_counter() - start > timeout:
                 _kill_tree(root)
                 proc.wait()
@@ -157,7 +161,14 @@ def run_measured(
         cpu = (children_after.ru_utime - children_before.ru_utime
                + children_after.ru_stime - children_before.ru_stime)
         cpu += sum(last - extra_cpu_start.get(pid, 0.0) for pid, last in extra_cpu_last.items())
+        cpu_by_kind: dict[str, float] = {}
+        for pid, (kind, last) in cpu_last.items():
+            cpu_by_kind[kind] = cpu_by_kind.get(kind, 0.0) + last - extra_cpu_start.get(pid, 0.0)
+        # A process the tree started but never reaped (a job server JVM that ndcl stops in a
+        # thread and does not wait for) is missing from the kernel's children total.
+        cpu = max(cpu, sum(cpu_by_kind.values()))
         return Measurement(
+            cpu_s_by_kind=dict(sorted(cpu_by_kind.items())),
             peak_rss_by_kind=dict(sorted(peak_by_kind.items())),
             cpu_s=cpu,
             cmd=list(cmd),
@@ -172,9 +183,11 @@ def run_measured(
 
 
 def _sample_kinds(root: psutil.Process, extra: list[psutil.Process],
-                  peak_by_kind: dict[str, int], extra_cpu_last: dict[int, float]) -> None:
-    """Update the per-kind RSS peaks and the last CPU seconds seen of every process outside
-    the tree (its own children are counted by the kernel when reaped)."""
+                  peak_by_kind: dict[str, int], extra_cpu_last: dict[int, float],
+                  cpu_last: dict[int, tuple[str, float]]) -> None:
+    """Update the per-kind RSS peaks, the last CPU seconds seen of every process outside
+    the tree (its own children are counted by the kernel when reaped), and every process's
+    kind and last CPU seconds (``cpu_last``, for the split by kind)."""
     now: dict[str, int] = {}
     trees = [(root, False), *((p, True) for p in extra)]
     for top, outside in trees:
@@ -189,6 +202,10 @@ def _sample_kinds(root: psutil.Process, extra: list[psutil.Process],
                 continue
             kind = process_kind(process)
             now[kind] = now.get(kind, 0) + rss
+            # An ending process's command line reads empty ("other"): keep its first kind.
+            known, last = cpu_last.get(process.pid, (kind, 0.0))
+            cpu_last[process.pid] = (kind if known == "other" else known,
+                                     max(last, _cpu(process)))
             if outside:
                 extra_cpu_last[process.pid] = max(extra_cpu_last.get(process.pid, 0.0),
                                                   _cpu(process))

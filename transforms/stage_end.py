@@ -8,10 +8,12 @@ waits for the whole of that output knows this: :class:`ReportStageEnd` measures 
 of the stage's outputs (a dict of counts, e.g. the documents of a batch), sums them per bundle
 where they are made, and hands the per-bundle sums as a side input to one logging step; every
 runner gives a side input only once it is complete. The line is written by the worker that
-runs that step: in the driver's log for the in-process runner and Prism (checked), in the
-worker logs on Dataflow. On an embedded Flink the lines did not reach the driver's log in the
-one run checked (not yet explained). A stage with an empty output still logs its
-zeros.
+runs that step: in the driver's log for the in-process runner, Prism and an embedded Flink at
+parallelism 1 (threads of the driver); a worker process the driver started (an embedded
+Flink at parallelism > 1, ``--direct_running_mode=multi_processing``) configures no logging,
+so it hands the line to the driver through the relay folder of ``transforms.progress`` (all
+checked by tests); elsewhere, in the workers' logs (Dataflow). A stage with an empty output
+still logs its zeros.
 
 The driver's end-of-job lines (``beam_pipeline.progress.log_stage_counts``) add each stage's
 processing seconds, which only the job's metrics give.
@@ -28,6 +30,7 @@ from typing import Any
 import apache_beam as beam
 
 from transforms.combine import FoldBundleFn
+from transforms.progress import relay_line
 
 LOG = logging.getLogger("ndcl.progress")
 
@@ -123,14 +126,20 @@ def log_stage_end(_start: None, bundle_sums: list[Counts], stage: str, template:
                   ) -> Counts:
     fn = SumCountsFn()
     counts = fn.extract_output(fn.merge_accumulators(bundle_sums))
-    LOG.info("%s", stage_end_line(stage, template, counts))
+    _log(stage_end_line(stage, template, counts))
     return counts
 
 
 def _log_one(element: Any, measure: Measure, stage: str, template: str) -> Counts:
     counts = measure(element)
-    LOG.info("%s", stage_end_line(stage, template, counts))
+    _log(stage_end_line(stage, template, counts))
     return counts
+
+
+def _log(line: str) -> None:
+    # A worker process's own logging goes nowhere the user looks; its driver relays the line.
+    if not relay_line(line):
+        LOG.info("%s", line)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,7 +26,8 @@ from beam_pipeline.progress import (
     log_stage_counts,
     progress_line,
 )
-from transforms.progress import LIVE, ReadSnapshot
+from tests.conftest import REPO
+from transforms.progress import LIVE, RELAY_ENV, ReadSnapshot
 
 LINE = re.compile(r"read ([\d,]+) of (~?)([\d,]+|\?) documents")
 
@@ -88,7 +92,8 @@ def test_line_before_anything_is_read() -> None:
 @pytest.mark.parametrize(("argv", "live"), [
     ([], True),
     (["--direct_num_workers=2", "--direct_running_mode=multi_threading"], True),
-    (["--direct_num_workers=2", "--direct_running_mode=multi_processing"], False),
+    # Worker processes on this machine relay their counts (transforms.progress).
+    (["--direct_num_workers=2", "--direct_running_mode=multi_processing"], True),
     (["--runner=PrismRunner", "--environment_type=LOOPBACK"], True),
     (["--runner=FlinkRunner", "--environment_type=EXTERNAL"], False),
     (["--runner=DataflowRunner"], False),
@@ -159,3 +164,24 @@ def test_reporter_on_a_terminal_draws_a_rich_line(caplog: pytest.LogCaptureFixtu
     assert "read 1,000 of 1,000 documents (100%)" in drawn
     assert "━" in drawn  # the bar
     assert not [r for r in caplog.records if r.name == "ndcl.progress"]  # no log lines
+
+
+def test_reporter_relays_the_counts_and_lines_of_worker_processes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Worker processes started during the run (they inherit the relay folder's name) add to
+    the counts, and their stage-end lines are logged by the driver, before its last line; the
+    folder is removed and the variable unset afterwards."""
+    caplog.set_level(logging.INFO)
+    code = ("from transforms.progress import LIVE, relay_line\n"
+            "LIVE.stage_started('read'); LIVE.add_read(600, 600, file_done=True)\n"
+            "relay_line('stage read ended: 600 documents read, 0 rejected')\n")
+    with ProgressReporter(files_total=1, bytes_total=1000, live_expected=True,
+                          interval_s=0.01, terminal=False):
+        folder = os.environ[RELAY_ENV]
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+        LIVE.add_read(400, 400)  # this process's own counts
+    lines = [r.getMessage() for r in caplog.records if r.name == "ndcl.progress"]
+    assert lines.count("stage read ended: 600 documents read, 0 rejected") == 1
+    assert lines[-1].startswith("read 1,000 of 1,000 documents (100%)"), lines
+    assert lines.index("stage read ended: 600 documents read, 0 rejected") < len(lines) - 1
+    assert RELAY_ENV not in os.environ and not os.path.exists(folder)

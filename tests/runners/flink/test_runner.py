@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import zipfile
@@ -32,8 +33,9 @@ from runners.options import (
     loopback_worker_env,
     workers_on_this_machine,
 )
-from tests.conftest import DEMO_CORPUS, beam_args
-from tests.digests import run_case
+from tests.conftest import DEMO_CORPUS, REPO, beam_args
+from tests.digests import output_digest, run_case
+from tests.progress_checks import check_demo_dedup_progress
 from tests.runners.flink.conftest import _recorded, _skip_reason, job_server_jvms
 
 
@@ -147,8 +149,29 @@ def test_cli_names_make_flink_when_the_jar_is_missing(
 
 
 @pytest.mark.slow
+def test_embedded_flink_parallelism_2_dedup_logs_progress_and_equals_direct(
+        tmp_path: Path) -> None:
+    """Through the ``ndcl`` program, as a user runs it: at parallelism 2 the SDK workers are
+    processes of their own, yet the live counts and every stage's ``ended`` line reach the
+    driver's log (through the relay folder of ``transforms.progress``); the outputs are the
+    direct runner's, byte for byte."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.cli", "--db-url",
+         f"sqlite:///{tmp_path / 'runs.db'}", "dedup", "--input", str(DEMO_CORPUS), "--output",
+         str(out), "--runner", "flink", "--parallelism", "2"],
+        cwd=REPO, env={**os.environ, "NDCL_PROGRESS_INTERVAL": "0.05"}, capture_output=True,
+        text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_demo_dedup_progress(done.stderr)
+    assert output_digest(out) == _recorded("demo-dedup"), "dedup on Flink differs from direct"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "backend"), [
-    ("demo-dedup", None),
     ("demo-nd_cl", "ray"),  # the K-Means service of a local Ray head, called from the workers
     ("demo-cl_nd", "local"),
 ])
