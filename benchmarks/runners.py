@@ -9,16 +9,22 @@ Runs, one after the other on this machine (each a fresh ``ndcl`` process):
   own SDK worker pool), started before and stopped after the measured run;
 - ``prism``: ``--runner prism`` (skipped when ``make prism`` has not installed it);
 - ``flink-cluster-p2-2g``: the same with ``taskmanager.memory.process.size: 2g``;
+- ``direct-demo`` / ``flink-embedded-p2-demo``: the same on the bundled demo corpus (1,308
+  documents), three runs each, the median kept: the runner's fixed cost;
 - with ``--big``: ``dedup`` of 900,000 documents (``.ndcl/scale``, ``scripts/make_scale_corpus.py``)
   on the standalone cluster with ``--big-tm-memory`` (default 2g) and the RocksDB state backend
   (keyed state off the heap).
 
 For each: wall seconds, documents per second, CPU seconds (user + system of every process of
-the run: ``ndcl``'s tree as reaped, the cluster's processes as sampled), peak RSS of every kind
+the run, in all and by kind of process: the larger of the kernel's total for ``ndcl``'s reaped
+tree and the sum of the per-process samples, since ``ndcl`` does not wait for the job server
+JVM it stops; the cluster's processes as sampled), peak RSS of every kind
 of process (``ndcl``, job server, JobManager, TaskManager, SDK workers, Prism) and of all of
 them together (``benchmarks._measure``), and whether ``kept/``, ``duplicates/``, ``rejected/``
 are byte-identical to the direct runner's. Targets (issue 12): Flink p2 ≥ 1.6 × p1 in docs/s,
-and Flink p2's wall no longer than the direct runner's.
+and Flink p2's wall no longer than the direct runner's. With the demo rows it also prints a
+lower bound on p2's wall on this machine's cores (:func:`wall_bound`) and what that leaves of
+p2 / p1.
 
     .venv/bin/python benchmarks/runners.py [--only direct,flink-embedded-p1] [--big]
 
@@ -201,10 +207,10 @@ def wall_bound(run: dict[str, Any], demo: dict[str, Any], cores: int) -> float:
     return demo["wall_s"] + max(run["cpu_s"] - demo["cpu_s"], 0.0) / cores
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[str]:
+def ratios(rows: list[dict[str, Any]], cores: int | None = None) -> list[str]:
     by = {r["case"]: r for r in rows if r["returncode"] == 0}
     out = []
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     p2, p2_demo, direct = (by.get(c) for c in ("flink-embedded-p2", "flink-embedded-p2-demo",
                                                "direct"))
     if p2 and p2_demo and direct:
@@ -221,7 +227,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
         speedup = by["flink-embedded-p2"]["docs_per_s"] / by["flink-embedded-p1"]["docs_per_s"]
         out.append(f"Flink embedded p2 / p1 docs/s: {speedup:.2f} (target >= 1.6)")
     for p2 in ("flink-embedded-p1", "flink-embedded-p2", "flink-cluster-p2", "prism"):
-        if p2 in by and "direct" in by:
+        # A row kept from an earlier run (--merge) is not compared with this run's direct row.
+        if p2 in by and "direct" in by and by[p2].get("same") is not None:
             out.append(f"{p2} wall / direct wall: {by[p2]['wall_s'] / by['direct']['wall_s']:.2f}"
                        + (" (target <= 1.0)" if p2.startswith("flink") else ""))
     return out
