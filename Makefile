@@ -42,7 +42,7 @@ test: $(STAMP)
 # pure-function and transform tests (TestPipeline on the FnApiRunner) of tests/transforms,
 # tests/beam_pipeline and the JAX K-Means; no services, Flink, Prism or end-to-end runs
 # (tests/end_to_end), nor the `ndcl show` / `ndcl report` tests, which run the CLI first.
-FAST_TESTS := tests/transforms tests/beam_pipeline tests/runners/kmeans/test_jax_kmeans.py \
+FAST_TESTS := tests/transforms tests/beam_pipeline tests/benchmarks tests/runners/kmeans/test_jax_kmeans.py \
 	tests/runners/kmeans/test_lloyd.py tests/runners/kmeans/test_balanced.py \
 	--ignore=tests/beam_pipeline/test_show.py --ignore=tests/beam_pipeline/test_report.py
 test-fast: $(STAMP)
