@@ -270,7 +270,12 @@ class ProgressReporter:
     def _open_relay(self) -> None:
         """A folder for the worker processes this run starts (``transforms.progress``), named
         in the environment they inherit."""
-        self._relay = Path(tempfile.mkdtemp(prefix="ndcl-progress-"))
+        try:
+            self._relay = Path(tempfile.mkdtemp(prefix="ndcl-progress-"))
+        except OSError as exc:  # progress is no reason to fail a run
+            LOG.warning("no live counts from worker processes: cannot make a relay folder "
+                        "(%s)", exc)
+            return
         self._relay_lines = RelayLines(self._relay)
         self._env_before = os.environ.get(RELAY_ENV)
         os.environ[RELAY_ENV] = str(self._relay)

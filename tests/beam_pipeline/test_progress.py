@@ -185,3 +185,19 @@ def test_reporter_relays_the_counts_and_lines_of_worker_processes(
     assert lines[-1].startswith("read 1,000 of 1,000 documents (100%)"), lines
     assert lines.index("stage read ended: 600 documents read, 0 rejected") < len(lines) - 1
     assert RELAY_ENV not in os.environ and not os.path.exists(folder)
+
+
+def test_reporter_runs_without_a_relay_when_no_folder_can_be_made(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**_kwargs: object) -> str:
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr("beam_pipeline.progress.tempfile.mkdtemp", refuse)
+    caplog.set_level(logging.INFO)
+    with ProgressReporter(files_total=1, bytes_total=1000, live_expected=True,
+                          interval_s=0.01, terminal=False):
+        _feed(steps=2, per_step=500, nbytes=500)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ndcl.progress"]
+    assert any("cannot make a relay folder (read-only)" in line for line in lines)
+    assert lines[-1].startswith("read 1,000 of 1,000 documents (100%)")
+    assert RELAY_ENV not in os.environ
