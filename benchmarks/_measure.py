@@ -202,13 +202,12 @@ def _sample_kinds(root: psutil.Process, extra: list[psutil.Process],
                 continue
             kind = process_kind(process)
             now[kind] = now.get(kind, 0) + rss
+            cpu = _cpu(process)
             # An ending process's command line reads empty ("other"): keep its first kind.
             known, last = cpu_last.get(process.pid, (kind, 0.0))
-            cpu_last[process.pid] = (kind if known == "other" else known,
-                                     max(last, _cpu(process)))
+            cpu_last[process.pid] = (kind if known == "other" else known, max(last, cpu))
             if outside:
-                extra_cpu_last[process.pid] = max(extra_cpu_last.get(process.pid, 0.0),
-                                                  _cpu(process))
+                extra_cpu_last[process.pid] = max(extra_cpu_last.get(process.pid, 0.0), cpu)
     for kind, rss in now.items():
         peak_by_kind[kind] = max(peak_by_kind.get(kind, 0), rss)
 

@@ -79,13 +79,12 @@ def _cluster_flags(parallelism: int) -> list[str]:
 
 def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = None,
              state_backend: str = "hashmap", timeout: float | None = None) -> dict[str, Any]:
-    case = name
     out, db = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work)) / "out", work / "runs.db"
     if name.endswith("-demo"):
-        name, inputs = name.removesuffix("-demo"), [str(DEMO)]
+        inputs = [str(DEMO)]
     flags = {"direct": [], "flink-embedded-p1": ["--runner", "flink", "--parallelism", "1"],
              "flink-embedded-p2": ["--runner", "flink", "--parallelism", "2"],
-             "prism": ["--runner", "prism"]}.get(name)
+             "prism": ["--runner", "prism"]}.get(name.removesuffix("-demo"))
     state = None
     if flags is None:  # a standalone cluster run
         spec = cluster.ClusterSpec(slots=2, rest_port=REST, rpc_port=RPC,
@@ -102,7 +101,6 @@ def run_case(name: str, inputs: list[str], work: Path, tm_memory: str | None = N
                     "state_backend": spec.state_backend, "error": f"cluster start: {exc}"}
         print(f"  cluster up in {time.monotonic() - begun:.1f} s", flush=True)
         flags = _cluster_flags(2)
-    name = case  # as asked, -demo included
     try:
         measured = run_measured(_ndcl(inputs, out, db, flags), interval=0.5, timeout=timeout,
                                 extra_pids=list(state.pids.values()) if state else ())
@@ -168,8 +166,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                          f"{r['peak_rss_gib']:.2f} |")
             continue
         # A row kept from an earlier run (--merge) was compared with that run's direct row.
-        same = r.get("same") or "baseline of its run" if r["case"] == "direct" else \
-            r.get("same") or "not compared (an earlier run)"
+        same = r.get("same") or ("baseline of its run" if r["case"] == "direct"
+                                 else "not compared (an earlier run)")
         cells = [r["case"], f"{r['read']:,}", f"{r['wall_s']:.1f}", f"{r['docs_per_s']:,.0f}",
                  f"{r['cpu_s']:.0f}", f"{r['peak_rss_gib']:.2f}", same]
         cells += [f"{r['peak_rss_gib_by_kind'].get(k, 0):.2f}" for k in kinds]
@@ -183,9 +181,14 @@ def mark_same_bytes(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r["returncode"] != 0:
             continue
-        r["same"] = ("baseline" if r is direct else "n/a (other input)"
-                     if r["read"] != direct.get("read") else "n/a (no direct run)"
-                     if not direct else "yes" if r["digest"] == direct["digest"] else "no")
+        if r is direct:
+            r["same"] = "baseline"
+        elif not direct:
+            r["same"] = "n/a (no direct run)"
+        elif r["read"] != direct["read"]:
+            r["same"] = "n/a (other input)"
+        else:
+            r["same"] = "yes" if r["digest"] == direct["digest"] else "no"
 
 
 def cpu_table(rows: list[dict[str, Any]]) -> str:

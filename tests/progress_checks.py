@@ -3,9 +3,29 @@ shared by the direct runner's test and the runners' tests."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.conftest import DEMO_CORPUS, REPO
 
 LINE = re.compile(r"read ([\d,]+) of (~?)([\d,]+|\?) documents")
+
+
+def run_demo_dedup(tmp_path: Path, *flags: str, before: Sequence[str] = ()
+                   ) -> subprocess.CompletedProcess[str]:
+    """``ndcl [before] dedup`` of the demo corpus into ``tmp_path/out`` as a user runs it (a
+    process of its own, standard error not a terminal, a progress line every 0.05 s), with
+    ``flags`` after the command (a runner's, Beam's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.cli", *before, "--db-url",
+         f"sqlite:///{tmp_path / 'runs.db'}", "dedup", "--input", str(DEMO_CORPUS), "--output",
+         str(tmp_path / "out"), *flags],
+        cwd=REPO, env={**os.environ, "NDCL_PROGRESS_INTERVAL": "0.05"}, capture_output=True,
+        text=True, timeout=300, check=False)
 
 
 def check_demo_dedup_progress(stderr: str) -> None:

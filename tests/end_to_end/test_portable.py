@@ -4,7 +4,6 @@ to the direct runner."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from beam_pipeline.cli import main
-from tests.conftest import DEMO_CORPUS, REPO, beam_args
+from tests.conftest import beam_args
 from tests.fixtures import planted_records, write_corpus
-from tests.progress_checks import check_demo_dedup_progress
+from tests.progress_checks import check_demo_dedup_progress, run_demo_dedup
 
 
 @pytest.fixture(autouse=True)
@@ -120,12 +119,6 @@ def test_portable_loopback_shows_progress(job_service: str, tmp_path: Path) -> N
     """Through the ``ndcl`` program against a job service in another process: the LOOPBACK
     workers run in ``ndcl``, so its live counts and every stage's ``ended`` line appear as on
     the direct runner."""
-    done = subprocess.run(
-        [sys.executable, "-m", "beam_pipeline.cli", "--db-url",
-         f"sqlite:///{tmp_path / 'runs.db'}", "dedup", "--input", str(DEMO_CORPUS),
-         "--output", str(tmp_path / "out"), "--runner", "portable", "--job-endpoint",
-         job_service],
-        cwd=REPO, env={**os.environ, "NDCL_PROGRESS_INTERVAL": "0.05"}, capture_output=True,
-        text=True, timeout=300, check=False)
+    done = run_demo_dedup(tmp_path, "--runner", "portable", "--job-endpoint", job_service)
     assert done.returncode == 0, done.stderr[-3000:]
     check_demo_dedup_progress(done.stderr)

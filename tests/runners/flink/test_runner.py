@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import zipfile
@@ -33,9 +32,9 @@ from runners.options import (
     loopback_worker_env,
     workers_on_this_machine,
 )
-from tests.conftest import DEMO_CORPUS, REPO, beam_args
+from tests.conftest import DEMO_CORPUS, beam_args
 from tests.digests import output_digest, run_case
-from tests.progress_checks import check_demo_dedup_progress
+from tests.progress_checks import check_demo_dedup_progress, run_demo_dedup
 from tests.runners.flink.conftest import _recorded, _skip_reason, job_server_jvms
 
 
@@ -158,16 +157,11 @@ def test_embedded_flink_parallelism_2_dedup_logs_progress_and_equals_direct(
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "beam_pipeline.cli", "--db-url",
-         f"sqlite:///{tmp_path / 'runs.db'}", "dedup", "--input", str(DEMO_CORPUS), "--output",
-         str(out), "--runner", "flink", "--parallelism", "2"],
-        cwd=REPO, env={**os.environ, "NDCL_PROGRESS_INTERVAL": "0.05"}, capture_output=True,
-        text=True, timeout=300, check=False)
+    done = run_demo_dedup(tmp_path, "--runner", "flink", "--parallelism", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     check_demo_dedup_progress(done.stderr)
-    assert output_digest(out) == _recorded("demo-dedup"), "dedup on Flink differs from direct"
+    assert output_digest(tmp_path / "out") == _recorded("demo-dedup"), \
+        "dedup on Flink differs from direct"
 
 
 @pytest.mark.slow
