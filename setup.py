@@ -16,6 +16,10 @@ REQUIRES = [
     "alembic>=1.13",  # benchmark database schema migrations (beam_pipeline/migrations)
     "psycopg[binary]>=3.1",  # PostgreSQL driver: --db-url postgresql+psycopg://...
     "xxhash>=3.4",
+    # Input decoding (transforms.records): ISA-L gzip (about 3x zlib, on its own thread) and
+    # orjson (about 3x json.loads, where it certainly agrees); both optional in the code.
+    "isal>=1.6",
+    "orjson>=3.9",
     # Compiled feature kernel (transforms.feature_kernel); without it features fall back to
     # the numpy reference path. 0.68 is the release tested with numpy 2.4.
     "numba>=0.68",

@@ -69,6 +69,7 @@ from transforms.batches import (
 )
 from transforms.progress import LIVE
 from transforms.records import (
+    READ_ERRORS,
     LongLine,
     _may_hold_id,
     check_record,
@@ -265,7 +266,7 @@ class ReadFileFn(beam.DoFn):
                     yield rejection(path, line, reason, raw, detail)
                 else:
                     yield line, doc_id, value, len(raw)
-        except (OSError, EOFError, ValueError) as exc:
+        except READ_ERRORS as exc:
             # A truncated or corrupt compressed file: keep what was read, reject the rest.
             yield rejection(path, line + 1, "read_error", b"", f"{type(exc).__name__}: {exc}")
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+import transforms.records as records
 from tests.fixtures import write_lines
 from transforms.records import (
     RAW_PREVIEW_CHARS,
     LongLine,
     check_record,
+    fast_record,
     file_may_hold_ids,
     iter_lines,
     parse_json_line,
@@ -109,6 +111,47 @@ def test_parse_keeps_every_field() -> None:
     assert doc_id == "b:3" and record["text"] == "日本語 ✓"
 
 
+# Lines where orjson and json.loads could part: each must parse as json.loads parses it.
+AGREEMENT_LINES = [
+    b'{"text": "plain", "id": 7, "ok": true, "none": null}',
+    b'{"text": "big", "id": 123456789012345678901234567890}',  # orjson: a float
+    b'{"text": "u64", "n": 18446744073709551616}',
+    b'{"text": "neg", "n": -9223372036854775809}',
+    b'{"text": "float", "x": 0.1, "y": 1e-400, "z": -0.0}',
+    b'{"text": "inf", "x": 1.0e400}',  # json: inf; orjson rejects
+    b'{"text": "nan", "x": NaN}',
+    b'{"text": "nested", "meta": {"n": 123456789012345678901234567890}, "l": [1.5, 2]}',
+    b'{"text": "dup", "text": "later wins"}',
+    b'{"text": "\\u00e9t\\u00e9 \\ud83d\\ude00", "id": "\\u0069d"}',
+    b'{"text": "escaped nul \\u0000"}',
+    b'  {"text": "spaces around"}  ',
+]
+
+
+@pytest.mark.parametrize("raw", AGREEMENT_LINES)
+def test_fast_path_parses_as_json_does(raw: bytes) -> None:
+    record = json.loads(raw.decode("utf-8"))
+    doc_id, value = parse_json_line(raw, "f.json", 3, 10_000)
+    assert doc_id == record_id(record, "f.json", 3)
+    # repr tells 1 from 1.0 and keeps key order; NaN != NaN, so compare the text.
+    assert repr(value) == repr(record)
+
+
+def test_fast_record_leaves_what_it_cannot_vouch_for_to_json() -> None:
+    assert fast_record(b'{"text": "a", "n": 5}') == {"text": "a", "n": 5}
+    for raw in (b'{"text": "a", "n": 123456789012345678901234567890}',  # a float in orjson
+                b'{"text": "a", "x": 0.5}', b'{"text": "a", "m": {}}', b'[1, 2]',
+                b'{"text": "\\ud800"}', b'{"text": "caf\xe9"}', b"", b"{"):
+        assert fast_record(raw) is None, raw
+
+
+def test_parse_without_orjson_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = [parse_json_line(raw, "f.json", 1, 10_000) for raw in AGREEMENT_LINES]
+    monkeypatch.setattr(records, "orjson", None)
+    slow = [parse_json_line(raw, "f.json", 1, 10_000) for raw in AGREEMENT_LINES]
+    assert repr(fast) == repr(slow)
+
+
 def test_record_id_and_check_record() -> None:
     assert record_id({"id": "x"}, "base", 1) == "x"
     assert record_id({"id": 7}, "base", 1) == "7"
@@ -159,6 +202,29 @@ def test_long_line_is_read_with_bounded_memory(tmp_path: Path, compressed: bool)
     assert len(lines[0].head) == 4000 and lines[1] == b'{"text": "after"}'
     # The 50 MB line is never held: the peak is a few chunks of at most limit + 1 MiB.
     assert peak < 6 * limit, peak
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_gzip_lines_truncation_and_corruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             isal: bool) -> None:
+    """ISA-L's threaded reader and the standard library's give the same lines; a truncated
+    file raises EOFError and a corrupt one a READ_ERRORS member, after lines of the good part."""
+    if not isal:
+        monkeypatch.setattr(records, "igzip_threaded", None)
+    lines = [b'{"text": "line %d"}' % i for i in range(200_000)]
+    packed = gzip.compress(b"\n".join(lines) + b"\n")
+    (tmp_path / "whole.json.gz").write_bytes(packed)
+    assert list(iter_lines(str(tmp_path / "whole.json.gz"), 1000)) == lines
+    (tmp_path / "cut.json.gz").write_bytes(packed[: len(packed) // 2])
+    read: list = []
+    with pytest.raises(EOFError):
+        read.extend(iter_lines(str(tmp_path / "cut.json.gz"), 1000))
+    assert 0 < len(read) < len(lines) and read == lines[: len(read)]
+    damaged = bytearray(packed)
+    damaged[len(packed) // 2: len(packed) // 2 + 64] = bytes(range(64))
+    (tmp_path / "bad.json.gz").write_bytes(bytes(damaged))
+    with pytest.raises(records.READ_ERRORS):
+        list(iter_lines(str(tmp_path / "bad.json.gz"), 1000))
 
 
 def test_line_limit_boundaries(tmp_path: Path) -> None:
