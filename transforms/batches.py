@@ -260,6 +260,12 @@ def stage_counter(stage: str) -> Any:
     return beam.metrics.Metrics.counter("ndcl", f"msecs_{stage}")
 
 
+def stage_cpu_counter(stage: str) -> Any:
+    """Beam counter of a stage's CPU milliseconds (all its threads, summed over workers), for a
+    stage that runs work on threads of its own."""
+    return beam.metrics.Metrics.counter("ndcl", f"cpu_msecs_{stage}")
+
+
 class JoinItem:
     """One value of a :class:`JoinByKey` input, tagged with the input's name."""
 

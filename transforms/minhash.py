@@ -33,9 +33,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
@@ -49,6 +51,7 @@ from transforms.batches import (
     FeatureBatch,
     splitmix64,
     stage_counter,
+    stage_cpu_counter,
     timed_process,
 )
 from transforms.lsh import band_hashes
@@ -330,14 +333,86 @@ def reference_features(records: list[dict], ngram: int, seed: int, a: np.ndarray
             np.array(exact, dtype=np.uint64).reshape(-1, 2), signatures)
 
 
+# The compiled kernel releases the GIL (nogil), so a batch is cut into this many parts of
+# about equal text, hashed on as many threads: the cores this process may use, at most 4
+# (beyond, parts get small and a runner's other worker processes want the cores too).
+KERNEL_MAX_THREADS = 4
+# A part under this many bytes of text is not worth a thread's hand-over.
+KERNEL_MIN_PART_BYTES = 256 << 10
+
+
+@functools.cache
+def kernel_threads() -> int:
+    """Threads for :func:`kernel_features`: the CPUs this process may run on, at most
+    :data:`KERNEL_MAX_THREADS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, KERNEL_MAX_THREADS))
+
+
+@functools.cache
+def _kernel_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per process (threads are daemon-like: the interpreter joins them at exit)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="ndcl-features")
+
+
+def kernel_parts(offsets: np.ndarray, parts: int, min_bytes: int = KERNEL_MIN_PART_BYTES
+                 ) -> list[tuple[int, int]]:
+    """``[(first doc, end doc), ...]``: up to ``parts`` consecutive runs of the documents
+    ``offsets`` delimits, of about equal text (cut at the document nearest each share), none
+    empty and none under ``min_bytes`` unless there is a single one."""
+    docs, total = len(offsets) - 1, int(offsets[-1] - offsets[0])
+    parts = max(1, min(parts, docs, total // max(min_bytes, 1)))
+    cuts = np.searchsorted(offsets, offsets[0] + total * np.arange(1, parts) / parts)
+    bounds = [0, *sorted({int(c) for c in cuts if 0 < c < docs}), docs]
+    return list(itertools.pairwise(bounds))
+
+
+def _run_kernel(kernel: ModuleType, text: np.ndarray, offsets: np.ndarray, modes: np.ndarray,
+                ngram: int, seed: int, a: np.ndarray, b: np.ndarray, threads: int,
+                helper_cpu: list[float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``kernel.batch_features`` of the whole batch, its parts hashed on ``threads`` threads
+    and joined back: documents are independent, so the result is the one-call result. The
+    CPU seconds of the pool's threads are appended to ``helper_cpu``."""
+    constants = (KERNEL_TABLES, ngram, np.uint64(seed), _fold_seed(seed), _custom_secret(seed),
+                 a, b)
+    parts = kernel_parts(offsets, threads, KERNEL_MIN_PART_BYTES)
+    if len(parts) == 1:
+        return kernel.batch_features(text, offsets, modes, *constants)
+
+    def part(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        began = time.thread_time()
+        first, end = bounds
+        base = offsets[first]
+        result = kernel.batch_features(text[base:offsets[end]], offsets[first:end + 1] - base,
+                                       modes[first:end], *constants)
+        if helper_cpu is not None:
+            helper_cpu.append(time.thread_time() - began)
+        return result
+
+    results = list(_kernel_pool(threads).map(part, parts))
+    norm = np.concatenate([r[0] for r in results])
+    shifts = np.cumsum([0] + [len(r[0]) for r in results[:-1]])
+    norm_offsets = np.concatenate([np.zeros(1, dtype=np.int64)]
+                                  + [r[1][1:] + shift for r, shift in zip(results, shifts)])
+    return (norm, norm_offsets, np.concatenate([r[2] for r in results]),
+            np.concatenate([r[3] for r in results]))
+
+
 def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
-                    b: np.ndarray, tokenizer: str = "unicode") -> RawFeatures:
-    """:data:`RawFeatures` of ``records`` by the compiled kernel (numba must import)."""
+                    b: np.ndarray, tokenizer: str = "unicode", threads: int | None = None,
+                    helper_cpu: list[float] | None = None) -> RawFeatures:
+    """:data:`RawFeatures` of ``records`` by the compiled kernel (numba must import), on
+    ``threads`` threads (default :func:`kernel_threads`; their CPU seconds go to
+    ``helper_cpu``)."""
     kernel = compiled_kernel()
     text, offsets, modes = kernel_input(records, tokenizer)
-    norm, norm_offsets, token_counts, signatures = kernel.batch_features(
-        text, offsets, modes, KERNEL_TABLES, ngram, np.uint64(seed), _fold_seed(seed),
-        _custom_secret(seed), a, b)
+    norm, norm_offsets, token_counts, signatures = _run_kernel(
+        kernel, text, offsets, modes, ngram, seed, a, b,
+        kernel_threads() if threads is None else threads, helper_cpu)
     rows = np.flatnonzero(token_counts)
     starts, ends = norm_offsets[rows], norm_offsets[rows + 1]
     # One xxh3-128 call per document on a view of the kernel's normalised text: ~12 ms per
@@ -382,16 +457,22 @@ def _custom_secret(seed: int) -> np.ndarray:
 def compute_features(
     batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray,
     tokenizer: str = "unicode", banding: tuple[int, int] | None = None, kernel: str = "auto",
+    helper_cpu: list[float] | None = None,
 ) -> tuple[FeatureBatch, int]:
     """Features of the tokenised documents of ``batch`` and the number without any token.
 
     With ``banding = (bands, rows)`` the batch carries its LSH band hashes instead of the
     signatures (the compact form that leaves the stage); without, the signatures. ``kernel``
-    picks the implementation (``KERNELS``; ``auto``: compiled when numba imports)."""
-    compiled = use_compiled(kernel)
-    features = kernel_features if compiled else reference_features
-    rows, norm_lengths, exact, signatures = features(batch.records, ngram, seed, a, b,
-                                                     tokenizer)
+    picks the implementation (``KERNELS``; ``auto``: compiled when numba imports); the
+    compiled kernel's helper threads add their CPU seconds to ``helper_cpu``."""
+    if use_compiled(kernel):
+        rows, norm_lengths, exact, signatures = kernel_features(
+            batch.records, ngram, seed, a, b, tokenizer, helper_cpu=helper_cpu)
+        compiled = True
+    else:
+        rows, norm_lengths, exact, signatures = reference_features(
+            batch.records, ngram, seed, a, b, tokenizer)
+        compiled = False
     banded = kernel_band_hashes if compiled else band_hashes
     row_list = rows.tolist()
     result = FeatureBatch(
@@ -434,6 +515,9 @@ class ComputeFeaturesFn(beam.DoFn):
         self.banding = params.banding
         self.kernel = params.kernel
         self.timer = stage_counter("compute_features")
+        # CPU seconds, this thread's and the kernel's helper threads': the stage's wall time
+        # no longer says its cores' work once the kernel runs on several threads.
+        self.cpu_timer = stage_cpu_counter("compute_features")
 
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
@@ -443,9 +527,11 @@ class ComputeFeaturesFn(beam.DoFn):
     @timed_process
     def process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
         key, batch = element
+        began, helper_cpu = time.thread_time(), []
         features, untokenized = compute_features(
             batch, self.ngram, self.seed, self.a, self.b, self.tokenizer, self.banding,
-            self.kernel)
+            self.kernel, helper_cpu)
+        self.cpu_timer.inc(round((time.thread_time() - began + sum(helper_cpu)) * 1000))
         yield key, features
         yield beam.pvalue.TaggedOutput(
             self.STATS_TAG, {"read_batches": 1, "kept_untokenized": untokenized}

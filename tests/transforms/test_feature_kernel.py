@@ -33,6 +33,7 @@ from transforms.minhash import (
     kernel_band_hashes,
     kernel_features,
     kernel_input,
+    kernel_parts,
     only_ascii_tokens,
     permutation_params,
     reference_features,
@@ -238,6 +239,32 @@ def assert_paths_identical_on(records: list[dict], tokenizer: str) -> None:
         got = kernel_features(part, 5, 1, a, b, tokenizer)
         for x, y in zip(want, got, strict=True):
             assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+
+def test_kernel_parts_cut_at_documents_by_text() -> None:
+    offsets = np.array([0, 10, 20, 30, 1000, 1010])
+    assert kernel_parts(offsets, 1, 1) == [(0, 5)]
+    assert kernel_parts(offsets, 2, 1) == [(0, 4), (4, 5)]
+    assert kernel_parts(np.arange(0, 101, 10), 4, 1) == [(0, 3), (3, 5), (5, 8), (8, 10)]
+    assert kernel_parts(offsets, 4, 600) == [(0, 5)]  # 1,010 bytes: one part of >= 600
+    assert kernel_parts(np.array([0, 5]), 4, 1) == [(0, 1)]
+    assert kernel_parts(np.array([0]), 2, 1) == [(0, 0)]
+
+
+@needs_numba
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_threaded_kernel_equals_one_call(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    import transforms.minhash as minhash
+
+    monkeypatch.setattr(minhash, "KERNEL_MIN_PART_BYTES", 1)
+    records = [*corpus_records(DEMO_CORPUS, 700), {"text": ""}, {"text": "…"}]
+    a, b = permutation_params(256, 1)
+    one = kernel_features(records, 5, 1, a, b, threads=1)
+    helper_cpu: list[float] = []
+    several = kernel_features(records, 5, 1, a, b, threads=threads, helper_cpu=helper_cpu)
+    assert len(helper_cpu) == threads and all(t >= 0 for t in helper_cpu)
+    for x, y in zip(one, several, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
 
 
 @needs_numba
