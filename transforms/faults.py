@@ -35,6 +35,11 @@ class InjectedFault(RuntimeError):
     """A failure injected through ``NDCL_FAULTS`` (never raised otherwise)."""
 
 
+def enabled() -> bool:
+    """Whether ``NDCL_FAULTS`` asks for any fault (callers may then skip what would hide one)."""
+    return bool(os.environ.get(ENV))
+
+
 def fires(point: str) -> bool:
     """Whether ``point`` fires now: named in ``NDCL_FAULTS`` and its marker not yet there."""
     spec = os.environ.get(ENV)

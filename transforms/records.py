@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 import re
 import zlib
@@ -227,8 +228,9 @@ def iter_lines(path: str, max_line_bytes: int | None = None, handles: list[Any] 
 
     Beam's FileSystems opens the file (local, gs://, ...); gzip is decoded by
     :func:`open_gzip` rather than Beam's pure-Python ``CompressedFile``, which is slower.
-    A truncated gzip member raises ``EOFError`` after the lines before the damage (those
-    decoded before it: the decoder works in blocks, so not necessarily every whole line).
+    A truncated gzip member raises ``EOFError`` after every whole line before the damage: the
+    fast decoder works ahead in blocks, so when it fails the file is decoded again by the
+    standard library's small-chunk reader from the line where it stopped.
 
     With ``max_line_bytes``, a longer line comes back as a :class:`LongLine` and is read in
     chunks, so a file with a 50 MB line (or no newline at all) costs bounded memory.
@@ -236,6 +238,28 @@ def iter_lines(path: str, max_line_bytes: int | None = None, handles: list[Any] 
     With ``handles``, the open file (before decompression) is appended to it, so that the
     caller can read its position (``tell()``: bytes of the file consumed) for progress.
     """
+    fast = path.endswith(".gz") and igzip_threaded is not None
+    yielded = 0
+    try:
+        for item in _read_lines(path, max_line_bytes, handles, open_gzip):
+            yielded += 1
+            yield item
+    except READ_ERRORS:
+        if not fast:
+            raise
+        # Every line the fast decoder gave is given; the rest up to the damage, from here.
+        lines = _read_lines(path, max_line_bytes, None, _open_stdlib_gzip)
+        for item in itertools.islice(lines, yielded, None):
+            yield item
+
+
+def _open_stdlib_gzip(handle: Any) -> Any:
+    return gzip.GzipFile(fileobj=handle, mode="rb")
+
+
+def _read_lines(path: str, max_line_bytes: int | None, handles: list[Any] | None,
+                gunzip: Any) -> Iterator[bytes | LongLine]:
+    """:func:`iter_lines` with ``gunzip`` (an opener of a binary reader) for gzip files."""
     with contextlib.ExitStack() as stack:
         raw_handle = stack.enter_context(
             FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
@@ -244,7 +268,7 @@ def iter_lines(path: str, max_line_bytes: int | None = None, handles: list[Any] 
         handle = raw_handle
         if path.endswith(".gz"):
             # Closed first (the stack unwinds in reverse): its decoding thread stops reading.
-            handle = stack.enter_context(open_gzip(raw_handle))
+            handle = stack.enter_context(gunzip(raw_handle))
         if max_line_bytes is None:
             for raw in handle:
                 yield raw.rstrip(b"\r\n")

@@ -23,8 +23,10 @@ shuffle of its own.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -36,7 +38,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import faults
-from transforms.batches import DocBatch, stage_counter, timed_process
+from transforms.batches import DocBatch, stage_counter, stage_cpu_counter, timed_process
 from transforms.cluster_stats import CONTINGENCY_TAG, batch_contingency, label_value
 from transforms.read import ReadParams, Selection
 from transforms.reread import ReadSelected
@@ -87,6 +89,11 @@ class PackRowsByBatchFn(beam.DoFn):
         rows, self.rows = self.rows, defaultdict(list)
         for key in sorted(rows):
             yield GlobalWindows.windowed_value((key, PackedRows.pack(rows[key])))
+
+
+# value_type by exact class, for the common classes (FieldTypesFn looks up every value).
+_TYPE_NAMES: dict[type, str] = {type(None): "null", bool: "bool", int: "int", float: "float",
+                                str: "string"}
 
 
 def value_type(value: Any) -> str:
@@ -166,6 +173,63 @@ def write_parquet(table: pa.Table, path: str) -> None:
         pq.write_table(table, handle, compression="zstd")
 
 
+def _write_timed(table: pa.Table, path: str) -> float:
+    """:func:`write_parquet`, returning the CPU seconds of the thread that ran it."""
+    began = time.thread_time()
+    write_parquet(table, path)
+    return time.thread_time() - began
+
+
+# Tables a writer may have queued before it waits for the oldest: bounded memory (a batch's
+# table is a few MB) while the next batch is read and parsed.
+MAX_PENDING_WRITES = 2
+
+
+class BackgroundWriter:
+    """Writes Parquet parts on a thread of its own, so that Arrow's encoding and zstd (which
+    release the GIL) overlap the parsing of the next batch on a second core.
+
+    A write's error is raised by the call that waits for it: the next :meth:`submit` beyond
+    :data:`MAX_PENDING_WRITES`, or :meth:`drain`, which the DoFn calls in ``finish_bundle``,
+    so a bundle never completes before its files are written."""
+
+    def __init__(self) -> None:
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: deque[Future] = deque()
+        self.cpu_seconds = 0.0
+
+    def submit(self, table: pa.Table, path: str) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="ndcl-write")
+        while len(self.pending) >= MAX_PENDING_WRITES:
+            self.cpu_seconds += self.pending.popleft().result()
+        self.pending.append(self.pool.submit(_write_timed, table, path))
+
+    def drain(self) -> float:
+        """Wait for every queued write (raising the first error); the CPU seconds of the writes
+        since the last drain."""
+        while self.pending:
+            self.cpu_seconds += self.pending.popleft().result()
+        seconds, self.cpu_seconds = self.cpu_seconds, 0.0
+        return seconds
+
+    def discard(self) -> None:
+        """Wait for writes left by a failed bundle, ignoring their errors (a retry rewrites
+        the same part names)."""
+        while self.pending:
+            self.pending.popleft().exception()
+        self.cpu_seconds = 0.0
+
+    def close(self) -> None:
+        self.discard()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
+_MISSING = object()
+
+
 class FieldTypesFn(beam.CombineFn):
     """Union of ``field → {value types}`` over all records (``id``/``text`` excluded)."""
 
@@ -174,10 +238,17 @@ class FieldTypesFn(beam.CombineFn):
 
     def add_input(self, acc: dict[str, set[str]], element: tuple[int, DocBatch]
                   ) -> dict[str, set[str]]:
-        for record in element[1].records:
-            for name, value in record.items():
-                if name not in ("id", "text"):
-                    acc.setdefault(name, set()).add(value_type(value))
+        # The batch's distinct (field, value class) pairs first: one set comprehension, then
+        # a type name per pair rather than per value.
+        pairs = {(name, value.__class__) for record in element[1].records
+                 for name, value in record.items()}
+        for name, cls in pairs:
+            if name not in ("id", "text"):
+                kind = _TYPE_NAMES.get(cls)
+                if kind is None:  # a subclass or another class: the full rule, on one value
+                    kind = next(value_type(record[name]) for record in element[1].records
+                                if record.get(name, _MISSING).__class__ is cls)
+                acc.setdefault(name, set()).add(kind)
         return acc
 
     def merge_accumulators(self, accs: Iterable[dict[str, set[str]]]) -> dict[str, set[str]]:
@@ -205,10 +276,37 @@ class WriteBatchFn(beam.DoFn):
         self.with_duplicates = with_duplicates
         self.label_field = label_field or None
         self.timer = stage_counter("write_outputs")
+        # CPU seconds, this thread's and the background writes': see ComputeFeaturesFn.
+        self.cpu_timer = stage_cpu_counter("write_outputs")
+        self.writer = BackgroundWriter()
 
-    @timed_process
+    def setup(self) -> None:
+        self.writer = BackgroundWriter()
+
+    def start_bundle(self) -> None:
+        self.writer.discard()
+        self.thread_cpu = 0.0
+
+    def finish_bundle(self) -> None:
+        began = time.perf_counter()
+        background = self.writer.drain()
+        self.timer.inc(round((time.perf_counter() - began) * 1000))
+        self.cpu_timer.inc(round((self.thread_cpu + background) * 1000))
+
+    def teardown(self) -> None:
+        self.writer.close()
+
     def process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
                 *keyed: Any) -> Iterator[object]:
+        began = time.thread_time()
+        try:
+            yield from self._process(element, field_types, *keyed)
+        finally:
+            self.thread_cpu = getattr(self, "thread_cpu", 0.0) + time.thread_time() - began
+
+    @timed_process
+    def _process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
+                 *keyed: Any) -> Iterator[object]:
         """``keyed``: the duplicate rows' multimap (unless ``with_duplicates`` is off: a
         cluster-only run), then the labels' multimap (with clusters)."""
         key, batch = element
@@ -230,7 +328,7 @@ class WriteBatchFn(beam.DoFn):
             table = kept_table([batch.ids[i] for i in keep_rows],
                                [batch.records[i] for i in keep_rows],
                                kept_schema(field_types), cluster_columns)
-            write_parquet(table, f"{self.staging_dir}/kept/{name}")
+            self.writer.submit(table, f"{self.staging_dir}/kept/{name}")
         if rows:
             rows.sort(key=lambda r: r.uid)
             urls = [batch.records[index[r.uid]].get("url") for r in rows]
@@ -242,8 +340,11 @@ class WriteBatchFn(beam.DoFn):
                 "component_size": [int(r.component_size) for r in rows],
                 "url": [u if isinstance(u, str) or u is None else str(u) for u in urls],
             }, schema=DUPLICATE_SCHEMA)
-            write_parquet(table, f"{self.staging_dir}/duplicates/{name}")
-        # Test hook (a no-op unless NDCL_FAULTS names it): fail or stall after the side effects.
+            self.writer.submit(table, f"{self.staging_dir}/duplicates/{name}")
+        # Test hook (a no-op unless NDCL_FAULTS names it): fail or stall after the side effects,
+        # so the files must be there first.
+        if faults.enabled():
+            self.thread_cpu = getattr(self, "thread_cpu", 0.0) + self.writer.drain()
         faults.inject("write")
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,

@@ -20,6 +20,8 @@ from transforms.batches import batch_key_of, make_uid
 from transforms.read import ReadDocuments, ReadParams
 from transforms.resolve import DuplicateRow
 from transforms.write import (
+    MAX_PENDING_WRITES,
+    BackgroundWriter,
     FieldTypesFn,
     WriteOutputs,
     WriteParams,
@@ -314,3 +316,42 @@ def test_write_outputs_with_clusters_side_input(tmp_path: Path) -> None:
         ("c4", 0, 0), ("c5", 0, 0)]
     stats = json.loads((staging / "_stats.json").read_text())
     assert (stats["parsed"], stats["kept"], stats["rejected"]) == (6, 4, 4)
+
+
+def test_background_writer_writes_bounded_and_raises_on_drain(tmp_path: Path) -> None:
+    table = pa.table({"x": list(range(1000))})
+    writer = BackgroundWriter()
+    for part in range(5):
+        writer.submit(table, str(tmp_path / f"part-{part}.parquet"))
+        assert len(writer.pending) <= MAX_PENDING_WRITES
+    assert writer.drain() >= 0 and not writer.pending
+    assert [pq.read_table(tmp_path / f"part-{p}.parquet") == table for p in range(5)] == [True] * 5
+    (tmp_path / "a-file").write_text("not a folder")
+    writer.submit(table, str(tmp_path / "a-file" / "part.parquet"))
+    with pytest.raises(OSError):
+        writer.drain()  # the bundle that wrote it fails, not a later one
+    writer.submit(table, str(tmp_path / "a-file" / "again.parquet"))
+    writer.discard()  # a failed bundle's leftovers: waited for, errors dropped
+    writer.close()
+    assert writer.pool is None
+
+
+def test_field_types_by_class_match_value_type() -> None:
+    class Text(str):
+        pass
+
+    import datetime
+
+    from transforms.batches import DocBatch
+
+    records = [{"text": "t", "id": "i", "n": 1, "f": 1.5, "b": True, "s": "x", "z": None,
+                "l": [1], "d": {"a": 1}, "t": Text("y"), "when": datetime.date(2020, 1, 2)},
+               {"text": "u", "n": 2.5, "b": None, "s": 3}]
+    batch = DocBatch(batch_key=0, uids=np.arange(2), ids=["a", "b"], records=records, nbytes=0)
+    got = FieldTypesFn().add_input({}, (0, batch))
+    want: dict[str, set[str]] = {}
+    for record in records:
+        for name, value in record.items():
+            if name not in ("id", "text"):
+                want.setdefault(name, set()).add(value_type(value))
+    assert got == want and got["t"] == {"string"} and got["when"] == {"json"}
