@@ -31,6 +31,9 @@ import sys
 import threading
 from typing import Any
 
+import beam_pipeline._startup  # noqa: F401  # first: Beam without pandas (start-up time)
+
+# isort: split
 from beam_pipeline.cli_checks import CommandLineError, parse_args
 from beam_pipeline.config import ClusterConfig, ConfigError, DedupConfig, load_pipeline_config
 from beam_pipeline.options import config_from_options

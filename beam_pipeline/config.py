@@ -69,8 +69,10 @@ class DedupConfig:
     cc_max_rounds: int = 6
     # Lines per document batch, the unit that moves through the graph.
     batch_size: int = 4096
-    # Number of keys used by the batched shuffles (band buckets, graph edges).
-    shuffle_partitions: int = 32
+    # Number of keys used by the batched shuffles (band buckets, graph edges): a few per core
+    # of the runner (the default suits one machine; configs/c4_dataflow.yaml uses 2048). Each
+    # key costs arrays per batch to pickle: 8 took 0.9 s less than 32 at 184k blog posts.
+    shuffle_partitions: int = 8
     # With verification, b and r are derived with a recall floor: P(threshold) >= this, then
     # the fewest false-positive candidates (transforms.lsh.recall_floor_param): verification
     # rejects a false candidate for one check, a pair the banding misses is lost.
