@@ -65,7 +65,8 @@ def _files(out: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix in (".parquet", ".jsonl")}
 
 
-TIMING_KEYS = ("stage_seconds", "wall_seconds", "time_parts", "runner_overhead_seconds")
+TIMING_KEYS = ("stage_seconds", "stage_cpu_seconds", "wall_seconds", "time_parts",
+               "runner_overhead_seconds")
 
 
 def _counts(out: Path) -> dict[str, object]:
