@@ -279,6 +279,7 @@ class WriteBatchFn(beam.DoFn):
         # CPU seconds, this thread's and the background writes': see ComputeFeaturesFn.
         self.cpu_timer = stage_cpu_counter("write_outputs")
         self.writer = BackgroundWriter()
+        self.thread_cpu = 0.0  # this bundle's CPU seconds on the DoFn's thread
 
     def setup(self) -> None:
         self.writer = BackgroundWriter()
@@ -302,7 +303,7 @@ class WriteBatchFn(beam.DoFn):
         try:
             yield from self._process(element, field_types, *keyed)
         finally:
-            self.thread_cpu = getattr(self, "thread_cpu", 0.0) + time.thread_time() - began
+            self.thread_cpu += time.thread_time() - began
 
     @timed_process
     def _process(self, element: tuple[int, DocBatch], field_types: dict[str, set[str]],
@@ -344,7 +345,7 @@ class WriteBatchFn(beam.DoFn):
         # Test hook (a no-op unless NDCL_FAULTS names it): fail or stall after the side effects,
         # so the files must be there first.
         if faults.enabled():
-            self.thread_cpu = getattr(self, "thread_cpu", 0.0) + self.writer.drain()
+            self.thread_cpu += self.writer.drain()
         faults.inject("write")
         exact = sum(1 for r in rows if r.reason == "exact")
         yield {"parsed": len(batch.ids), "kept": len(keep_rows), "duplicates_exact": exact,
