@@ -9,12 +9,13 @@ DEMO_OUTPUT ?= demo-out
 
 .PHONY: install demo test test-fast lint bench clean flink prism
 
-$(STAMP): setup.py constraints.txt
+# The editable install builds the C feature kernel (transforms/_feature_kernel.c) in place,
+# so a change to it reinstalls too.
+$(STAMP): setup.py constraints.txt transforms/_feature_kernel.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	# Compile the numba feature kernel once (cached on disk): the first run need not pay it.
-	$(BIN)/python -c "from transforms.minhash import warm_compiled_kernel as w; w()"
+	$(BIN)/python -c "import transforms._feature_kernel"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,5 @@
 """``ComputeFeatures``' work on one blog shard: the numpy reference path against the compiled
-(numba) kernel, in one process, one core.
+kernel (C, ``transforms/_feature_kernel.c``), in one process.
 
 Issue 14's target is ``ComputeFeatures`` (tokenise, shingle hashes, 256-permutation MinHash,
 exact hash) at >= 50k docs/s per core. This script reads ``../shared/data/blogs/
@@ -9,7 +9,7 @@ runs ``transforms.minhash.compute_features`` over every batch with the pipeline'
 exact verification: weights 0.1 / 0.9, b = 32, r = 8), once per kernel per repeat,
 alternating, and prints the median docs/s of each: by wall time and per CPU second of this
 process (the per-core figure, steadier when other work shares the machine). The first
-compiled call (numba import, loading or compiling the cached kernel) is timed apart. Both
+compiled call (importing the extension) is timed apart. Both
 paths' features are compared on the first repeat: identical, or it fails.
 
     .venv/bin/python benchmarks/feature_kernel.py [--repeats 3]
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
              f"of {BATCH_SIZE}, {NGRAM}-grams, {NUM_PERM} permutations, bands x rows = "
              f"{banding[0]} x {banding[1]}, unicode tokens; one process, medians of "
              f"{args.repeats} alternating passes (same run)",
-             f"compiled first call (numba import + cached/compiled kernel): {first_call:.2f} s",
+             f"compiled first call (extension import included): {first_call:.2f} s",
              "features identical (dtypes and values): yes", "",
              f"{'path':<10}{'docs/s (wall)':>16}{'docs/s per CPU s':>20}"]
     medians = {}

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -258,11 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no blog shards in {BLOGS}", file=sys.stderr)
         return 2
     rows = []
-    # The numba kernel compiles once per machine (cached on disk): not a runner's cost.
-    warm = subprocess.run([sys.executable, "-c", "from transforms.minhash import "
-                           "warm_compiled_kernel as w; print(w())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    print(f"feature kernel warmed up ({warm} s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="ndcl-runners-") as tmp:
         for name in cases:
             reason = available(name)

@@ -37,8 +37,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from transforms.batches import (
     partition_of,
@@ -102,6 +100,11 @@ def components_of(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     the label being the component's smallest uid (as the star rounds give)."""
     if len(a) == 0:
         return a, b
+    # Imported here: scipy.sparse costs ~0.25 s to import, which every run would pay at
+    # start-up, and most runs never finish a component locally.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
     n = len(nodes)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (index[:len(a)], index[len(a):])),

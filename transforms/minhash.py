@@ -22,10 +22,10 @@ Hashing, all seeded with the config's ``seed`` and identical in every process:
   minimum gives the same value as before it, at a fraction of the cost.
 
 Two implementations give identical features (same dtypes, same values; tested): the
-compiled kernel of ``transforms.feature_kernel`` (numba), used whenever numba imports, and
-the numpy reference below, used otherwise (one log line says so). The reference computes a
-whole batch at once: the permutation matrix is laid out ``(num_perm, shingles)`` so each
-document's minimum is a contiguous ``np.minimum.reduceat``.
+compiled kernel of ``transforms.feature_kernel`` (C, built by ``pip install``), used whenever
+it is built, and the numpy reference below, used otherwise (one log line says so). The
+reference computes a whole batch at once: the permutation matrix is laid out
+``(num_perm, shingles)`` so each document's minimum is a contiguous ``np.minimum.reduceat``.
 """
 
 from __future__ import annotations
@@ -275,15 +275,13 @@ def kernel_input(records: list[dict], tokenizer: str = "unicode"
 
 @functools.cache
 def compiled_kernel() -> ModuleType | None:
-    """``transforms.feature_kernel``, or None when numba cannot be imported (said once).
-
-    Imported on first use, not with this module: numba costs ~0.3 s to import, which
-    commands that never compute features (``ndcl --help``, ``ndcl runs``) should not pay.
-    """
+    """``transforms.feature_kernel``, or None when its C extension is not built (said once:
+    a source tree used without ``pip install``, or a machine without a C compiler)."""
     try:
         from transforms import feature_kernel
     except ImportError as error:
-        LOG.warning("numba unavailable (%s): features use the numpy reference path", error)
+        LOG.warning("the compiled feature kernel is not built (%s): features use the numpy "
+                    "reference path; `pip install .` (or `make install`) builds it", error)
         return None
     return feature_kernel
 
@@ -296,7 +294,8 @@ def use_compiled(kernel: str) -> bool:
         return False
     if compiled_kernel() is None:
         if kernel == "compiled":
-            raise RuntimeError("the compiled feature kernel needs numba, which does not import")
+            raise RuntimeError("the compiled feature kernel is not built (pip install . "
+                               "builds transforms/_feature_kernel.c)")
         return False
     return True
 
@@ -405,7 +404,7 @@ def _run_kernel(kernel: ModuleType, text: np.ndarray, offsets: np.ndarray, modes
 def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
                     b: np.ndarray, tokenizer: str = "unicode", threads: int | None = None,
                     helper_cpu: list[float] | None = None) -> RawFeatures:
-    """:data:`RawFeatures` of ``records`` by the compiled kernel (numba must import), on
+    """:data:`RawFeatures` of ``records`` by the compiled kernel (it must be built), on
     ``threads`` threads (default :func:`kernel_threads`; their CPU seconds go to
     ``helper_cpu``)."""
     kernel = compiled_kernel()
@@ -426,23 +425,9 @@ def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
     return rows, ends - starts, exact, signatures[rows]
 
 
-def warm_compiled_kernel() -> float | None:
-    """Compile the kernel now (numba caches it on disk, next to this module or in the user's
-    cache), so that a machine's first run does not pay the ~7-12 s; seconds taken, None
-    without numba. ``make install`` and the benchmarks call it."""
-    if compiled_kernel() is None:
-        return None
-    began = time.perf_counter()
-    a, b = permutation_params(8, 1)
-    signatures = kernel_features([{"text": "warm up the compiled feature kernel once"}],
-                                 5, 1, a, b)[-1]
-    kernel_band_hashes(np.asarray(signatures), 2, 4, 1)
-    return time.perf_counter() - began
-
-
 def kernel_band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int
                        ) -> np.ndarray:
-    """``transforms.lsh.band_hashes`` by the compiled kernel (numba must import)."""
+    """``transforms.lsh.band_hashes`` by the compiled kernel (it must be built)."""
     band_seeds = np.array([(seed * 1_000_003 + band) & _MAX64 for band in range(bands)],
                           dtype=np.uint64)
     return compiled_kernel().band_hashes(np.ascontiguousarray(signatures), rows,
@@ -463,7 +448,7 @@ def compute_features(
 
     With ``banding = (bands, rows)`` the batch carries its LSH band hashes instead of the
     signatures (the compact form that leaves the stage); without, the signatures. ``kernel``
-    picks the implementation (``KERNELS``; ``auto``: compiled when numba imports); the
+    picks the implementation (``KERNELS``; ``auto``: compiled when it is built); the
     compiled kernel's helper threads add their CPU seconds to ``helper_cpu``."""
     if use_compiled(kernel):
         rows, norm_lengths, exact, signatures = kernel_features(
@@ -521,7 +506,6 @@ class ComputeFeaturesFn(beam.DoFn):
 
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
-        # numba is imported here (~0.3 s, once per process), not inside the first bundle.
         self.kernel = "compiled" if use_compiled(self.kernel) else "numpy"
 
     @timed_process
