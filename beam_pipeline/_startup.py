@@ -1,4 +1,5 @@
-"""Imported first by the ``ndcl`` program (``beam_pipeline.cli``): Apache Beam without pandas.
+"""Imported first by the ``ndcl`` program (``beam_pipeline.cli``): Apache Beam without pandas,
+and Beam's signature lookups cached.
 
 ``import apache_beam`` imports pandas (about 0.3 s of the program's start-up, measured: 1.2 s
 against 0.9 s for ``import beam_pipeline.cli``) only to register Beam's pandas type hints,
@@ -6,11 +7,29 @@ which serve DataFrame-typed batched DoFns; NDCL's graph has none. So, when neith
 yet, Beam is imported while ``import pandas`` fails, and pandas stays importable afterwards
 for the commands that use it (``ndcl evaluate``, ``ndcl report``). Worker processes that
 Beam starts import Beam normally; the graph they run is the same.
+
+Signatures: Beam asks ``inspect.signature`` about every method of every DoFn again and again
+(``apache_beam.typehints.decorators.get_signature``: when a transform is applied, when the
+graph is translated, when each stage's bundle processor is built): 38,018 calls for 300
+distinct functions in one ``ndcl dedup`` of the demo corpus, about 0.8 s of its 4.9 s (graph
+0.61 -> 0.42 s, runner overhead 1.76 -> 1.22 s, measured). :func:`cache_beam_signatures`
+remembers the answer per plain function, and per function behind a bound method (binding only
+drops the first parameter, whatever the instance), weakly, so nothing is kept alive; every
+other callable (classes, builtins, partials, callable objects) is asked each time as before.
+The answer is the one Beam computes, from the function's code, defaults, annotations and
+``__wrapped__``/``__signature__``, which nothing changes after a function is defined.
+This leans on Beam's module layout (three modules import ``get_signature`` by name); the
+whole test suite runs with it, the Flink and portable runners included.
 """
 
 from __future__ import annotations
 
 import sys
+import types
+import weakref
+from collections.abc import Callable
+from inspect import Signature
+from typing import Any
 
 
 def import_beam_without_pandas() -> None:
@@ -23,4 +42,38 @@ def import_beam_without_pandas() -> None:
         del sys.modules["pandas"]
 
 
+def cached_signatures(compute: Callable[[Any], Signature]) -> Callable[[Any], Signature]:
+    """``compute`` (Beam's ``get_signature``) remembered per function, see the module's doc."""
+    plain: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get_signature(func: Any) -> Signature:
+        if type(func) is types.FunctionType:
+            table, key = plain, func
+        elif type(func) is types.MethodType and type(func.__func__) is types.FunctionType:
+            table, key = bound, func.__func__
+        else:
+            return compute(func)
+        signature = table.get(key)
+        if signature is None:
+            signature = table[key] = compute(func)
+        return signature
+
+    get_signature.uncached = compute  # type: ignore[attr-defined]
+    return get_signature
+
+
+def cache_beam_signatures() -> None:
+    """Installs :func:`cached_signatures` where Beam looks ``get_signature`` up (once)."""
+    from apache_beam.transforms import core, ptransform, util
+    from apache_beam.typehints import decorators
+
+    if hasattr(decorators.get_signature, "uncached"):
+        return
+    cached = cached_signatures(decorators.get_signature)
+    for module in (decorators, core, ptransform, util):
+        module.get_signature = cached
+
+
 import_beam_without_pandas()
+cache_beam_signatures()

@@ -31,7 +31,7 @@ import sys
 import threading
 from typing import Any
 
-import beam_pipeline._startup  # noqa: F401  # first: Beam without pandas (start-up time)
+import beam_pipeline._startup  # noqa: F401  # first: Beam without pandas, signatures cached
 
 # isort: split
 from beam_pipeline.cli_checks import CommandLineError, parse_args

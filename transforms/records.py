@@ -56,7 +56,11 @@ def rejection(source: str, line: int, reason: str, raw: bytes | str, detail: str
             "raw": preview(raw)}
 
 
-_ID_KEY_MARKS = (b'"id"', b"\\u0069", b'\\u0064"')
+# An "id" key spelled out, or with an escaped letter ("\u0069d", "i\u0064", "\u0069\u0064"):
+# both escapes begin with \u006, so two searches find all three (a few other \u006X escapes,
+# rare in JSON, only send their lines to the parser). One search fewer over the decompressed
+# text: 0.12 -> 0.08 s for a 63 MB blog shard, measured.
+_ID_KEY_MARKS = (b'"id"', b"\\u006")
 
 
 def _may_hold_id(raw: bytes) -> bool:
