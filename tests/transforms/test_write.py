@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from transforms.write import (
     WriteOutputs,
     WriteParams,
     Written,
+    arrow_column,
     kept_schema,
     kept_table,
     unify_types,
@@ -355,3 +358,46 @@ def test_field_types_by_class_match_value_type() -> None:
             if name not in ("id", "text"):
                 want.setdefault(name, set()).add(value_type(value))
     assert got == want and got["t"] == {"string"} and got["when"] == {"json"}
+
+
+ARROW_CASES = {
+    pa.string(): [[], [None], ["a", None, "héllo", ""], ["x" * 100] * 70, [None] * 9,
+                  ["\ud800"], [1, "a"]],  # the last two through pa.array
+    pa.int64(): [[], [None], [1, None, -5, 2**62], [2**70], [True, 1]],
+    pa.float64(): [[], [1.5, None, float("nan"), -0.0], [None] * 3, [1, 2.0]],
+    pa.bool_(): [[], [True, False, None, True] * 5, [None]],
+}
+
+
+@pytest.mark.parametrize("arrow_type", list(ARROW_CASES), ids=str)
+def test_arrow_column_is_pa_array_buffer_for_buffer(arrow_type: pa.DataType) -> None:
+    for values in ARROW_CASES[arrow_type]:
+        try:
+            want = pa.array(values, arrow_type)
+        except (pa.ArrowException, OverflowError, UnicodeEncodeError) as error:
+            with pytest.raises(type(error)):
+                arrow_column(values, arrow_type)
+            continue
+        got = arrow_column(values, arrow_type)
+        assert got.type == want.type and got.null_count == want.null_count, values
+        # Buffer for buffer (NaN compares unequal as a value, not as bytes); a validity
+        # bitmap only where there are nulls, as pa.array makes it.
+        assert [b and b.to_pybytes() for b in got.buffers()] == [
+            b and b.to_pybytes() for b in want.buffers()], values
+
+
+def test_writing_outputs_does_not_import_pandas(tmp_path: Path) -> None:
+    """pa.array's first call imports pandas (~0.25 s a run); the writer never calls it."""
+    script = (
+        "import sys; import beam_pipeline._startup\n"
+        "from transforms.write import kept_table, arrow_table, DUPLICATE_SCHEMA, write_parquet\n"
+        "t = kept_table(['a', 'b'], [{'text': 'x', 'url': None, 'n': 1}, {'text': 'y', 'n': 2}],\n"
+        "               [('id', 'string'), ('text', 'string'), ('url', 'string'),\n"
+        "                ('timestamp', 'string'), ('n', 'int')])\n"
+        "write_parquet(t, sys.argv[1])\n"
+        "assert t.column('n').to_pylist() == [1, 2]\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "kept.parquet")],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert pq.read_table(tmp_path / "kept.parquet").column("text").to_pylist() == ["x", "y"]
