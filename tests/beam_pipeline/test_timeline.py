@@ -4,7 +4,10 @@ waited, cut into named parts that add up to it. The program's own times:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from beam_pipeline.timeline import Timeline, process_started_at, time_section
 
@@ -36,3 +39,15 @@ def test_time_section_reports_overhead_outside_stages() -> None:
 
 def test_process_start_is_before_now() -> None:
     assert process_started_at() <= time.time()
+
+
+def test_process_start_is_within_a_tick_or_two_of_a_child_starting(tmp_path: Path) -> None:
+    """A child process reports when it started; the parent brackets the start. psutil's
+    create_time was up to a second early here (whole-second boot time)."""
+    script = ("import time, sys; from beam_pipeline.timeline import process_started_at; "
+              "print(process_started_at())")
+    before = time.time()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).parents[2])
+    started = float(done.stdout)
+    assert before - 0.02 <= started <= time.time()
