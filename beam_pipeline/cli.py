@@ -23,6 +23,7 @@ status.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import re
@@ -129,15 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     process: tests, ``ndcl rerun``), the logger levels ``-q``, the SIGTERM handler and the
     runner's environment variables changed are restored on return; as the ``ndcl`` program
     (``argv`` None) they are kept, so that the exit hooks (Beam stopping its job server) stay
-    quiet too."""
+    quiet too.
+
+    As the program it also freezes the garbage collector's view twice (``gc.freeze``): after
+    the imports, so that the collections during the run skip Beam's module graph, and at the
+    end, so that the interpreter's exit does not walk the whole heap once more (about 0.4 s
+    of every ``ndcl`` command's exit, measured on the demo corpus; exit hooks, flushes and
+    closes still run). In process (``argv`` given) the collector is left alone."""
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     handler = signal.getsignal(signal.SIGTERM)
     environ = {name: os.environ.get(name) for name in ("PATH", "JDK_JAVA_OPTIONS")}
+    if argv is None:
+        gc.freeze()
     try:
         return _main(argv)
     finally:
         if argv is not None:  # in-process; `ndcl` itself keeps -q through the exit hooks
             _restore(levels, handler, environ)
+        else:
+            gc.freeze()
 
 
 def _restore(levels: dict[str, int], handler: Any, environ: dict[str, str | None]) -> None:

@@ -74,3 +74,20 @@ def test_runs_on_an_unreachable_database_is_one_clear_line(
     assert err.startswith("ndcl: cannot read the benchmark database") and len(
         err.strip().splitlines()) == 1
     assert "hunter2secret" not in err and "***" in err
+
+
+def test_only_the_program_freezes_the_garbage_collector(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ndcl`` (argv from the command line) freezes after its imports and before its exit;
+    a call with argv (tests, ``ndcl rerun``) leaves the collector alone."""
+    import gc
+    import sys
+
+    frozen: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main(["runs", "--db-url", db]) == 0
+    assert frozen == []
+    monkeypatch.setattr(sys, "argv", ["ndcl", "runs", "--db-url", db])
+    assert main() == 0
+    assert frozen == [1, 1]
