@@ -36,7 +36,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,6 +46,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 import xxhash
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.batches import (
     DocBatch,
@@ -52,6 +54,7 @@ from transforms.batches import (
     splitmix64,
     stage_counter,
     stage_cpu_counter,
+    timed,
     timed_process,
 )
 from transforms.lsh import band_hashes
@@ -369,18 +372,22 @@ def kernel_parts(offsets: np.ndarray, parts: int, min_bytes: int = KERNEL_MIN_PA
     return list(itertools.pairwise(bounds))
 
 
-def _run_kernel(kernel: ModuleType, text: np.ndarray, offsets: np.ndarray, modes: np.ndarray,
-                ngram: int, seed: int, a: np.ndarray, b: np.ndarray, threads: int,
-                helper_cpu: list[float] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _start_kernel(kernel: ModuleType, text: np.ndarray, offsets: np.ndarray, modes: np.ndarray,
+                  ngram: int, seed: int, a: np.ndarray, b: np.ndarray, threads: int,
+                  helper_cpu: list[float] | None = None, background: bool = False
+                  ) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``kernel.batch_features`` of the whole batch, its parts hashed on ``threads`` threads
-    and joined back: documents are independent, so the result is the one-call result. The
-    CPU seconds of the pool's threads are appended to ``helper_cpu``."""
+    and joined back: documents are independent, so the result is the one-call result. Returns
+    the function that waits for the parts and joins them. The CPU seconds of the pool's
+    threads are appended to ``helper_cpu``. Without ``background`` a batch of one part is
+    hashed on the calling thread at once; with it every part goes to the pool, so that the
+    caller can go on (reading the next batch) while they are hashed."""
     constants = (KERNEL_TABLES, ngram, np.uint64(seed), _fold_seed(seed), _custom_secret(seed),
                  a, b)
     parts = kernel_parts(offsets, threads, KERNEL_MIN_PART_BYTES)
-    if len(parts) == 1:
-        return kernel.batch_features(text, offsets, modes, *constants)
+    if len(parts) == 1 and not background:
+        result = kernel.batch_features(text, offsets, modes, *constants)
+        return lambda: result
 
     def part(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
         began = time.thread_time()
@@ -392,13 +399,21 @@ def _run_kernel(kernel: ModuleType, text: np.ndarray, offsets: np.ndarray, modes
             helper_cpu.append(time.thread_time() - began)
         return result
 
-    results = list(_kernel_pool(threads).map(part, parts))
-    norm = np.concatenate([r[0] for r in results])
-    shifts = np.cumsum([0] + [len(r[0]) for r in results[:-1]])
-    norm_offsets = np.concatenate([np.zeros(1, dtype=np.int64)]
-                                  + [r[1][1:] + shift for r, shift in zip(results, shifts)])
-    return (norm, norm_offsets, np.concatenate([r[2] for r in results]),
-            np.concatenate([r[3] for r in results]))
+    pool = _kernel_pool(threads)
+    futures = [pool.submit(part, bounds) for bounds in parts]
+
+    def join() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        results = [future.result() for future in futures]
+        if len(results) == 1:
+            return results[0]
+        norm = np.concatenate([r[0] for r in results])
+        shifts = np.cumsum([0] + [len(r[0]) for r in results[:-1]])
+        norm_offsets = np.concatenate([np.zeros(1, dtype=np.int64)]
+                                      + [r[1][1:] + shift for r, shift in zip(results, shifts)])
+        return (norm, norm_offsets, np.concatenate([r[2] for r in results]),
+                np.concatenate([r[3] for r in results]))
+
+    return join
 
 
 def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
@@ -407,22 +422,37 @@ def kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
     """:data:`RawFeatures` of ``records`` by the compiled kernel (it must be built), on
     ``threads`` threads (default :func:`kernel_threads`; their CPU seconds go to
     ``helper_cpu``)."""
-    kernel = compiled_kernel()
+    return start_kernel_features(records, ngram, seed, a, b, tokenizer, threads, helper_cpu)()
+
+
+def start_kernel_features(records: list[dict], ngram: int, seed: int, a: np.ndarray,
+                          b: np.ndarray, tokenizer: str = "unicode", threads: int | None = None,
+                          helper_cpu: list[float] | None = None, background: bool = False
+                          ) -> Callable[[], RawFeatures]:
+    """:func:`kernel_features` in two steps: the kernel's input is made and its parts are
+    started now (``background``: see :func:`_start_kernel`); the function returned waits for
+    them and gives the :data:`RawFeatures`."""
     text, offsets, modes = kernel_input(records, tokenizer)
-    norm, norm_offsets, token_counts, signatures = _run_kernel(
-        kernel, text, offsets, modes, ngram, seed, a, b,
-        kernel_threads() if threads is None else threads, helper_cpu)
-    rows = np.flatnonzero(token_counts)
-    starts, ends = norm_offsets[rows], norm_offsets[rows + 1]
-    # One xxh3-128 call per document on a view of the kernel's normalised text: ~12 ms per
-    # 50k blog posts (measured), too little to compile, and xxhash stays the one reference.
-    # The digests are big-endian (high half first), so one buffer read splits them all.
-    view = memoryview(norm)
-    digest = xxhash.xxh3_128_digest
-    digests = b"".join([digest(view[start:end], seed)
-                        for start, end in zip(starts.tolist(), ends.tolist())])
-    exact = np.frombuffer(digests, dtype=">u8").reshape(-1, 2).astype(np.uint64)
-    return rows, ends - starts, exact, signatures[rows]
+    join = _start_kernel(compiled_kernel(), text, offsets, modes, ngram, seed, a, b,
+                         kernel_threads() if threads is None else threads, helper_cpu,
+                         background)
+
+    def finish() -> RawFeatures:
+        norm, norm_offsets, token_counts, signatures = join()
+        rows = np.flatnonzero(token_counts)
+        starts, ends = norm_offsets[rows], norm_offsets[rows + 1]
+        # One xxh3-128 call per document on a view of the kernel's normalised text: ~12 ms
+        # per 50k blog posts (measured), too little to compile, and xxhash stays the one
+        # reference. The digests are big-endian (high half first), so one buffer read splits
+        # them all.
+        view = memoryview(norm)
+        digest = xxhash.xxh3_128_digest
+        digests = b"".join([digest(view[start:end], seed)
+                            for start, end in zip(starts.tolist(), ends.tolist())])
+        exact = np.frombuffer(digests, dtype=">u8").reshape(-1, 2).astype(np.uint64)
+        return rows, ends - starts, exact, signatures[rows]
+
+    return finish
 
 
 def kernel_band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int
@@ -450,27 +480,43 @@ def compute_features(
     signatures (the compact form that leaves the stage); without, the signatures. ``kernel``
     picks the implementation (``KERNELS``; ``auto``: compiled when it is built); the
     compiled kernel's helper threads add their CPU seconds to ``helper_cpu``."""
-    if use_compiled(kernel):
-        rows, norm_lengths, exact, signatures = kernel_features(
-            batch.records, ngram, seed, a, b, tokenizer, helper_cpu=helper_cpu)
-        compiled = True
+    return start_compute_features(batch, ngram, seed, a, b, tokenizer, banding, kernel,
+                                  helper_cpu)()
+
+
+def start_compute_features(
+    batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray,
+    tokenizer: str = "unicode", banding: tuple[int, int] | None = None, kernel: str = "auto",
+    helper_cpu: list[float] | None = None, background: bool = False,
+) -> Callable[[], tuple[FeatureBatch, int]]:
+    """:func:`compute_features` in two steps: the compiled kernel starts hashing now (on its
+    threads, with ``background`` even a one-part batch) and the function returned waits for
+    it and builds the result; the numpy path computes everything now."""
+    compiled = use_compiled(kernel)
+    if compiled:
+        raw = start_kernel_features(batch.records, ngram, seed, a, b, tokenizer,
+                                    helper_cpu=helper_cpu, background=background)
     else:
-        rows, norm_lengths, exact, signatures = reference_features(
-            batch.records, ngram, seed, a, b, tokenizer)
-        compiled = False
+        features = reference_features(batch.records, ngram, seed, a, b, tokenizer)
+        raw = lambda: features  # noqa: E731
     banded = kernel_band_hashes if compiled else band_hashes
-    row_list = rows.tolist()
-    result = FeatureBatch(
-        batch_key=batch.batch_key,
-        uids=batch.uids[rows] if row_list else np.zeros(0, dtype=np.int64),
-        ids=[batch.ids[r] for r in row_list],
-        norm_lengths=norm_lengths,
-        exact_hashes=exact,
-        signatures=None if banding else signatures,
-        derived=np.array([is_generated(batch.records[r]) for r in row_list], dtype=bool),
-        band_hashes=banded(signatures, *banding, seed) if banding else None,
-    )
-    return result, len(batch.records) - len(row_list)
+
+    def finish() -> tuple[FeatureBatch, int]:
+        rows, norm_lengths, exact, signatures = raw()
+        row_list = rows.tolist()
+        result = FeatureBatch(
+            batch_key=batch.batch_key,
+            uids=batch.uids[rows] if row_list else np.zeros(0, dtype=np.int64),
+            ids=[batch.ids[r] for r in row_list],
+            norm_lengths=norm_lengths,
+            exact_hashes=exact,
+            signatures=None if banding else signatures,
+            derived=np.array([is_generated(batch.records[r]) for r in row_list], dtype=bool),
+            band_hashes=banded(signatures, *banding, seed) if banding else None,
+        )
+        return result, len(batch.records) - len(row_list)
+
+    return finish
 
 
 @dataclass(frozen=True)
@@ -487,8 +533,19 @@ class FeatureParams:
     kernel: str = "auto"
 
 
+# Batches the kernel's threads may be hashing while the DoFn's thread reads and parses the
+# next one (its input is made on the DoFn's thread, the hashing is not): two cores busy where
+# one waited for the other. One is enough to overlap; each costs a batch of records in memory.
+MAX_PENDING_BATCHES = 1
+
+
 class ComputeFeaturesFn(beam.DoFn):
-    """``(batch_key, DocBatch)`` → ``(batch_key, FeatureBatch)``; counts untokenised docs."""
+    """``(batch_key, DocBatch)`` → ``(batch_key, FeatureBatch)``; counts untokenised docs.
+
+    The compiled kernel hashes a batch on its threads while ``process`` returns for the next
+    one (:data:`MAX_PENDING_BATCHES`); a batch's outputs follow when the next batch arrives or
+    at the bundle's end, in the batches' order. The outputs are those of one call per batch.
+    """
 
     STATS_TAG = "stats"
 
@@ -503,18 +560,45 @@ class ComputeFeaturesFn(beam.DoFn):
         # CPU seconds, this thread's and the kernel's helper threads': the stage's wall time
         # no longer says its cores' work once the kernel runs on several threads.
         self.cpu_timer = stage_cpu_counter("compute_features")
+        self.pending: deque[tuple[int, Callable[[], tuple[FeatureBatch, int]], list[float]]]
+        self.pending = deque()
 
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
         self.kernel = "compiled" if use_compiled(self.kernel) else "numpy"
 
+    def start_bundle(self) -> None:
+        self.pending.clear()
+
     @timed_process
     def process(self, element: tuple[int, DocBatch]) -> Iterator[object]:
         key, batch = element
         began, helper_cpu = time.thread_time(), []
-        features, untokenized = compute_features(
+        finish = start_compute_features(
             batch, self.ngram, self.seed, self.a, self.b, self.tokenizer, self.banding,
-            self.kernel, helper_cpu)
+            self.kernel, helper_cpu, background=True)
+        self.cpu_timer.inc(round((time.thread_time() - began) * 1000))
+        self.pending.append((key, finish, helper_cpu))
+        while len(self.pending) > MAX_PENDING_BATCHES:
+            yield from self._finish_oldest()
+
+    def finish_bundle(self) -> Iterator[object]:
+        # Outputs of finish_bundle carry their window: the global one, as every element's.
+        for output in timed(self._finish_all(), self.timer):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag,
+                                               GlobalWindows.windowed_value(output.value))
+            else:
+                yield GlobalWindows.windowed_value(output)
+
+    def _finish_all(self) -> Iterator[object]:
+        while self.pending:
+            yield from self._finish_oldest()
+
+    def _finish_oldest(self) -> Iterator[object]:
+        key, finish, helper_cpu = self.pending.popleft()
+        began = time.thread_time()
+        features, untokenized = finish()
         self.cpu_timer.inc(round((time.thread_time() - began + sum(helper_cpu)) * 1000))
         yield key, features
         yield beam.pvalue.TaggedOutput(

@@ -22,7 +22,9 @@ from transforms.batches import DocBatch, FeatureBatch
 from transforms.lsh import band_hashes
 from transforms.minhash import (
     CHUNK_SHINGLES,
+    MAX_PENDING_BATCHES,
     ComputeFeatures,
+    ComputeFeaturesFn,
     FeatureParams,
     batch_shingle_hashes,
     compute_features,
@@ -557,3 +559,33 @@ def test_compute_features_matches_direct_minhash(
                     equal_to(expected), label="CheckFeatures")
         assert_that(features.stats | "StatsAsItems" >> beam.Map(dict_items),
                     equal_to(untokenized), label="CheckStats")
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_compute_features_fn_emits_each_batch_once_in_order_by_the_bundle_end(kernel: str
+                                                                              ) -> None:
+    """The kernel hashes a batch while the next is read: a batch's outputs come with the
+    next batch's process call or from finish_bundle (in the global window), in order, and
+    equal one compute_features call each."""
+    batches = [doc_batch(0, list(range(start, start + 3)), [f"text {start} number {i} here"
+                                                             for i in range(3)], 4096)
+               for start in (0, 10, 20)]
+    params = FeatureParams(ngram=2, num_perm=16, seed=5, banding=(4, 4), kernel=kernel)
+    fn = ComputeFeaturesFn(params)
+    fn.setup()
+    fn.start_bundle()
+    emitted = [list(fn.process(element)) for element in batches]
+    assert [len(out) for out in emitted] == [0] * MAX_PENDING_BATCHES + [2] * (
+        len(batches) - MAX_PENDING_BATCHES)
+    last = list(fn.finish_bundle())
+    assert len(last) == 2 * MAX_PENDING_BATCHES
+    assert all(isinstance(v.value if isinstance(v, beam.pvalue.TaggedOutput) else v,
+                          beam.utils.windowed_value.WindowedValue) for v in last)
+    main = [out[0] for out in emitted if out] + [last[0].value]
+    a, b = permutation_params(16, 5)
+    for (key, features), (want_key, batch) in zip(main, batches, strict=True):
+        want, _ = compute_features(batch, 2, 5, a, b, banding=(4, 4), kernel=kernel)
+        assert key == want_key and features.ids == want.ids
+        assert np.array_equal(features.band_hashes, want.band_hashes)
+    fn.start_bundle()  # a new bundle starts with nothing pending
+    assert list(fn.finish_bundle()) == []
