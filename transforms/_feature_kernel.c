@@ -8,7 +8,9 @@
  * kernel cost about half a second of every run, and compiling it 7-12 s on each new machine
  * or worker. The GIL is released around every loop, so threads hash batches side by side.
  *
- * All integer maths is uint64_t, wrapping, as in C's xxhash.h.
+ * All integer maths is uint64_t, wrapping, as in C's xxhash.h. On a CPU with AVX2 the
+ * signature minima run in signature_avx2 (see there); NDCL_KERNEL_NO_AVX2 in the environment
+ * at import selects the generic loop instead (the tests compare the two).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -224,6 +226,60 @@ static ALWAYS_INLINE Py_ssize_t fold_shingles(const u64 *restrict hashes, Py_ssi
 
 static inline u64 min64(u64 x, u64 y) { return x < y ? x : y; }
 
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__)) && defined(__linux__)
+#include <immintrin.h>
+#define HAVE_AVX2_SIGNATURE 1
+
+/* signature() for eight permutations at a time with AVX2 (chosen at load time when the CPU
+ * has it). The compiler's own vectorisation of the generic loop pays for two things AVX2 does
+ * not have: a 64-bit multiply (three 32-bit ones) and an unsigned 64-bit minimum (four steps).
+ * Only the top 32 bits of each value are kept, and min commutes with >> 32, so it is enough
+ * to compute hi32((a*x + b) mod 2^64) and take 32-bit minima. With a = aH:aL, x = xH:xL:
+ *   aL*xL + b (a 64-bit add, wrapping) carries everything below bit 32 into the high half,
+ *   and the cross terms aH*xL + aL*xH only reach the high half, mod 2^32,
+ * so hi32 = hi32(aL*xL + b) + aL*xH + aH*xL (mod 2^32): one widening multiply, one 32-bit
+ * multiply of (a's halves) by (x's halves swapped) and 32-bit adds per lane. */
+__attribute__((target("avx2"))) static void signature_avx2(
+        const u64 *restrict shingles, Py_ssize_t windows, const u64 *restrict a,
+        const u64 *restrict b, Py_ssize_t num_perm, uint32_t *restrict out) {
+    Py_ssize_t p0 = 0;
+    for (; p0 + 8 <= num_perm; p0 += 8) {
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)(a + p0));
+        const __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + p0 + 4));
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + p0));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + p0 + 4));
+        /* Lanes in the order p0, p4, p1, p5, p2, p6, p3, p7 (see the blend below). */
+        __m256i mins = _mm256_set1_epi32(-1);
+        for (Py_ssize_t s = 0; s < windows; s++) {
+            const __m256i x = _mm256_set1_epi64x((long long)shingles[s]);
+            const __m256i swapped = _mm256_shuffle_epi32(x, 0xB1); /* xL:xH per 64-bit lane */
+            __m256i r0 = _mm256_add_epi64(_mm256_mul_epu32(a0, x), b0);
+            __m256i r1 = _mm256_add_epi64(_mm256_mul_epu32(a1, x), b1);
+            const __m256i c0 = _mm256_mullo_epi32(a0, swapped); /* aL*xH | aH*xL */
+            const __m256i c1 = _mm256_mullo_epi32(a1, swapped);
+            r0 = _mm256_add_epi32(_mm256_add_epi32(r0, c0), _mm256_slli_epi64(c0, 32));
+            r1 = _mm256_add_epi32(_mm256_add_epi32(r1, c1), _mm256_slli_epi64(c1, 32));
+            /* The odd 32-bit lanes now hold the top halves: p0-p3 moved down, p4-p7 kept. */
+            const __m256i top = _mm256_blend_epi32(_mm256_srli_epi64(r0, 32), r1, 0xAA);
+            mins = _mm256_min_epu32(mins, top);
+        }
+        uint32_t m[8];
+        _mm256_storeu_si256((__m256i *)m, mins);
+        for (int k = 0; k < 8; k++)
+            out[p0 + (k >> 1) + 4 * (k & 1)] = m[k];
+    }
+    for (; p0 < num_perm; p0++) {
+        u64 m = UINT64_MAX;
+        for (Py_ssize_t s = 0; s < windows; s++)
+            m = min64(m, a[p0] * shingles[s] + b[p0]);
+        out[p0] = (uint32_t)(m >> 32);
+    }
+}
+
+/* Set once at import (PyInit): whether this CPU runs signature_avx2. */
+static int use_avx2_signature;
+#endif
+
 /* out[p] = top 32 bits of min over shingles of (a[p] * x + b[p]) mod 2**64. Four shingles per
  * pass over the permutations: the pass is bound by loading and storing mins, not by the
  * multiplies; min is associative, so the values are those of one shingle per pass. */
@@ -300,7 +356,12 @@ static CPU_CLONES Py_ssize_t batch_loop(
                                     (size_t)(token_starts[t + 1] - 1 - token_starts[t]), seed,
                                     secret);
             Py_ssize_t windows = fold_shingles(hashes, count, ngram, fold_seed, shingles);
-            signature(shingles, windows, a, b, num_perm, mins, signatures + d * num_perm);
+#ifdef HAVE_AVX2_SIGNATURE
+            if (use_avx2_signature)
+                signature_avx2(shingles, windows, a, b, num_perm, signatures + d * num_perm);
+            else
+#endif
+                signature(shingles, windows, a, b, num_perm, mins, signatures + d * num_perm);
         }
     }
     return pos;
@@ -513,4 +574,10 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__feature_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__feature_kernel(void) {
+#ifdef HAVE_AVX2_SIGNATURE
+    __builtin_cpu_init();
+    use_avx2_signature = __builtin_cpu_supports("avx2") && getenv("NDCL_KERNEL_NO_AVX2") == NULL;
+#endif
+    return PyModule_Create(&module);
+}

@@ -14,6 +14,8 @@ import importlib.util
 import itertools
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -310,3 +312,33 @@ def test_kernel_refuses_arguments_that_would_read_outside_its_buffers() -> None:
         kernel.xxh3_64(text, 5, 14, np.uint64(1), kernel.custom_secret(1))
     with pytest.raises(ValueError, match="do not fit rows"):
         kernel.band_hashes(np.zeros((2, 8), dtype=np.uint32), 3, np.zeros(3, dtype=np.uint64))
+
+
+@needs_kernel
+@pytest.mark.parametrize("num_perm", [1, 7, 8, 13, 64])
+def test_signature_blocks_of_eight_and_their_tail_equal_reference(num_perm: int) -> None:
+    """The AVX2 signature loop takes permutations eight at a time, the rest one by one."""
+    rng = np.random.default_rng(num_perm)
+    words = ["the", "cat", "Sat", "on", "a", "mat", "x" * 30, "42"]
+    both_paths(random_texts(rng, 200, words, 120), num_perm=num_perm, seed=num_perm * 7919)
+
+
+@needs_kernel
+def test_generic_signature_loop_equals_the_avx2_one(tmp_path: Path) -> None:
+    """NDCL_KERNEL_NO_AVX2 makes the extension use its generic loop (the one a CPU without
+    AVX2 runs): same signatures on the demo corpus, computed in another process."""
+    script = ("import sys, numpy as np\n"
+              "from tests.transforms.test_feature_kernel import corpus_records\n"
+              "from tests.conftest import DEMO_CORPUS\n"
+              "from transforms.minhash import kernel_features, permutation_params\n"
+              "a, b = permutation_params(256, 1)\n"
+              "np.save(sys.argv[1], kernel_features(corpus_records(DEMO_CORPUS, 2000), 5, 1,"
+              " a, b)[3])\n")
+    out = {}
+    for name, extra in (("avx2", {}), ("generic", {"NDCL_KERNEL_NO_AVX2": "1"})):
+        path = tmp_path / f"{name}.npy"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                       cwd=Path(__file__).parents[2], env={**os.environ, **extra})
+        out[name] = np.load(path)
+    assert out["avx2"].shape[1] == 256 and len(out["avx2"]) > 1200  # 1,308 documents
+    assert np.array_equal(out["avx2"], out["generic"])
