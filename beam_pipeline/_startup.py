@@ -20,6 +20,11 @@ The answer is the one Beam computes, from the function's code, defaults, annotat
 ``__wrapped__``/``__signature__``, which nothing changes after a function is defined.
 This leans on Beam's module layout (three modules import ``get_signature`` by name); the
 whole test suite runs with it, the Flink and portable runners included.
+
+DoFn specs: Beam's ``userstate.get_dofn_specs`` (a DoFn's state and timer declarations) walks
+every attribute of the DoFn each time it is asked, about three times per DoFn per run;
+:func:`cache_beam_dofn_specs` remembers the answer per :func:`dofn_specs_key` (0.3 s less
+fixed cost on the demo corpus, alternated by hand: 3.32 -> 2.92 s medians of four).
 """
 
 from __future__ import annotations
@@ -75,5 +80,54 @@ def cache_beam_signatures() -> None:
         module.get_signature = cached
 
 
+def dofn_specs_key(dofn: Any) -> tuple | None:
+    """What Beam's ``get_dofn_specs`` answer depends on, or None where that is not sure.
+
+    Beam takes every attribute of the DoFn that is a bound method and reads its parameters'
+    defaults: the class's methods, fixed per class, and any bound method stored on the
+    instance (a ``beam.Map`` of another object's method), or an instance attribute that hides
+    a method. So the key is the class with the instance's own attributes of those kinds; a
+    class that computes attributes (``__getattr__``) or has no ``__dict__`` is not keyed."""
+    cls = type(dofn)
+    own = getattr(dofn, "__dict__", None)
+    if own is None or cls.__getattribute__ is not object.__getattribute__ or hasattr(
+            cls, "__getattr__"):
+        return None
+    shown = []
+    for name, value in own.items():
+        if type(value) is types.MethodType:
+            shown.append((name, value.__func__))
+        elif hasattr(cls, name):
+            shown.append((name, None))  # hides the class's attribute of that name
+    return (cls, tuple(sorted(shown, key=lambda item: item[0])))
+
+
+def cache_beam_dofn_specs() -> None:
+    """Remembers Beam's ``userstate.get_dofn_specs`` per :func:`dofn_specs_key`: Beam asks it
+    for every DoFn when the graph is translated and twice when each stage's bundle processor
+    is built, each time walking ``dir(dofn)`` (about 0.15 s of a demo ``ndcl dedup``, measured
+    with the signature cache on). Callers get their own copies of the two sets."""
+    from apache_beam.transforms import userstate
+
+    compute = userstate.get_dofn_specs
+    if hasattr(compute, "uncached"):
+        return
+    answers: dict[tuple, tuple[frozenset, frozenset]] = {}
+
+    def get_dofn_specs(dofn: Any) -> tuple[set, set]:
+        key = dofn_specs_key(dofn)
+        if key is None:
+            return compute(dofn)
+        answer = answers.get(key)
+        if answer is None:
+            state, timers = compute(dofn)
+            answer = answers[key] = (frozenset(state), frozenset(timers))
+        return set(answer[0]), set(answer[1])
+
+    get_dofn_specs.uncached = compute  # type: ignore[attr-defined]
+    userstate.get_dofn_specs = get_dofn_specs
+
+
 import_beam_without_pandas()
 cache_beam_signatures()
+cache_beam_dofn_specs()
