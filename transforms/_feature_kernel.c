@@ -579,5 +579,15 @@ PyMODINIT_FUNC PyInit__feature_kernel(void) {
     __builtin_cpu_init();
     use_avx2_signature = __builtin_cpu_supports("avx2") && getenv("NDCL_KERNEL_NO_AVX2") == NULL;
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    /* The one copy of XXH3's default secret: the Python face derives seeded secrets from it. */
+    PyObject *secret = PyBytes_FromStringAndSize((const char *)K_SECRET, SECRET_SIZE);
+    if (secret == NULL || PyModule_AddObject(m, "K_SECRET", secret) < 0) {
+        Py_XDECREF(secret);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -177,6 +177,9 @@ def kept_table(ids: list[str], records: list[dict[str, Any]],
 # more than 2 GiB of text) goes through ``pa.array``, which decides as it always did.
 _LAYOUT_ERRORS = (UnicodeEncodeError, OverflowError, TypeError, ValueError)
 _MAX_STRING_BYTES = 2**31 - 1  # pa.string()'s int32 offsets
+# The Python types each column type takes from buffers (exactly these: bool is not an int here).
+_LAYOUT_TYPES = {pa.string(): (str, type(None)), pa.bool_(): (bool, type(None)),
+                 pa.int64(): (int, type(None)), pa.float64(): (float, type(None))}
 
 
 def _validity(values: list[Any]) -> pa.Buffer | None:
@@ -217,10 +220,6 @@ def arrow_column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
         return _laid_out(values, arrow_type)
     except _LAYOUT_ERRORS:
         return pa.array(values, arrow_type)
-
-
-_LAYOUT_TYPES = {pa.string(): (str, type(None)), pa.bool_(): (bool, type(None)),
-                 pa.int64(): (int, type(None)), pa.float64(): (float, type(None))}
 
 
 def arrow_table(columns: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
