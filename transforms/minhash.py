@@ -484,6 +484,11 @@ def compute_features(
                                   helper_cpu)()
 
 
+def _ready(value: RawFeatures) -> Callable[[], RawFeatures]:
+    """A finished result in the shape of one still being hashed."""
+    return lambda: value
+
+
 def start_compute_features(
     batch: DocBatch, ngram: int, seed: int, a: np.ndarray, b: np.ndarray,
     tokenizer: str = "unicode", banding: tuple[int, int] | None = None, kernel: str = "auto",
@@ -497,8 +502,7 @@ def start_compute_features(
         raw = start_kernel_features(batch.records, ngram, seed, a, b, tokenizer,
                                     helper_cpu=helper_cpu, background=background)
     else:
-        features = reference_features(batch.records, ngram, seed, a, b, tokenizer)
-        raw = lambda: features  # noqa: E731
+        raw = _ready(reference_features(batch.records, ngram, seed, a, b, tokenizer))
     banded = kernel_band_hashes if compiled else band_hashes
 
     def finish() -> tuple[FeatureBatch, int]:
@@ -560,8 +564,9 @@ class ComputeFeaturesFn(beam.DoFn):
         # CPU seconds, this thread's and the kernel's helper threads': the stage's wall time
         # no longer says its cores' work once the kernel runs on several threads.
         self.cpu_timer = stage_cpu_counter("compute_features")
-        self.pending: deque[tuple[int, Callable[[], tuple[FeatureBatch, int]], list[float]]]
-        self.pending = deque()
+        # (batch key, the function that finishes the batch, its helper threads' CPU seconds)
+        self.pending: deque[tuple[int, Callable[[], tuple[FeatureBatch, int]], list[float]]] = (
+            deque())
 
     def setup(self) -> None:
         self.a, self.b = permutation_params(self.num_perm, self.seed)
