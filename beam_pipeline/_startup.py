@@ -1,6 +1,7 @@
 """Imported first by the ``ndcl`` program (``beam_pipeline.cli``): Apache Beam without pandas
 and, unless the command line names Google Cloud, without its Google Cloud modules until they
-are needed; Beam's signature lookups cached.
+are needed; Beam's signature lookups cached; two threads fewer per stage of the in-process
+runner (:func:`lighten_bundle_processors`).
 
 ``import apache_beam`` imports pandas (about 0.3 s of the program's start-up, measured: 1.2 s
 against 0.9 s for ``import beam_pipeline.cli``) only to register Beam's pandas type hints,
@@ -34,7 +35,8 @@ other callable (classes, builtins, partials, callable objects) is asked each tim
 The answer is the one Beam computes, from the function's code, defaults, annotations and
 ``__wrapped__``/``__signature__``, which nothing changes after a function is defined.
 This leans on Beam's module layout (three modules import ``get_signature`` by name); the
-whole test suite runs with it, the Flink and portable runners included.
+whole test suite runs with it, the Flink and portable runners included. The same cache
+serves Beam's check of each ``process`` method's source (:func:`cache_beam_yield_checks`).
 
 DoFn specs: Beam's ``userstate.get_dofn_specs`` (a DoFn's state and timer declarations) walks
 every attribute of the DoFn each time it is asked, about three times per DoFn per run;
@@ -49,7 +51,7 @@ import sys
 import types
 import weakref
 from collections.abc import Callable
-from inspect import Signature
+from concurrent import futures
 from typing import Any
 
 # Imported by Beam only inside ``try/except ImportError``; blocking these three keeps all of
@@ -153,37 +155,53 @@ def load_google_cloud() -> None:
             setattr(apache_beam, name, value)
 
 
-def cached_signatures(compute: Callable[[Any], Signature]) -> Callable[[Any], Signature]:
-    """``compute`` (Beam's ``get_signature``) remembered per function, see the module's doc."""
+def cached_per_function(compute: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``compute`` (Beam's ``get_signature``, its yield-and-return check) remembered per
+    function, see the module's doc; its answers are never None."""
     plain: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def get_signature(func: Any) -> Signature:
+    def cached(func: Any) -> Any:
         if type(func) is types.FunctionType:
             table, key = plain, func
         elif type(func) is types.MethodType and type(func.__func__) is types.FunctionType:
             table, key = bound, func.__func__
         else:
             return compute(func)
-        signature = table.get(key)
-        if signature is None:
-            signature = table[key] = compute(func)
-        return signature
+        answer = table.get(key)
+        if answer is None:
+            answer = table[key] = compute(func)
+        return answer
 
-    get_signature.uncached = compute  # type: ignore[attr-defined]
-    return get_signature
+    cached.uncached = compute  # type: ignore[attr-defined]
+    return cached
 
 
 def cache_beam_signatures() -> None:
-    """Installs :func:`cached_signatures` where Beam looks ``get_signature`` up (once)."""
+    """Installs :func:`cached_per_function` where Beam looks ``get_signature`` up (once)."""
     from apache_beam.transforms import core, ptransform, util
     from apache_beam.typehints import decorators
 
     if hasattr(decorators.get_signature, "uncached"):
         return
-    cached = cached_signatures(decorators.get_signature)
+    cached = cached_per_function(decorators.get_signature)
     for module in (decorators, core, ptransform, util):
         module.get_signature = cached
+
+
+def cache_beam_yield_checks() -> None:
+    """Remembers, per function, Beam's check that a DoFn's ``process`` does not both
+    ``yield`` and ``return`` a value (``core._check_fn_use_yield_and_return``, which every
+    ``ParDo`` asks when it is made): it reads the function's source with
+    ``inspect.getsourcelines`` and tokenises it, about 0.35 ms a call, 149 calls for the
+    demo ``ndcl dedup``, most of them about the same few functions (``beam.Map``'s wrapper).
+    The answer follows from the source, which does not change while the program runs; Beam's
+    warning about ``return None`` is then logged once per function, not once per ParDo."""
+    from apache_beam.transforms import core
+
+    if not hasattr(core._check_fn_use_yield_and_return, "uncached"):
+        core._check_fn_use_yield_and_return = cached_per_function(
+            core._check_fn_use_yield_and_return)
 
 
 def dofn_specs_key(dofn: Any) -> tuple | None:
@@ -234,6 +252,62 @@ def cache_beam_dofn_specs() -> None:
     userstate.get_dofn_specs = get_dofn_specs
 
 
+class _CallingThreadExecutor:
+    """A stand-in for ``ThreadPoolExecutor(max_workers=1)`` that runs each call at once on
+    the calling thread and hands back its finished future."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> _CallingThreadExecutor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future:
+        future: futures.Future = futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller by future.result(), as before
+            future.set_exception(exc)
+        return future
+
+
+SAMPLING_PERIOD_MS = 20
+
+
+def lighten_bundle_processors() -> None:
+    """Two threads fewer for each fused stage that Beam's in-process runner starts (72 in a
+    demo ``ndcl dedup``; runner overhead 1.25 -> 1.09 s, medians of four by hand):
+
+    - A bundle processor builds its execution tree (unpickling the stage's DoFns) on a thread
+      of its own, a one-thread pool whose one-hour timeout reports an unpickling that never
+      ends and then stops the SDK harness. Here it is built on the calling thread: a stuck
+      unpickling hangs the in-process run as a stuck DoFn would. Starting and joining that
+      thread cost about 1.5 ms a stage.
+    - Its state sampler (Beam's per-step timing, which NDCL does not read; its own stage
+      times are counters) sleeps on a thread that ``stop`` must wait for. The first sleep is
+      a hundredth of the sampling period and each next is 1.2 times longer, up to the period
+      (200 ms by default); with a period of :data:`SAMPLING_PERIOD_MS` the first is 1 ms and
+      none is longer than 20 ms, so ``stop`` waits about half as long (0.15 -> 0.07 s a run)
+      and the sampler wakes 50 times a second in a long stage instead of 5.
+
+    Only the ``ndcl`` program's process is changed: workers in other processes (Flink at
+    parallelism > 1, Dataflow) run Beam's own."""
+    from apache_beam.runners.worker import bundle_processor, statesampler
+
+    if getattr(bundle_processor.concurrent, "calling_thread", False):
+        return
+    bundle_processor.concurrent = types.SimpleNamespace(  # that module's only use of it
+        calling_thread=True,
+        futures=types.SimpleNamespace(ThreadPoolExecutor=_CallingThreadExecutor,
+                                      TimeoutError=futures.TimeoutError))
+    statesampler.StateSampler.__init__.__defaults__ = (SAMPLING_PERIOD_MS,)
+
+
 import_beam_lean(sys.argv[1:])
 cache_beam_signatures()
+cache_beam_yield_checks()
 cache_beam_dofn_specs()
+lighten_bundle_processors()

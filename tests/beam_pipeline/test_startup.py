@@ -9,6 +9,7 @@ import inspect
 import json
 import subprocess
 import sys
+import threading
 import weakref
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import apache_beam as beam
 from apache_beam.transforms import core, ptransform, util
 from apache_beam.typehints import decorators
 
-from beam_pipeline._startup import cache_beam_signatures, cached_signatures
+from beam_pipeline._startup import cache_beam_signatures, cached_per_function
 
 
 class _Fn(beam.DoFn):
@@ -36,7 +37,7 @@ def test_cached_signatures_equal_beams_for_every_kind_of_callable() -> None:
         # Beam's own lookup, whether or not the cached one is installed already.
         return getattr(decorators.get_signature, "uncached", decorators.get_signature)(func)
 
-    cached = cached_signatures(compute)
+    cached = cached_per_function(compute)
     callables = [_plain, _Fn().process, _Fn().process, _Fn, str.upper, functools.partial(_plain, 1),
                  len, lambda x, y=2: x]
     for func in callables:
@@ -53,7 +54,7 @@ def test_cached_signatures_equal_beams_for_every_kind_of_callable() -> None:
 
 
 def test_cache_keeps_no_function_alive() -> None:
-    cached = cached_signatures(inspect.signature)
+    cached = cached_per_function(inspect.signature)
     namespace: dict[str, object] = {}
     exec("def transient(a, b=1):\n    return a", namespace)  # a function nothing else holds
     assert str(cached(namespace["transient"])) == "(a, b=1)"
@@ -193,3 +194,87 @@ def test_local_run_imports_no_cloud_and_a_dataflow_runner_loads_it() -> None:
 
 CLOUD_MODULES_LOADED_PLAINLY = ("apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.gcp.bigquery",
                                 "google.cloud.dataflow")
+
+
+# --------------------------------------------------------------------------------------------
+# Lighter bundle processors for the in-process runner
+# --------------------------------------------------------------------------------------------
+
+
+_UNPICKLED_ON: list[str] = []
+
+
+class _RecordUnpickling(beam.DoFn):
+    """Records the thread its copy is unpickled on (Beam unpickles each stage's DoFns)."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _UNPICKLED_ON.append(threading.current_thread().name)
+
+    def process(self, element: int) -> list[int]:
+        if element < 0:
+            raise ValueError("negative")
+        return [element * 2]
+
+
+def test_stages_are_built_on_the_calling_thread_with_a_shorter_sampling_period() -> None:
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.runners.worker import statesampler
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.utils.counters import CounterFactory
+
+    from beam_pipeline._startup import SAMPLING_PERIOD_MS, lighten_bundle_processors
+
+    lighten_bundle_processors()
+    lighten_bundle_processors()  # once is enough; twice changes nothing
+    _UNPICKLED_ON.clear()
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        doubled = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_RecordUnpickling())
+        assert_that(doubled, equal_to([2, 4, 6]))
+    assert _UNPICKLED_ON
+    assert not [name for name in _UNPICKLED_ON if "ExecutionTreeCreator" in name]
+    assert statesampler.StateSampler("s", CounterFactory()).sampling_period_ms \
+        == SAMPLING_PERIOD_MS
+
+
+def test_an_error_building_or_running_a_stage_still_fails_the_run() -> None:
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_pipeline._startup import _CallingThreadExecutor, lighten_bundle_processors
+
+    lighten_bundle_processors()
+    with _CallingThreadExecutor(max_workers=1) as executor:
+        failed = executor.submit(int, "x")
+        assert isinstance(failed.exception(), ValueError)
+        assert executor.submit(int, "7").result(timeout=1) == 7
+    try:
+        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+            _ = pipeline | beam.Create([1, -1]) | beam.ParDo(_RecordUnpickling())
+    except Exception as exc:  # Beam wraps the DoFn's error
+        assert "negative" in str(exc)
+    else:
+        raise AssertionError("the run did not fail")
+
+
+def _yields_and_returns(element: int):  # the case Beam's check looks for
+    if element:
+        return [element]
+    yield element
+
+
+def _returns(element: int) -> list[int]:
+    return [element]
+
+
+def test_yield_checks_cached_give_beams_answers() -> None:
+    from apache_beam.transforms import core
+
+    from beam_pipeline._startup import cache_beam_yield_checks
+
+    cache_beam_yield_checks()
+    cache_beam_yield_checks()
+    check = core._check_fn_use_yield_and_return
+    beams = check.uncached
+    for func in (_yields_and_returns, _returns, _Fn().process, _Fn().process, len):
+        assert check(func) == beams(func), func
+    assert check(_yields_and_returns) is True and check(_returns) is False
