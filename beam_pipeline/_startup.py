@@ -11,18 +11,21 @@ for the commands that use it (``ndcl evaluate``, ``ndcl report``). Worker proces
 Beam starts import Beam normally; the graph they run is the same.
 
 Google Cloud: ``import apache_beam`` also imports, each inside ``try/except ImportError``,
-the GCS filesystem (with google-cloud-storage, apitools and oauth2client), BigQuery, Pub/Sub and
-the Dataflow API client: about 0.45 s of the program's start-up (``import apache_beam`` 1.09 ->
-0.67 s, medians of four by hand), used only by a run that reads or writes ``gs://`` paths or
-runs on Dataflow. When no argument of the command line mentions ``gs://`` or ``dataflow``
+the GCS filesystem (with google-cloud-storage), BigQuery, Pub/Sub, the Dataflow API client,
+apitools with oauth2client (for ``apache_beam.utils.retry``'s ``HttpError``) and MongoDB's
+driver: about 0.6 s of the program's start-up (``import apache_beam`` 1.09 -> 0.67 s without
+the first three, medians of four by hand, and about 0.15 s more without the last two), used
+only by a run that reads or writes ``gs://`` paths or runs on Dataflow (MongoDB: never).
+When no argument of the command line mentions ``gs://`` or ``dataflow``
 (:func:`mentions_google_cloud`; a preset such as ``configs/c4_dataflow.yaml`` does by its
-name), :func:`import_beam_lean` imports Beam while the modules in :data:`CLOUD_MODULES` cannot
-be imported, so Beam skips them as it would without the ``gcp`` extra. Then
-:func:`load_google_cloud` imports them and puts back every name Beam's guarded imports would
-have made (the test compares each Beam module's names with a plain import); it runs on the
-first ``gs://`` path given to Beam's ``FileSystems`` and when the runner is Dataflow
-(``beam_pipeline.run.make_pipeline_options``), so a preset or a recorded run that names them
-only inside a file still works. Worker processes import Beam normally.
+name), :func:`import_beam_lean` imports Beam while the modules in :data:`DEFERRED_MODULES`
+cannot be imported, so Beam skips them as it would without its extras. Then
+:func:`load_deferred_modules` imports them and puts back every name Beam's guarded imports
+would have made (the test compares each Beam module's names with a plain import, so a Beam
+upgrade that guards another import fails there); it runs on the first ``gs://`` path given to
+Beam's ``FileSystems`` and when the runner is Dataflow (``beam_pipeline.run``), so a preset or
+a recorded run that names them only inside a file still works. Worker processes import Beam
+normally.
 
 Signatures: Beam asks ``inspect.signature`` about every method of every DoFn again and again
 (``apache_beam.typehints.decorators.get_signature``: when a transform is applied, when the
@@ -47,6 +50,7 @@ fixed cost on the demo corpus, alternated by hand: 3.32 -> 2.92 s medians of fou
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
 import weakref
@@ -54,17 +58,38 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
-# Imported by Beam only inside ``try/except ImportError``; blocking these three keeps all of
-# Beam's Google Cloud imports out (``apache_beam.io``'s guarded block starts with BigQuery).
-CLOUD_MODULES = ("apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.gcp.bigquery",
-                 "google.cloud.dataflow")
+# Imported by Beam only inside ``try/except ImportError``, and only for a run that touches
+# Google Cloud (or MongoDB, which NDCL never does); see the module's doc.
+DEFERRED_MODULES = (
+    "apache_beam.io.gcp.gcsfilesystem",  # the gs:// filesystem: google-cloud-storage, auth
+    "apache_beam.io.gcp.bigquery",  # first of apache_beam.io's guarded block (+ Pub/Sub)
+    "google.cloud.dataflow",  # the Dataflow runner's API client
+    "apitools",  # apache_beam.utils.retry's HttpError (with oauth2client)
+    "bson",  # apache_beam.io.mongodbio's driver (pymongo, with cryptography and dnspython)
+)
 CLOUD_MARKS = ("gs://", "dataflow")
-# ``apache_beam.io``'s guarded block, done again by :func:`load_google_cloud`: each module
-# star-imported (True) or bound by its last name (False), stopping at the first that fails.
-_BEAM_IO_CLOUD_BLOCK = (("apache_beam.io.gcp.bigquery", True), ("apache_beam.io.gcp.pubsub", True),
-                        ("apache_beam.io.gcp.gcsio", False),
-                        ("apache_beam.transforms.xlang.io", True))
-_cloud_deferred = False
+# What Beam's guarded imports bind where they succeed: for each module, each name and where it
+# comes from ("module" or "module:attribute"), all or none as in Beam's own try blocks.
+_GUARDED_NAMES: dict[str, dict[str, str]] = {
+    "apache_beam.io.filesystems": {"GCSFileSystem": "apache_beam.io.gcp.gcsfilesystem:"
+                                                    "GCSFileSystem"},
+    "apache_beam.runners.dataflow.dataflow_runner": {"dataflow_api": "google.cloud.dataflow"},
+    "apache_beam.utils.retry": {"HttpError": "apitools.base.py.exceptions:HttpError",
+                                "GoogleAPICallError": "google.api_core.exceptions:"
+                                                      "GoogleAPICallError"},
+    "apache_beam.io.mongodbio": {
+        "json_util": "bson.json_util", "objectid": "bson.objectid",
+        "ObjectId": "bson.objectid:ObjectId", "ASCENDING": "pymongo:ASCENDING",
+        "DESCENDING": "pymongo:DESCENDING", "MongoClient": "pymongo:MongoClient",
+        "ReplaceOne": "pymongo:ReplaceOne", "DriverInfo": "pymongo.driver_info:DriverInfo"},
+}
+# ``apache_beam.io``'s guarded block: each module star-imported (True) or bound by its last
+# name (False), stopping at the first that fails.
+_BEAM_IO_BLOCK = (("apache_beam.io.gcp.bigquery", True), ("apache_beam.io.gcp.pubsub", True),
+                  ("apache_beam.io.gcp.gcsio", False), ("apache_beam.transforms.xlang.io", True))
+# Beam logs a warning when MongoDB's driver is missing; here it is only deferred.
+_QUIET_WHILE_DEFERRING = ("apache_beam.io.mongodbio",)
+_deferred = False
 
 
 def mentions_google_cloud(argv: list[str]) -> bool:
@@ -73,71 +98,77 @@ def mentions_google_cloud(argv: list[str]) -> bool:
 
 
 def import_beam_lean(argv: list[str]) -> None:
-    """``import apache_beam`` without pandas, and without :data:`CLOUD_MODULES` unless
+    """``import apache_beam`` without pandas, and without :data:`DEFERRED_MODULES` unless
     ``argv`` mentions Google Cloud (see the module's doc); nothing if Beam is imported."""
-    global _cloud_deferred
+    global _deferred
     if "apache_beam" in sys.modules:
         return
     blocked = [] if "pandas" in sys.modules else ["pandas"]
     defer = not mentions_google_cloud(argv)
     if defer:
-        blocked += [name for name in CLOUD_MODULES if name not in sys.modules]
+        blocked += [name for name in DEFERRED_MODULES if name not in sys.modules]
+    quiet = [logging.getLogger(name) for name in _QUIET_WHILE_DEFERRING] if defer else []
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises
+    for logger in quiet:
+        logger.disabled = True
     try:
         import apache_beam  # noqa: F401
     finally:
         for name in blocked:
             del sys.modules[name]
+        for logger in quiet:
+            logger.disabled = False
     if defer:
-        _cloud_deferred = True
-        _load_cloud_on_gs_paths()
+        _deferred = True
+        _load_deferred_on_gs_paths()
 
 
-def _load_cloud_on_gs_paths() -> None:
+def _load_deferred_on_gs_paths() -> None:
     from apache_beam.io.filesystems import FileSystems
 
     get_filesystem = FileSystems.get_filesystem
 
-    def get_filesystem_loading_cloud(path: str) -> Any:
-        if _cloud_deferred and FileSystems.get_scheme(path) == "gs":
-            load_google_cloud()
+    def get_filesystem_loading_deferred(path: str) -> Any:
+        if _deferred and FileSystems.get_scheme(path) == "gs":
+            load_deferred_modules()
         return get_filesystem(path)
 
-    get_filesystem_loading_cloud.original = get_filesystem  # type: ignore[attr-defined]
-    FileSystems.get_filesystem = staticmethod(get_filesystem_loading_cloud)
+    get_filesystem_loading_deferred.original = get_filesystem  # type: ignore[attr-defined]
+    FileSystems.get_filesystem = staticmethod(get_filesystem_loading_deferred)
 
 
-def load_google_cloud() -> None:
+def _resolve(source: str) -> Any:
+    module_name, _, attribute = source.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+def load_deferred_modules() -> None:
     """Imports what :func:`import_beam_lean` left out and puts its names where Beam's guarded
-    imports would have (nothing if it left nothing out; where the ``gcp`` extra is missing,
-    as little as a plain ``import apache_beam`` would)."""
-    global _cloud_deferred
-    if not _cloud_deferred:
+    imports would have (nothing if it left nothing out; where an extra such as ``gcp`` is
+    missing, as little as a plain ``import apache_beam`` would)."""
+    global _deferred
+    if not _deferred:
         return
-    _cloud_deferred = False
+    _deferred = False
     import apache_beam.io
     import apache_beam.transforms
     from apache_beam.io import filesystems
-    from apache_beam.runners.dataflow import dataflow_runner
 
     original = getattr(filesystems.FileSystems.get_filesystem, "original", None)
     if original is not None:
         filesystems.FileSystems.get_filesystem = staticmethod(original)
+    for module_name, names in _GUARDED_NAMES.items():
+        try:
+            values = {name: _resolve(source) for name, source in names.items()}
+        except ImportError:
+            continue
+        module = importlib.import_module(module_name)
+        for name, value in values.items():
+            setattr(module, name, value)
     try:
-        from apache_beam.io.gcp.gcsfilesystem import GCSFileSystem
-    except ImportError:
-        pass
-    else:
-        filesystems.GCSFileSystem = GCSFileSystem
-    try:
-        from google.cloud import dataflow
-    except ImportError:
-        pass
-    else:
-        dataflow_runner.dataflow_api = dataflow
-    try:
-        for name, starred in _BEAM_IO_CLOUD_BLOCK:
+        for name, starred in _BEAM_IO_BLOCK:
             module = importlib.import_module(name)
             if not starred:
                 setattr(apache_beam.io, name.rsplit(".", 1)[1], module)

@@ -89,9 +89,9 @@ def make_pipeline_options(beam_args: list[str]) -> PipelineOptions:
     if "dataflow" in str(standard.runner).lower():
         # The ndcl program imports Beam without its Google Cloud modules unless the command
         # line names them; a preset or a recorded run may name Dataflow only inside a file.
-        from beam_pipeline._startup import load_google_cloud
+        from beam_pipeline._startup import load_deferred_modules
 
-        load_google_cloud()
+        load_deferred_modules()
     if standard.runner in (None, "DirectRunner", "direct"):
         # Plain DirectRunner tries the Prism runner first, which downloads a binary; machines
         # without internet fail there. The FnApiRunner is Beam's local portable runner.
