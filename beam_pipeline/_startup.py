@@ -1,7 +1,7 @@
 """Imported first by the ``ndcl`` program (``beam_pipeline.cli``): Apache Beam without pandas
 and, unless the command line names Google Cloud, without its Google Cloud modules until they
-are needed; Beam's signature lookups cached; two threads fewer per stage of the in-process
-runner (:func:`lighten_bundle_processors`).
+are needed; Beam's signature lookups cached; a thread fewer and a shorter wait per stage of
+the in-process runner (:func:`lighten_bundle_processors`).
 
 ``import apache_beam`` imports pandas (about 0.3 s of the program's start-up, measured: 1.2 s
 against 0.9 s for ``import beam_pipeline.cli``) only to register Beam's pandas type hints,
@@ -305,12 +305,13 @@ class _CallingThreadExecutor:
         return future
 
 
-SAMPLING_PERIOD_MS = 20
+SAMPLING_PERIOD_MS = 4
 
 
 def lighten_bundle_processors() -> None:
-    """Two threads fewer for each fused stage that Beam's in-process runner starts (72 in a
-    demo ``ndcl dedup``; runner overhead 1.25 -> 1.09 s, medians of four by hand):
+    """A thread fewer, and a shorter wait for another, in each fused stage that Beam's
+    in-process runner runs (72 in a demo ``ndcl dedup`` with six components rounds, 63 with
+    three; runner overhead 1.25 -> 1.09 s with a 20 ms period, medians of four by hand):
 
     - A bundle processor builds its execution tree (unpickling the stage's DoFns) on a thread
       of its own, a one-thread pool whose one-hour timeout reports an unpickling that never
@@ -319,10 +320,12 @@ def lighten_bundle_processors() -> None:
       thread cost about 1.5 ms a stage.
     - Its state sampler (Beam's per-step timing, which NDCL does not read; its own stage
       times are counters) sleeps on a thread that ``stop`` must wait for. The first sleep is
-      a hundredth of the sampling period and each next is 1.2 times longer, up to the period
-      (200 ms by default); with a period of :data:`SAMPLING_PERIOD_MS` the first is 1 ms and
-      none is longer than 20 ms, so ``stop`` waits about half as long (0.15 -> 0.07 s a run)
-      and the sampler wakes 50 times a second in a long stage instead of 5.
+      a hundredth of the sampling period (at least 1 ms) and each next is 1.2 times longer,
+      up to the period (200 ms by default), so a stage of 100 ms waited about 10 ms at its
+      end. With a period of :data:`SAMPLING_PERIOD_MS` no sleep is longer than 4 ms (runner
+      overhead 0.92 -> 0.84 s against a 20 ms period, medians of five by hand); the sampler
+      then wakes 250 times a second in a long stage instead of 5, each time taking a lock
+      without the GIL.
 
     Only the ``ndcl`` program's process is changed: workers in other processes (Flink at
     parallelism > 1, Dataflow) run Beam's own."""

@@ -66,7 +66,7 @@ class DedupConfig:
     max_bucket_size: int = 5_000
     # Rounds of large-star/small-star unrolled in the graph; what is still unconverged after
     # them is finished exactly on one worker (see transforms.components for the default).
-    cc_max_rounds: int = 6
+    cc_max_rounds: int = 3
     # Lines per document batch, the unit that moves through the graph.
     batch_size: int = 4096
     # Number of keys used by the batched shuffles (band buckets, graph edges): a few per core
