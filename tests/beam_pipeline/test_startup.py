@@ -279,3 +279,17 @@ def test_yield_checks_cached_give_beams_answers() -> None:
     for func in (_yields_and_returns, _returns, _Fn().process, _Fn().process, len):
         assert check(func) == beams(func), func
     assert check(_yields_and_returns) is True and check(_returns) is False
+
+
+def test_yield_checks_are_kept_per_code_signatures_per_function() -> None:
+    calls: list[object] = []
+
+    def check(func: object) -> bool:
+        calls.append(func)
+        return False
+
+    by_code = cached_per_function(check, by_code=True)
+    closures = [lambda x, k=k: x + k for k in range(3)]  # three functions, one code
+    assert [by_code(f) for f in closures] == [False] * 3 and len(calls) == 1
+    per_function = cached_per_function(inspect.signature)
+    assert [str(per_function(f)) for f in closures] == ["(x, k=0)", "(x, k=1)", "(x, k=2)"]
