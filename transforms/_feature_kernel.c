@@ -24,7 +24,8 @@ typedef uint64_t u64;
  * better with AVX2 (measured 1.7x on the whole kernel) than with the x86-64 baseline, SSE2.
  * target_clones compiles batch_loop twice and picks at load time by the CPU it runs on, so
  * the built module still runs on any x86-64; ALWAYS_INLINE puts the loops inside each clone. */
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__)) && defined(__linux__)
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__)) && defined(__linux__) \
+    && defined(__GLIBC__) /* target_clones needs the C library's ifunc (musl has none) */
 #define CPU_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_CLONES
