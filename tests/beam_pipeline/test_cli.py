@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipeline.cli import main
+from beam_pipeline.cli import GC_YOUNG_THRESHOLD, main
 from beam_pipeline.db import get_run, list_runs
 from tests.conftest import DEMO_CORPUS
 
@@ -79,15 +79,19 @@ def test_runs_on_an_unreachable_database_is_one_clear_line(
 def test_only_the_program_freezes_the_garbage_collector(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """``ndcl`` (argv from the command line) freezes after its imports and before its exit;
-    a call with argv (tests, ``ndcl rerun``) leaves the collector alone."""
+    and raises the young generation's threshold; a call with argv (tests, ``ndcl rerun``)
+    leaves the collector alone."""
     import gc
     import sys
 
     frozen: list[int] = []
+    thresholds: list[tuple[int, ...]] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: thresholds.append(t))
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     assert main(["runs", "--db-url", db]) == 0
-    assert frozen == []
+    assert frozen == [] and thresholds == []
     monkeypatch.setattr(sys, "argv", ["ndcl", "runs", "--db-url", db])
     assert main() == 0
     assert frozen == [1, 1]
+    assert thresholds == [(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])]
