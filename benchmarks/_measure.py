@@ -224,6 +224,14 @@ def _kill_tree(root: psutil.Process) -> None:
             continue
 
 
+def report(lines: list[str], results: Path) -> int:
+    """Prints the report's ``lines`` and writes them to the ``results`` file; exit status 0."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    results.write_text(text)
+    return 0
+
+
 def median(values: Iterable[float]) -> float:
     """Median of ``values``; raises ``ValueError`` when there are none."""
     values = list(values)

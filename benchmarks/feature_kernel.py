@@ -30,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._measure import report  # noqa: E402
 from transforms.batches import DocBatch, FeatureBatch  # noqa: E402
 from transforms.lsh import optimal_param  # noqa: E402
 from transforms.minhash import compute_features, permutation_params  # noqa: E402
@@ -107,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"compiled / numpy: {medians['compiled'][0] / medians['numpy'][0]:.1f}x wall, "
               f"{per_core / medians['numpy'][1]:.1f}x per CPU s",
               f"target >= 50,000 docs/s per core: {'PASS' if per_core >= 50_000 else 'FAIL'}"]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    args.results.write_text(text)
-    return 0
+    return report(lines, args.results)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._measure import run_measured  # noqa: E402
+from benchmarks._measure import report, run_measured  # noqa: E402
 
 DEMO = REPO / "data" / "demo" / "c4-demo.00000-of-00001.json.gz"
 PARTS = ("start_up", "build_graph", "runner_overhead", "fixed", "process_wall", "peak_rss_gib")
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_ndcl and args.baseline_start_error:
         lines.append(f"the baseline's start_up has {args.baseline_start_error:.2f} s of "
                      "psutil start-time error taken off")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    args.results.write_text(text)
-    return 0
+    return report(lines, args.results)
 
 
 if __name__ == "__main__":
