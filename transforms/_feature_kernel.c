@@ -238,36 +238,44 @@ static inline u64 min64(u64 x, u64 y) { return x < y ? x : y; }
  * to compute hi32((a*x + b) mod 2^64) and take 32-bit minima. With a = aH:aL, x = xH:xL:
  *   aL*xL + b (a 64-bit add, wrapping) carries everything below bit 32 into the high half,
  *   and the cross terms aH*xL + aL*xH only reach the high half, mod 2^32,
- * so hi32 = hi32(aL*xL + b) + aL*xH + aH*xL (mod 2^32): one widening multiply, one 32-bit
- * multiply of (a's halves) by (x's halves swapped) and 32-bit adds per lane. */
+ * so hi32 = hi32(aL*xL + b) + aH*xL + aL*xH (mod 2^32). Per shingle and eight permutations:
+ * two widening multiplies and 64-bit adds give the first term of four permutations each, one
+ * shuffle gathers their eight high halves into one register, and the cross terms are two
+ * 32-bit multiplies of eight lanes each, by xL and xH broadcast: ten vector operations. The
+ * halves of a are gathered by the same shuffle, once per block, so lanes line up. */
 __attribute__((target("avx2"))) static void signature_avx2(
         const u64 *restrict shingles, Py_ssize_t windows, const u64 *restrict a,
         const u64 *restrict b, Py_ssize_t num_perm, uint32_t *restrict out) {
+    const uint32_t *halves = (const uint32_t *)shingles; /* little-endian: xL, xH */
     Py_ssize_t p0 = 0;
     for (; p0 + 8 <= num_perm; p0 += 8) {
         const __m256i a0 = _mm256_loadu_si256((const __m256i *)(a + p0));
         const __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + p0 + 4));
         const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + p0));
         const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + p0 + 4));
-        /* Lanes in the order p0, p4, p1, p5, p2, p6, p3, p7 (see the blend below). */
+        /* Lanes in the order p0, p1, p4, p5, p2, p3, p6, p7: shufps picks the low (or high)
+         * 32-bit halves of two 64-bit lanes of each source per 128-bit half. */
+#define GATHER(lo, hi, pick) _mm256_castps_si256(_mm256_shuffle_ps( \
+            _mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), pick))
+        const __m256i a_low = GATHER(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256i a_high = GATHER(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
         __m256i mins = _mm256_set1_epi32(-1);
         for (Py_ssize_t s = 0; s < windows; s++) {
-            const __m256i x = _mm256_set1_epi64x((long long)shingles[s]);
-            const __m256i swapped = _mm256_shuffle_epi32(x, 0xB1); /* xL:xH per 64-bit lane */
-            __m256i r0 = _mm256_add_epi64(_mm256_mul_epu32(a0, x), b0);
-            __m256i r1 = _mm256_add_epi64(_mm256_mul_epu32(a1, x), b1);
-            const __m256i c0 = _mm256_mullo_epi32(a0, swapped); /* aL*xH | aH*xL */
-            const __m256i c1 = _mm256_mullo_epi32(a1, swapped);
-            r0 = _mm256_add_epi32(_mm256_add_epi32(r0, c0), _mm256_slli_epi64(c0, 32));
-            r1 = _mm256_add_epi32(_mm256_add_epi32(r1, c1), _mm256_slli_epi64(c1, 32));
-            /* The odd 32-bit lanes now hold the top halves: p0-p3 moved down, p4-p7 kept. */
-            const __m256i top = _mm256_blend_epi32(_mm256_srli_epi64(r0, 32), r1, 0xAA);
+            const __m256i x_low = _mm256_set1_epi32((int)halves[2 * s]);
+            const __m256i x_high = _mm256_set1_epi32((int)halves[2 * s + 1]);
+            const __m256i r0 = _mm256_add_epi64(_mm256_mul_epu32(a0, x_low), b0);
+            const __m256i r1 = _mm256_add_epi64(_mm256_mul_epu32(a1, x_low), b1);
+            const __m256i cross = _mm256_add_epi32(_mm256_mullo_epi32(a_high, x_low),
+                                                   _mm256_mullo_epi32(a_low, x_high));
+            const __m256i top = _mm256_add_epi32(GATHER(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)), cross);
             mins = _mm256_min_epu32(mins, top);
         }
+#undef GATHER
         uint32_t m[8];
         _mm256_storeu_si256((__m256i *)m, mins);
+        static const int8_t lane_perm[8] = {0, 1, 4, 5, 2, 3, 6, 7};
         for (int k = 0; k < 8; k++)
-            out[p0 + (k >> 1) + 4 * (k & 1)] = m[k];
+            out[p0 + lane_perm[k]] = m[k];
     }
     for (; p0 < num_perm; p0++) {
         u64 m = UINT64_MAX;

@@ -19,8 +19,9 @@ What makes the results identical, not just equivalent:
   256-entry table per document turns into tokens. Text whose tokens are all ASCII goes
   through ``transforms.minhash``'s ``_ASCII_TABLE`` (A-Z lowercased, a-z and 0-9 kept, every
   other byte, >= 0x80 included, a separator), as ``token_bytes`` translates it. Other text is
-  tokenised by the reference regex in Python and arrives as its tokens joined by single
-  spaces, split here by the identity table: Unicode lowercasing and ``\\w`` stay in Python.
+  lowercased in Python, its non-ASCII non-``\\w`` characters made spaces, and arrives as
+  UTF-8 read through a table that keeps bytes >= 0x80 as token bytes: Unicode lowercasing and
+  ``\\w`` stay in Python.
 - token hashes: :func:`xxh3_64` (C) is XXH3-64 with a seed (xxHash 0.8 specification, all
   input lengths), the function ``xxhash.xxh3_64_intdigest`` computes; the tests compare them
   on every length from 0 to past the 240-byte long-input boundary.

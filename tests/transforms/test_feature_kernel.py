@@ -159,7 +159,8 @@ def test_kernel_normalised_text_is_the_joined_token_bytes(tokenizer: str) -> Non
     """Whichever table ``kernel_input`` chose for a document, the kernel's normalised text is
     ``b" ".join(token_bytes(text))`` and its token count ``len(token_bytes(text))``."""
     rng = np.random.default_rng(3)
-    texts = [*random_texts(rng, 400, ALPHABET, 40), "", " ", "--", "A", "ÀB  cd_ ", "x" * 300]
+    texts = [*random_texts(rng, 400, ALPHABET, 40), "", " ", "--", "A", "ÀB  cd_ ", "x" * 300,
+             "ΟΔΟΣ_Σ", "İstanbul\u212aelvin", "x²\ud800日本—a\u0301b", "ǅ\u00a0ß…٣"]
     kernel = compiled_kernel()
     a, b = permutation_params(4, 1)
     text, offsets, modes = kernel_input([{"text": t} for t in texts], tokenizer)
