@@ -27,9 +27,11 @@ largest over the repeats, since its target is a ceiling):
 
 Then the ratios against the targets (issue 14): end-to-end docs/s at least 1.5x rensa's and
 3x datasketch's, NDCL's CPU seconds (user + sys of the whole process tree) at most rensa's,
-signature docs/s per core at least 2x datasketch's, and NDCL's peak RSS at most 3 GiB on all
-four shards, each marked PASS or MISS. Neither baseline verifies candidates or writes output;
-NDCL does both. The exit status is 0 even
+signature docs/s per core at least 2x datasketch's and at least 50,000, and NDCL's peak RSS
+at most 3 GiB on all four shards, each marked PASS or MISS. Neither baseline verifies
+candidates or writes output; NDCL does both. ``--txt`` writes the printed report under a line
+naming the command, the time and the commit; ``benchmarks/readme_tables.py`` renders the
+README's Performance tables from the ``--json`` file. The exit status is 0 even
 on a MISS (this is a report), 1 when a run failed, and 0 with "skipped" when
 the data is absent.
 
@@ -53,9 +55,11 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,8 @@ DATASETS: dict[str, list[str]] = {
 # NDCL / baseline end-to-end docs/s (issue 14).
 TARGET_END_TO_END_RATIO = {"datasketch": 3.0, "rensa": 1.5}
 TARGET_SIGNATURE_PER_CORE_RATIO = 2.0  # against datasketch
+# ComputeFeatures (tokenise, shingle, 256-permutation MinHash, exact hash) per CPU second.
+TARGET_SIGNATURE_DOCS_PER_CPU_S = 50_000
 TARGET_PEAK_RSS_GIB_ALL = 3.0
 
 GIB = 1 << 30
@@ -126,6 +132,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="scratch folder for outputs (default: a temporary one, removed)",
     )
     parser.add_argument("--json", type=Path, help="save the results here")
+    parser.add_argument(
+        "--txt",
+        type=Path,
+        help="also write the printed report here, under a line saying the command, the UTC "
+        "time and the commit measured",
+    )
     parser.add_argument(
         "--ndcl",
         type=Path,
@@ -295,6 +307,9 @@ def compare(dataset: str, ndcl: dict[str, Any], baselines: dict[str, dict[str, A
                      "value": ratio(ndcl, baselines["datasketch"],
                                     "signature_docs_per_s_per_core"),
                      "target": TARGET_SIGNATURE_PER_CORE_RATIO, "kind": "ratio_min"})
+    rows.append({"metric": "NDCL signature docs/s per core",
+                 "value": ndcl["signature_docs_per_s_per_core"],
+                 "target": TARGET_SIGNATURE_DOCS_PER_CPU_S, "kind": "min"})
     if dataset == "all":
         rows.append({"metric": "NDCL peak RSS GiB", "value": ndcl["peak_rss_gib"],
                      "target": TARGET_PEAK_RSS_GIB_ALL, "kind": "max"})
@@ -398,7 +413,9 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
             value = (
                 "n/a"
                 if row["value"] is None
-                else (f"{row['value']:.2f} GiB" if row["kind"] == "max" else f"{row['value']:.2f}x")
+                else f"{row['value']:.2f} GiB" if row["kind"] == "max"
+                else f"{row['value']:,.0f}" if row["kind"] == "min"
+                else f"{row['value']:.2f}x"
             )
             target = (
                 ""
@@ -406,6 +423,7 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
                 else (
                     f"<= {row['target']:.1f} GiB"
                     if row["kind"] == "max"
+                    else f">= {row['target']:,}" if row["kind"] == "min"
                     else f"<= {row['target']:.1f}x" if row["kind"] == "ratio_max"
                     else f">= {row['target']:.1f}x"
                 )
@@ -421,6 +439,23 @@ def format_report(results: dict[str, dict[str, Any]], workers: int) -> str:
         "a..b = the runs found different numbers of duplicates)"
     )
     return "\n".join(lines)
+
+
+def measured_commit() -> str:
+    """The checkout's short commit, with ``+changes`` when its tracked files differ from it
+    (what the figures measured); ``unknown`` outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=False)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
 
 
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
@@ -447,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ndcl = find_ndcl(args.ndcl)
     cpus = os.cpu_count() or 1
+    commit = measured_commit()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if args.workers > cpus:
         print(
             f"warning: {args.workers} workers on {cpus} CPUs; per-core figures will be pessimistic",
@@ -464,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    print(format_report(results, args.workers))
+    text = format_report(results, args.workers)
+    print(text)
+    if args.txt is not None:
+        command = " ".join(["benchmarks/nd_throughput.py", *(argv if argv is not None
+                                                              else sys.argv[1:])])
+        args.txt.write_text(f"# {command}, {started} (commit {commit}, {cpus} CPUs; compare "
+                            f"ratios within a run)\n{text}\n")
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     write_json(
@@ -475,6 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "repeats": args.repeats,
                 "workers": args.workers,
                 "cpu_count": cpus,
+                "commit": commit,
+                "started": started,
                 "ndcl": str(ndcl) if ndcl else None,
                 "params": {
                     "threshold": args.threshold,
@@ -485,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "end_to_end_docs_per_s_ratio_min": TARGET_END_TO_END_RATIO,
                     "cpu_s_ratio_max_vs_rensa": 1.0,
                     "signature_docs_per_s_per_core_ratio_min": TARGET_SIGNATURE_PER_CORE_RATIO,
+                    "signature_docs_per_s_per_core_min": TARGET_SIGNATURE_DOCS_PER_CPU_S,
                     "peak_rss_gib_all_shards_max": TARGET_PEAK_RSS_GIB_ALL,
                 },
             },
