@@ -506,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.txt is not None:
         command = " ".join(["benchmarks/nd_throughput.py", *(argv if argv is not None
                                                               else sys.argv[1:])])
+        args.txt.parent.mkdir(parents=True, exist_ok=True)
         args.txt.write_text(f"# {command}, {started} (commit {commit}, {cpus} CPUs; compare "
                             f"ratios within a run)\n{text}\n")
     for failure in failures:

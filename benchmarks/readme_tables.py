@@ -3,7 +3,8 @@
 Issue 14 asks that the README's Performance tables be regenerated from the benchmark's output
 file, not copied by hand. This script reads that file (default
 ``benchmarks/results-nd-throughput.json``) and renders two Markdown tables: every system on
-every dataset, and issue 14's targets with their verdicts. In ``README.md`` they sit between
+every dataset, and issue 14's targets with the values and verdicts nd_throughput.py gave them
+(its ``comparison`` rows; nothing is judged again here). In ``README.md`` they sit between
 the two marker lines below; ``--write`` replaces what is between them, ``--check`` exits 1
 with one line when it differs (a test runs the check), and with neither it prints them.
 
@@ -29,12 +30,7 @@ END = "<!-- end: tables rendered by benchmarks/readme_tables.py -->"
 
 DATASET_NAMES = {"one": "one shard", "all": "all four"}
 SYSTEM_NAMES = {"datasketch": "datasketch", "rensa": "rensa", "ndcl": "**NDCL**"}
-# The targets issue 14 set, as nd_throughput.py checks them (its "targets" in the JSON).
 PASS, MISS = "✔", "✘"
-
-
-def verdict(passed: bool, text: str) -> str:
-    return f"**{text} {PASS}**" if passed else f"{text} {MISS}"
 
 
 def results_table(datasets: dict[str, Any]) -> list[str]:
@@ -59,53 +55,41 @@ def results_table(datasets: dict[str, Any]) -> list[str]:
     return lines
 
 
-def targets_table(datasets: dict[str, Any], targets: dict[str, Any]) -> list[str]:
-    """Issue 14's targets per dataset, each value with its verdict (– where it has none)."""
-    ratios = targets["end_to_end_docs_per_s_ratio_min"]
-    cpu_max = targets["cpu_s_ratio_max_vs_rensa"]
-    per_cpu_min = targets["signature_docs_per_s_per_core_min"]
-    rss_max = targets["peak_rss_gib_all_shards_max"]
+def _label(row: dict[str, Any]) -> str:
+    """The target's words, from one of nd_throughput.py's comparison rows."""
+    metric, target = row["metric"], row["target"]
+    if metric == "NDCL signature docs/s per core":
+        return f"`ComputeFeatures` ≥ {target / 1000:g}k docs/s per CPU second"
+    if metric == "NDCL peak RSS GiB":
+        return f"peak RSS ≤ {target:g} GiB on all four shards"
+    what, _, baseline = metric.partition(" vs ")
+    if row["kind"] == "ratio_max":
+        return f"{what} ≤ {target:g}× {baseline}'s"
+    return f"{what} ≥ {target:g}× {baseline}"
+
+
+def _value(row: dict[str, Any]) -> str:
+    if row["value"] is None:
+        return "–"
+    value = row["value"]
+    text = (f"{value:.2f} GiB" if row["kind"] == "max" else
+            f"{value / 1000:.1f}k" if row["kind"] == "min" else f"{value:.2f}×")
+    return f"**{text} {PASS}**" if row["verdict"] == "PASS" else f"{text} {MISS}"
+
+
+def targets_table(datasets: dict[str, Any]) -> list[str]:
+    """Issue 14's targets per dataset: nd_throughput.py's own comparison rows (values and
+    verdicts) that have a target, – where a dataset has none."""
     names = list(datasets)
-    rows: list[tuple[str, dict[str, str]]] = []
-
-    def cells(compute: Any) -> dict[str, str]:
-        return {dataset: compute(result["summary"]) for dataset, result in datasets.items()}
-
-    def speed(baseline: str, least: float) -> Any:
-        def compute(summary: dict[str, Any]) -> str:
-            if "ndcl" not in summary or baseline not in summary:
-                return "–"
-            value = summary["ndcl"]["docs_per_s"] / summary[baseline]["docs_per_s"]
-            return verdict(value >= least, f"{value:.2f}×")
-        return compute
-
-    def cpu(summary: dict[str, Any]) -> str:
-        if "ndcl" not in summary or "rensa" not in summary:
-            return "–"
-        value = summary["ndcl"]["cpu_s"] / summary["rensa"]["cpu_s"]
-        return verdict(value <= cpu_max, f"{value:.2f}×")
-
-    def per_cpu(summary: dict[str, Any]) -> str:
-        if "ndcl" not in summary:
-            return "–"
-        value = summary["ndcl"]["signature_docs_per_s_per_core"]
-        return verdict(value >= per_cpu_min, f"{value / 1000:.1f}k")
-
-    for baseline in ("datasketch", "rensa"):
-        rows.append((f"end-to-end docs/s ≥ {ratios[baseline]:g}× {baseline}",
-                     cells(speed(baseline, ratios[baseline]))))
-    rows.append((f"CPU seconds ≤ {cpu_max:g}× rensa's", cells(cpu)))
-    rows.append((f"`ComputeFeatures` ≥ {per_cpu_min / 1000:g}k docs/s per CPU second",
-                 cells(per_cpu)))
-    rows.append((f"peak RSS ≤ {rss_max:g} GiB on all four shards", {
-        dataset: (verdict(result["summary"]["ndcl"]["peak_rss_gib"] <= rss_max,
-                           f"{result['summary']['ndcl']['peak_rss_gib']:.2f} GiB")
-                  if dataset == "all" and "ndcl" in result["summary"] else "–")
-        for dataset, result in datasets.items()}))
+    cells: dict[str, dict[str, str]] = {}
+    for dataset, result in datasets.items():
+        for row in result.get("comparison", []):
+            if row["target"] is not None:
+                cells.setdefault(_label(row), {})[dataset] = _value(row)
     header = "| target (issue 14) | " + " | ".join(DATASET_NAMES.get(n, n) for n in names) + " |"
     lines = [header, "|---|" + "---|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(values[n] for n in names) + " |"
-              for label, values in rows]
+    lines += [f"| {label} | " + " | ".join(values.get(n, "–") for n in names) + " |"
+              for label, values in cells.items()]
     return lines
 
 
@@ -119,7 +103,7 @@ def render(results: dict[str, Any]) -> str:
     if results.get("failures"):
         lead += " Failed runs: " + "; ".join(results["failures"]) + "."
     return "\n".join([lead, "", *results_table(results["datasets"]), "",
-                      *targets_table(results["datasets"], config["targets"])])
+                      *targets_table(results["datasets"])])
 
 
 def replace_block(readme: str, block: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import readme_tables
+from benchmarks.nd_throughput import compare
 from benchmarks.readme_tables import BEGIN, END, render, replace_block
 
 TARGETS = {"end_to_end_docs_per_s_ratio_min": {"datasketch": 3.0, "rensa": 1.5},
@@ -23,17 +24,26 @@ def _summary(wall: float, cpu: float, per_core: float, rss: float, found: int | 
             "duplicates": found}
 
 
-def _results() -> dict:
+def _results(without: tuple[str, str] | None = None) -> dict:
+    """Two datasets' summaries and nd_throughput.py's comparisons of them; ``without``:
+    ``(dataset, system)`` left out, as when all its runs failed."""
     one = {"datasketch": _summary(10.0, 10.0, 2000, 0.5, 30),
            "rensa": _summary(3.0, 3.0, 9000, 0.3, 31),
            "ndcl": _summary(2.5, 2.0, 49_999, 0.25, [29, 30])}
     all_four = {"datasketch": _summary(40.0, 40.0, 2000, 2.0, 120, docs=4000),
                 "rensa": _summary(12.0, 12.0, 9000, 1.0, 125, docs=4000),
                 "ndcl": _summary(6.0, 8.0, 52_000, 3.5, 118, docs=4000)}
+    summaries = {"one": one, "all": all_four}
+    if without is not None:
+        del summaries[without[0]][without[1]]
+    datasets = {
+        name: {"summary": summary,
+               "comparison": compare(name, summary["ndcl"],
+                                     {k: v for k, v in summary.items() if k != "ndcl"})}
+        for name, summary in summaries.items()}
     return {"config": {"cpu_count": 2, "repeats": 3, "commit": "abc1234",
                        "started": "2026-12-05 19:00 UTC", "targets": TARGETS},
-            "datasets": {"one": {"summary": one}, "all": {"summary": all_four}},
-            "failures": []}
+            "datasets": datasets, "failures": []}
 
 
 def test_render_gives_each_figure_and_its_verdict() -> None:
@@ -51,8 +61,7 @@ def test_render_gives_each_figure_and_its_verdict() -> None:
 
 
 def test_a_failed_run_is_said_and_a_missing_system_gives_no_ratio() -> None:
-    results = _results()
-    del results["datasets"]["one"]["summary"]["rensa"]
+    results = _results(without=("one", "rensa"))
     results["failures"] = ["[one] rensa: exit status 1"]
     text = render(results)
     assert "Failed runs: [one] rensa: exit status 1." in text
