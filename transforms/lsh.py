@@ -95,10 +95,10 @@ def recall_floor_param(threshold: float, num_perm: int,
         for bands in range(1, num_perm // rows + 1):
             p_t = float(detection_probability(threshold, bands, rows))
             reached = p_t >= floor
-            # Reaching the floor first; then the smaller area, or below it the higher P(t).
-            # The area only where it counts (a third of the bandings at 0.7 and 256).
-            fp = _area(detection_probability(lower, bands, rows), lower) if reached else 0.0
-            key = (not reached, fp if reached else -p_t, bands * rows)
+            # Reaching the floor first; then the smaller area (computed only there: a third
+            # of the bandings at 0.7 and 256), or below the floor the higher P(t).
+            score = _area(detection_probability(lower, bands, rows), lower) if reached else -p_t
+            key = (not reached, score, bands * rows)
             if best is None or key < best[0]:
                 best = (key, bands, rows)
     assert best is not None
